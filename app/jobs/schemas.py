@@ -1,0 +1,104 @@
+"""Request and response shapes for /jobs (DESIGN.md section 3)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_.\-]{0,63}$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LabelIn(Strict):
+    name: str = Field(min_length=1, max_length=64)
+    description: str = Field("", max_length=2000)
+    verbalizer: str | None = Field(None, max_length=64,
+                                   description="The word the teacher answers with.")
+
+
+class TaskIn(Strict):
+    labels: list[LabelIn] = Field(min_length=2, max_length=64)
+    multi_label: bool = False
+    instruction: str = Field("", max_length=4000)
+
+
+class TeacherIn(Strict):
+    model: str | None = Field(None, max_length=500,
+                              description="Path, pypi://pkg[==v]/path or hf://org/name.")
+    prompts: list[str] = Field(default_factory=list, max_length=32)
+
+
+class AdapterIn(Strict):
+    type: Literal["lora"] = "lora"
+    r: int = Field(8, ge=1, le=256)
+    alpha: int | None = Field(None, ge=1, le=1024)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+class StudentIn(Strict):
+    model: str | None = Field(None, max_length=500)
+    adapter: AdapterIn = Field(default_factory=AdapterIn)
+    max_length: int = Field(128, ge=8, le=512)
+
+
+class DataIn(Strict):
+    dataset_id: str = Field(min_length=1, max_length=40)
+    eval_dataset_id: str | None = Field(None, max_length=40)
+
+
+class DistillationIn(Strict):
+    strategy: Literal["vanilla_kd", "pseudo_label"] = "vanilla_kd"
+    epochs: int = Field(3, ge=1, le=100)
+    batch_size: int = Field(32, ge=1, le=1024)
+    learning_rate: float = Field(1e-3, gt=0, lt=1)
+    temperature: float = Field(2.0, ge=0.5, le=20)
+    holdout_fraction: float = Field(0.15, gt=0, lt=0.5)
+    seed: int = Field(0, ge=0)
+
+
+class JobCreate(Strict):
+    name: str = Field(pattern=NAME_PATTERN,
+                      description="Model name the student registers under (lowercase).")
+    task: TaskIn
+    teacher: TeacherIn = Field(default_factory=TeacherIn)
+    student: StudentIn = Field(default_factory=StudentIn)
+    data: DataIn
+    distillation: DistillationIn = Field(default_factory=DistillationIn)
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: int
+
+
+class JobOut(BaseModel):
+    id: str
+    name: str
+    state: str
+    phase: str | None
+    progress: float = Field(ge=0, le=1)
+    metrics: dict[str, Any]
+    error: JobError | None
+    model: ModelRef | None
+    attempts: int
+    cancel_requested: bool
+    spec: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class JobList(BaseModel):
+    jobs: list[JobOut]
+    next_offset: int | None = None

@@ -1,0 +1,162 @@
+"""Jobs: validate and submit (enqueue after commit), read, list, cancel."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.core.config import get_settings
+from app.core.errors import Conflict, Invalid, NotFound, Unavailable
+from app.jobs import lifecycle
+from app.jobs.schemas import JobCreate
+from app.models import Dataset, Job, JobEvent, JobState
+from app.models.base import new_id, utcnow
+from worker.distill.config import ConfigError, EngineConfig
+from worker.distill.sources import ModelSourceError, check_uri
+
+
+def normalized_spec(payload: JobCreate) -> dict[str, Any]:
+    """The request with every default filled in: what the worker runs and lineage records."""
+    settings = get_settings()
+    spec = payload.model_dump()
+    spec["teacher"]["model"] = spec["teacher"]["model"] or settings.default_teacher
+    spec["student"]["model"] = spec["student"]["model"] or settings.default_student
+    return spec
+
+
+def engine_config(spec: dict[str, Any]) -> EngineConfig:
+    """Build the engine's config from a stored spec (raises ConfigError naming a field)."""
+    return EngineConfig.from_dict({k: spec[k] for k in
+                                   ("task", "teacher", "student", "distillation")})
+
+
+def validate_spec(db: Session, spec: dict[str, Any]) -> None:
+    """Refuse at submission whatever can be refused cheaply, naming the field."""
+    try:
+        cfg = engine_config(spec)
+    except ConfigError as exc:
+        raise Invalid(exc.field, exc.message) from exc
+    for field in ("teacher", "student"):
+        try:
+            check_uri(spec[field]["model"])
+        except ModelSourceError as exc:
+            raise Invalid(f"{field}.model", exc.message, code=exc.code) from exc
+    data = spec["data"]
+    if db.get(Dataset, data["dataset_id"]) is None:
+        raise Invalid("data.dataset_id", f"no dataset with id {data['dataset_id']!r}",
+                      code="dataset_not_found")
+    if data.get("eval_dataset_id"):
+        eval_ds = db.get(Dataset, data["eval_dataset_id"])
+        if eval_ds is None:
+            raise Invalid("data.eval_dataset_id", f"no dataset with id {data['eval_dataset_id']!r}",
+                          code="dataset_not_found")
+        if eval_ds.labeled_rows == 0:
+            raise Invalid("data.eval_dataset_id", "the eval dataset has no labels")
+        unknown = sorted(set(eval_ds.label_set) - set(cfg.task.label_names))
+        if unknown:
+            raise Invalid("data.eval_dataset_id",
+                          f"labels {unknown} are not among the task labels "
+                          f"{cfg.task.label_names}")
+
+
+def submit_job(*, db: Session, payload: JobCreate, idempotency_key: str | None = None,
+               enqueue: Any) -> tuple[Job, bool]:
+    """Create a queued job and wake a worker; return (job, created). Replays on a reused key."""
+    spec = normalized_spec(payload)
+    request_hash = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+    if idempotency_key:
+        existing = db.scalar(select(Job).where(Job.idempotency_key == idempotency_key))
+        if existing is not None:
+            return _replay(existing, request_hash), False
+    validate_spec(db, spec)
+    job = Job(id=new_id("job"), name=payload.name, state=JobState.QUEUED, progress=0.0,
+              spec=spec, metrics={}, attempts=0, max_attempts=get_settings().job_max_attempts,
+              idempotency_key=idempotency_key, request_hash=request_hash)
+    db.add(job)
+    try:
+        db.flush()
+    except IntegrityError:
+        db.rollback()
+        existing = db.scalar(select(Job).where(Job.idempotency_key == idempotency_key))
+        if existing is None:
+            raise
+        return _replay(existing, request_hash), False
+    lifecycle.record_event(db, job, "state")
+    db.commit()
+    try:
+        enqueue(job.id)  # only after commit: a worker must find the row it is woken for
+    except Exception as exc:
+        db.execute(delete(JobEvent).where(JobEvent.job_id == job.id))
+        db.execute(delete(Job).where(Job.id == job.id))
+        db.commit()
+        raise Unavailable(f"the job queue is unreachable ({type(exc).__name__}); "
+                          "nothing was created, retry later", code="broker_unavailable") from exc
+    return job, True
+
+
+def _replay(existing: Job, request_hash: str) -> Job:
+    if existing.request_hash != request_hash:
+        raise Invalid("Idempotency-Key", "this key was used with a different request body",
+                      code="idempotency_mismatch")
+    return existing
+
+
+def get_job(*, db: Session, job_id: str) -> Job:
+    job = db.get(Job, job_id)
+    if job is None:
+        raise NotFound(f"no job with id {job_id!r}")
+    return job
+
+
+def list_jobs(*, db: Session, state: str | None, name: str | None, limit: int,
+              offset: int) -> list[Job]:
+    stmt = select(Job).order_by(Job.created_at.desc(), Job.id)
+    if state:
+        stmt = stmt.where(Job.state == state)
+    if name:
+        stmt = stmt.where(Job.name == name)
+    return list(db.scalars(stmt.limit(limit).offset(offset)))
+
+
+def cancel_job(*, db: Session, job_id: str) -> Job:
+    """Ask a job to stop; a queued job stops at once, a running one at its next step."""
+    job = db.get(Job, job_id, with_for_update=True)
+    if job is None:
+        raise NotFound(f"no job with id {job_id!r}")
+    if job.is_final:
+        raise Conflict(f"job {job_id} is already {job.state}", code="job_final")
+    job.cancel_requested = True
+    job.updated_at = utcnow()
+    if job.state == JobState.QUEUED and job.lease_owner is None:
+        db.commit()
+        lifecycle.finish(db, job_id, None, state=JobState.CANCELLED,
+                         error=("cancelled", "cancelled by request before it started"))
+    else:
+        lifecycle.record_event(db, job, "cancel_requested")
+        db.commit()
+    return get_job(db=db, job_id=job_id)
+
+
+def events_after(*, db: Session, job_id: str, after_id: int) -> list[JobEvent]:
+    stmt = (select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.id > after_id)
+            .order_by(JobEvent.id).limit(500))
+    return list(db.scalars(stmt))
+
+
+def job_to_dict(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id, "name": job.name, "state": job.state, "phase": job.phase,
+        "progress": round(job.progress or 0.0, 4), "metrics": job.metrics or {},
+        "error": ({"code": job.error_code, "message": job.error_message or ""}
+                  if job.error_code else None),
+        "model": ({"name": job.model_name, "version": job.model_version}
+                  if job.model_version is not None else None),
+        "attempts": job.attempts, "cancel_requested": job.cancel_requested, "spec": job.spec,
+        "created_at": job.created_at, "updated_at": job.updated_at,
+        "started_at": job.started_at, "finished_at": job.finished_at,
+    }

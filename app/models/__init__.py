@@ -1,0 +1,13 @@
+"""SQLAlchemy tables, one file per table; importable without FastAPI."""
+
+from app.models.base import Base
+from app.models.dataset import Dataset
+from app.models.dataset_record import DatasetRecord
+from app.models.job import FINAL_STATES, Job, JobState
+from app.models.job_event import JobEvent
+from app.models.model_alias import ModelAlias
+from app.models.model_version import ModelVersion
+from app.models.registered_model import RegisteredModel
+
+__all__ = ["Base", "Dataset", "DatasetRecord", "FINAL_STATES", "Job", "JobEvent", "JobState",
+           "ModelAlias", "ModelVersion", "RegisteredModel"]

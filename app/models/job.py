@@ -1,0 +1,74 @@
+"""A distillation job and its state machine (DESIGN.md section 4). The DB is the truth."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Boolean, Float, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.models.base import Base, JSONType, UTCDateTime, utcnow
+
+
+class JobState(enum.StrEnum):
+    QUEUED = "queued"
+    ANNOTATING = "annotating"
+    DISTILLING = "distilling"
+    EVALUATING = "evaluating"
+    REGISTERING = "registering"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+FINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+# The happy path, in order; failed/cancelled may follow any non-final state.
+PIPELINE = (JobState.QUEUED, JobState.ANNOTATING, JobState.DISTILLING,
+            JobState.EVALUATING, JobState.REGISTERING, JobState.SUCCEEDED)
+
+
+def can_transition(current: str, target: str) -> bool:
+    """Say whether a job may move from `current` to `target`."""
+    if current in FINAL_STATES:
+        return False
+    if target in (JobState.FAILED, JobState.CANCELLED):
+        return True
+    if current == target:
+        return True
+    order = [s.value for s in PIPELINE]
+    # A resumed job re-enters at its checkpoint, so moving forward by any step is allowed,
+    # and a re-claimed job may restart the state it was in; never backwards past queued.
+    return target in order and order.index(target) >= order.index(current)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), index=True)
+    state: Mapped[str] = mapped_column(String(20), index=True, default=JobState.QUEUED)
+    phase: Mapped[str | None] = mapped_column(String(40))
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    model_name: Mapped[str | None] = mapped_column(String(64))
+    model_version: Mapped[int | None] = mapped_column(Integer)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    lease_owner: Mapped[str | None] = mapped_column(String(120))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in FINAL_STATES

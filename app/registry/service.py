@@ -1,0 +1,167 @@
+"""The model registry: immutable versions with unique increasing numbers, movable aliases."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.core.errors import Conflict, Invalid, NotFound
+from app.models import Job, ModelAlias, ModelVersion, RegisteredModel
+from app.models.job import FINAL_STATES
+from app.registry.card import render_card
+
+MODEL_REF = re.compile(r"^(?P<name>[a-z0-9][a-z0-9_.\-]{0,63})"
+                       r"(?::(?P<version>\d+)|@(?P<alias>[A-Za-z0-9_.\-]{1,64}))?$")
+ALIAS_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")
+
+
+def register_version(*, db: Session, job_id: str, name: str, result: Any,
+                     artifacts_root: Path) -> int:
+    """Record a finished student as the next version of `name`; idempotent per job."""
+    existing = db.scalar(select(ModelVersion).where(ModelVersion.job_id == job_id))
+    if existing is not None:  # a retried job that crashed after registering
+        return existing.version
+    model = _lock_or_create(db, name)
+    model.latest_version += 1
+    rel_path = str(Path(result.student_dir).resolve().relative_to(artifacts_root.resolve()))
+    task = result.lineage["config"]["task"]
+    version = ModelVersion(
+        model_name=name, version=model.latest_version, job_id=job_id, artifact_path=rel_path,
+        files=result.files, base_model=result.base_model,
+        labels=[lab["name"] for lab in task["labels"]], multi_label=bool(task["multi_label"]),
+        metrics=result.metrics, lineage={**result.lineage, "job_id": job_id})
+    version.card = render_card(name, model.latest_version, version.metrics, version.lineage)
+    db.add(version)
+    db.flush()
+    return version.version
+
+
+def _lock_or_create(db: Session, name: str) -> RegisteredModel:
+    # Row lock (PostgreSQL) or the database write lock (SQLite) serialises numbering.
+    model = db.get(RegisteredModel, name, with_for_update=True)
+    if model is not None:
+        return model
+    try:
+        with db.begin_nested():
+            db.add(RegisteredModel(name=name, latest_version=0))
+    except IntegrityError:  # created concurrently; lock the winner's row
+        pass
+    model = db.get(RegisteredModel, name, with_for_update=True, populate_existing=True)
+    assert model is not None
+    return model
+
+
+def list_models(*, db: Session, include_archived: bool = False) -> list[dict[str, Any]]:
+    models = db.scalars(select(RegisteredModel).order_by(RegisteredModel.name)).all()
+    aliases = _aliases(db)
+    out = []
+    for m in models:
+        versions = [v for v in _versions(db, m.name) if include_archived or not v.archived]
+        if not versions and not include_archived:
+            continue
+        out.append({"name": m.name, "latest_version": max((v.version for v in versions),
+                                                           default=None),
+                    "aliases": aliases.get(m.name, {}), "versions": len(versions),
+                    "labels": versions[-1].labels if versions else [],
+                    "updated_at": m.updated_at})
+    return out
+
+
+def get_model(*, db: Session, name: str) -> dict[str, Any]:
+    model = db.get(RegisteredModel, name)
+    if model is None:
+        raise NotFound(f"no model named {name!r}", code="model_not_found")
+    versions = _versions(db, name)
+    live = [v for v in versions if not v.archived]
+    return {"name": name, "latest_version": max((v.version for v in live), default=None),
+            "aliases": _aliases(db).get(name, {}),
+            "versions": [version_summary(v) for v in versions]}
+
+
+def get_version(*, db: Session, name: str, version: int) -> ModelVersion:
+    row = db.scalar(select(ModelVersion).where(ModelVersion.model_name == name,
+                                               ModelVersion.version == version))
+    if row is None:
+        raise NotFound(f"model {name!r} has no version {version}", code="version_not_found")
+    return row
+
+
+def resolve_ref(*, db: Session, ref: str) -> ModelVersion:
+    """Turn `name`, `name:3` or `name@alias` into a version row (404/409 when it cannot)."""
+    match = MODEL_REF.match(ref)
+    if not match:
+        raise Invalid("model", f"{ref!r} is not a model reference (name, name:3 or name@alias)")
+    name = match.group("name")
+    if match.group("version"):
+        return get_version(db=db, name=name, version=int(match.group("version")))
+    if match.group("alias"):
+        alias = db.get(ModelAlias, (name, match.group("alias")))
+        if alias is None:
+            raise NotFound(f"model {name!r} has no alias {match.group('alias')!r}",
+                           code="alias_not_found")
+        return get_version(db=db, name=name, version=alias.version)
+    latest = db.scalar(select(ModelVersion).where(ModelVersion.model_name == name,
+                                                  ModelVersion.archived.is_(False))
+                       .order_by(ModelVersion.version.desc()).limit(1))
+    if latest is None:
+        running = db.scalar(select(Job).where(Job.name == name,
+                                              Job.state.not_in([s.value for s in FINAL_STATES]))
+                            .limit(1))
+        if running is not None:
+            raise Conflict(f"model {name!r} is still being trained by job {running.id} "
+                           f"(state {running.state}); no version is registered yet",
+                           code="model_not_ready")
+        raise NotFound(f"no model named {name!r}", code="model_not_found")
+    return latest
+
+
+def set_alias(*, db: Session, name: str, alias: str, version: int) -> dict[str, Any]:
+    """Point `alias` at `version` (creating or moving it)."""
+    if not ALIAS_NAME.match(alias):
+        raise Invalid("alias", "an alias is 1-64 letters, digits, _ . - and starts with a letter")
+    row = get_version(db=db, name=name, version=version)
+    if row.archived:
+        raise Conflict(f"{name}:{version} is archived; it cannot take an alias",
+                       code="version_archived")
+    current = db.get(ModelAlias, (name, alias))
+    if current is None:
+        db.add(ModelAlias(model_name=name, alias=alias, version=version))
+    else:
+        current.version = version
+    db.commit()
+    return {"name": name, "alias": alias, "version": version}
+
+
+def version_summary(v: ModelVersion) -> dict[str, Any]:
+    student = v.metrics.get("student", {})
+    teacher = v.metrics.get("teacher", {})
+    return {"version": v.version, "created_at": v.created_at, "job_id": v.job_id,
+            "archived": v.archived, "labels": v.labels,
+            "student_macro_f1": student.get("eval", {}).get("macro_f1"),
+            "teacher_macro_f1": teacher.get("eval", {}).get("macro_f1"),
+            "holdout_agreement": student.get("holdout_agreement")}
+
+
+def version_detail(v: ModelVersion) -> dict[str, Any]:
+    return {"name": v.model_name, "version": v.version, "job_id": v.job_id,
+            "labels": v.labels, "multi_label": v.multi_label, "base_model": v.base_model,
+            "files": v.files, "metrics": v.metrics, "lineage": v.lineage, "card": v.card,
+            "archived": v.archived, "created_at": v.created_at}
+
+
+def _versions(db: Session, name: str) -> list[ModelVersion]:
+    return list(db.scalars(select(ModelVersion).where(ModelVersion.model_name == name)
+                           .order_by(ModelVersion.version)))
+
+
+def _aliases(db: Session) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for a in db.scalars(select(ModelAlias)):
+        out.setdefault(a.model_name, {})[a.alias] = a.version
+    return out
+

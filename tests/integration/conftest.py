@@ -1,0 +1,57 @@
+"""Real services for integration tests: a fresh PostgreSQL database and Redis per test."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from tests.conftest import service_url
+from tests.support import Stack, make_env
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A new, empty database on the test PostgreSQL server; dropped afterwards."""
+    admin_url = service_url("TAILOR_TEST_DATABASE_URL")
+    name = f"tailor_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def redis_url() -> str:
+    url = service_url("TAILOR_TEST_REDIS_URL")
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
+@pytest.fixture
+def distributed(tmp_path: Path, pg_url: str, redis_url: str) -> Iterator[Stack]:
+    """Env for an API and worker on PostgreSQL + Redis (processes started by the test)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    stack = Stack(home, make_env(home, TAILOR_DATABASE_URL=pg_url, TAILOR_BROKER_URL=redis_url))
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture
+def embedded_stack(tmp_path: Path) -> Iterator[Stack]:
+    home = tmp_path / "home"
+    home.mkdir()
+    stack = Stack(home, make_env(home))
+    yield stack
+    stack.stop()

@@ -1,0 +1,104 @@
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.tiny import corpus
+from worker.distill import engine as engine_mod
+from worker.distill.config import ConfigError, EngineConfig
+from worker.distill.engine import Cancelled, DistillData, EngineError, run
+
+
+def _cfg(tiny_models, strategy="vanilla_kd", multi=False, **distill):
+    labels = ([{"name": "flood"}, {"name": "fire"}, {"name": "storm"}] if multi else
+              [{"name": "crisis"}, {"name": "calm", "verbalizer": "none"}])
+    return EngineConfig.from_dict({
+        "task": {"labels": labels, "multi_label": multi},
+        "teacher": {"model": tiny_models[0], "batch_size": 8},
+        "student": {"model": tiny_models[1], "max_length": 32},
+        "distillation": {"strategy": strategy, "epochs": 2, "batch_size": 8, **distill}})
+
+
+def test_single_label_run_produces_student_and_side_by_side_metrics(tmp_path, tiny_models):
+    events = []
+    res = run(_cfg(tiny_models), DistillData(corpus(40), corpus(8), ["crisis", "calm"] * 4),
+              workdir=tmp_path / "w", cache_dir=tmp_path / "c",
+              progress=lambda *a: events.append(a))
+    assert set(res.files) == {"adapter.safetensors", "head.safetensors", "student.json"}
+    m = res.metrics
+    assert m["teacher"]["eval"]["n"] == 8 and m["student"]["eval"]["n"] == 8
+    assert 0.0 <= m["student"]["holdout_agreement"] <= 1.0
+    assert m["student"]["trainable_params"] < m["student"]["total_params"]
+    assert m["teacher"]["ms_per_text"] > 0 and m["student"]["ms_per_text"] > 0
+    states = [e[0] for e in events]
+    assert states.index("annotating") < states.index("distilling") < states.index("evaluating")
+    fractions = [e[2] for e in events]
+    assert fractions == sorted(fractions), "overall progress never goes backwards"
+
+
+def test_multi_label_run(tmp_path, tiny_models):
+    gold = [["flood"], ["fire", "storm"], [], ["storm"]]
+    res = run(_cfg(tiny_models, multi=True), DistillData(corpus(30), corpus(4), gold),
+              workdir=tmp_path / "w", cache_dir=tmp_path / "c")
+    assert res.metrics["student"]["eval"]["n"] == 4
+    assert set(res.metrics["student"]["eval"]["per_class"]) == {"flood", "fire", "storm"}
+
+
+def test_resume_skips_completed_phases(tmp_path, tiny_models, monkeypatch):
+    cfg = _cfg(tiny_models)
+    data = DistillData(corpus(30))
+    first = run(cfg, data, workdir=tmp_path / "w", cache_dir=tmp_path / "c")
+
+    def no_teacher(*a, **k):
+        raise AssertionError("the teacher must not be loaded again on resume")
+
+    monkeypatch.setattr(engine_mod, "HFTeacher", no_teacher)
+    monkeypatch.setattr(engine_mod, "build_student", no_teacher)
+    second = run(cfg, data, workdir=tmp_path / "w", cache_dir=tmp_path / "c")
+    assert second.files == first.files
+
+
+def test_teacher_cache_is_shared_across_runs(tmp_path, tiny_models):
+    cfg = _cfg(tiny_models)
+    run(cfg, DistillData(corpus(30)), workdir=tmp_path / "a", cache_dir=tmp_path / "c")
+    again = run(cfg, DistillData(corpus(30)), workdir=tmp_path / "b", cache_dir=tmp_path / "c")
+    assert again.metrics["annotation"]["texts_scored"] == 0
+    assert again.metrics["annotation"]["texts_cached"] == 30
+
+
+def test_cancel_from_the_progress_callback_stops_the_run(tmp_path, tiny_models):
+    def cancel_when_distilling(state, *rest):
+        if state == "distilling":
+            raise Cancelled()
+
+    with pytest.raises(Cancelled):
+        run(_cfg(tiny_models), DistillData(corpus(30)), workdir=tmp_path / "w",
+            cache_dir=tmp_path / "c", progress=cancel_when_distilling)
+    assert not (tmp_path / "w" / "student").exists()
+
+
+def test_empty_corpus_after_filtering_fails_early(tmp_path, tiny_models):
+    with pytest.raises(EngineError) as err:
+        run(_cfg(tiny_models), DistillData(["  ", "same", "same", ""]),
+            workdir=tmp_path / "w", cache_dir=tmp_path / "c")
+    assert err.value.code == "empty_corpus"
+
+
+def test_eval_label_outside_the_task_is_refused(tmp_path, tiny_models):
+    with pytest.raises(ConfigError, match="not a task label"):
+        run(_cfg(tiny_models), DistillData(corpus(20), ["x"], ["fire"]),
+            workdir=tmp_path / "w", cache_dir=tmp_path / "c")
+
+
+def test_pseudo_label_strategy_runs(tmp_path, tiny_models):
+    res = run(_cfg(tiny_models, "pseudo_label"), DistillData(corpus(30)),
+              workdir=tmp_path / "w", cache_dir=tmp_path / "c")
+    assert res.metrics["strategy"]["name"] == "pseudo_label"
+
+
+def test_artifact_files_match_their_checksums(tmp_path, tiny_models):
+    from worker.distill.sources import sha256_file
+
+    res = run(_cfg(tiny_models), DistillData(corpus(20)), workdir=tmp_path / "w",
+              cache_dir=tmp_path / "c")
+    for name, sha in res.files.items():
+        assert sha256_file(Path(res.student_dir) / name) == sha

@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+
+from tests.fixtures.tiny import build_teacher, corpus
+from worker.distill.config import TaskConfig
+from worker.distill.prompts import Prompt, default_prompts
+from worker.distill.sources import resolve
+from worker.distill.teacher import HFTeacher, TeacherError
+
+TASK = TaskConfig(labels=[{"name": "crisis"}, {"name": "calm", "verbalizer": "none"}],
+                  instruction="You monitor news for emergencies.")
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    path = build_teacher(tmp_path_factory.mktemp("t") / "teacher")
+    return HFTeacher(resolve(str(path), tmp_path_factory.mktemp("c")), "cpu")
+
+
+def test_prefix_cache_gives_the_same_scores_as_full_sequences(teacher):
+    prompt = default_prompts(TASK)[0]
+    texts = corpus(23)
+    cached = teacher.score(prompt, texts, batch_size=5, prefix_cache=True)
+    full = teacher.score(prompt, texts, batch_size=5, prefix_cache=False)
+    np.testing.assert_allclose(cached.logprobs, full.logprobs, atol=1e-4)
+    np.testing.assert_allclose(cached.hidden, full.hidden, atol=1e-4)
+
+
+def test_scores_do_not_depend_on_batching_or_order(teacher):
+    prompt = default_prompts(TASK)[0]
+    texts = corpus(12)
+    a = teacher.score(prompt, texts, batch_size=4)
+    b = teacher.score(prompt, texts[::-1], batch_size=12)
+    np.testing.assert_allclose(a.logprobs, b.logprobs[::-1], atol=1e-4)
+
+
+def test_options_sharing_a_first_token_are_refused(teacher):
+    bad = Prompt("p", "Message: {text}", ("no", "no"))
+    with pytest.raises(TeacherError) as err:
+        teacher.option_ids(bad.options)
+    assert err.value.code == "verbalizer_collision"
+
+
+def test_option_the_vocabulary_cannot_express_is_refused(teacher):
+    with pytest.raises(TeacherError) as err:
+        teacher.option_ids(("crisis", "zzzqqq"))
+    assert err.value.code == "verbalizer_unexpressible"
+
+
+def test_multi_label_prompts_are_yes_no_per_label():
+    task = TaskConfig(labels=[{"name": "flood"}, {"name": "fire"}], multi_label=True)
+    prompts = default_prompts(task)
+    assert [p.label for p in prompts] == ["flood", "fire"]
+    assert all(p.options == ("yes", "no") for p in prompts)
+    assert prompts[0].id != prompts[1].id

@@ -1,0 +1,85 @@
+"""The Celery app. The message only wakes a worker; the job row in the database is the truth.
+
+Embedded mode uses Celery's filesystem transport under TAILOR_HOME; distributed mode uses Redis.
+No result backend: the API never reads Celery results.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from celery import Celery
+
+from app.core.config import Settings, get_settings
+
+QUEUE = "distill"
+TASK_NAME = "tailor.run_job"
+# Redis redelivers an unacked message after this long. Jobs run for hours on big corpora,
+# and our own lease decides who runs a job, so a long timeout only delays recovery of a
+# message whose worker vanished before claiming; the worker sweeper covers the rest.
+VISIBILITY_TIMEOUT_S = 12 * 3600
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    conf: dict[str, Any] = {
+        "broker_url": settings.broker,
+        "task_default_queue": QUEUE,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_ignore_result": True,
+        "result_backend": None,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_timeout": settings.broker_timeout_seconds,
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": False,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+    }
+    if settings.broker.startswith("filesystem://"):
+        folders = {name: settings.broker_dir / name for name in ("queue", "processed", "control")}
+        for folder in folders.values():
+            folder.mkdir(parents=True, exist_ok=True)
+        conf["broker_transport_options"] = {
+            "data_folder_in": str(folders["queue"]), "data_folder_out": str(folders["queue"]),
+            "processed_folder": str(folders["processed"]), "store_processed": False,
+            "control_folder": str(folders["control"]), "polling_interval": 0.5,
+        }
+    else:
+        conf["broker_transport_options"] = {
+            "visibility_timeout": VISIBILITY_TIMEOUT_S,
+            "socket_connect_timeout": settings.broker_timeout_seconds,
+            "socket_timeout": settings.broker_timeout_seconds,
+        }
+    return conf
+
+
+@lru_cache
+def get_celery() -> Celery:
+    app = Celery("tailor")
+    app.conf.update(celery_config(get_settings()))
+    return app
+
+
+def enqueue_job(job_id: str) -> None:
+    """Publish the wake-up message for a job; raises if the broker cannot take it."""
+    get_celery().send_task(
+        TASK_NAME, args=[job_id], queue=QUEUE,
+        retry=True, retry_policy={"max_retries": 2, "interval_start": 0.2,
+                                  "interval_step": 0.5, "interval_max": 1.0})
+
+
+def broker_reachable() -> bool:
+    """Say whether the broker accepts a connection right now."""
+    try:
+        with get_celery().connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=get_settings().broker_timeout_seconds)
+        return True
+    except Exception:
+        return False
+
+
+# `celery -A worker.celery_app worker` looks for a module-level `app`, then imports tasks.
+app = get_celery()
+app.conf.imports = ("worker.tasks",)

@@ -1,0 +1,222 @@
+"""Engine configuration: one dataclass per concern, defaults with reasons, checked on creation.
+
+These configs are plain data. The API builds them from a job request (so bad input is refused
+at submission), the worker rebuilds them from the stored spec, and every artifact saves them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+TEXT_PLACEHOLDER = "{text}"
+LABEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.\-/]{0,63}$")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot work; `field` is the dotted path of the culprit."""
+
+    def __init__(self, field_path: str, message: str) -> None:
+        super().__init__(f"{field_path}: {message}")
+        self.field = field_path
+        self.message = message
+
+
+@dataclass
+class LabelSpec:
+    """One output class.
+
+    Args:
+        name: what /classify returns.
+        description: what the label means; goes into the teacher's prompts.
+        verbalizer: the word the teacher answers with; default: the name, `_` as spaces.
+    """
+
+    name: str
+    description: str = ""
+    verbalizer: str | None = None
+
+    @property
+    def word(self) -> str:
+        return self.verbalizer or self.name.replace("_", " ")
+
+
+@dataclass
+class TaskConfig:
+    """What to classify.
+
+    Args:
+        labels: two or more distinct labels.
+        multi_label: each text may carry any subset of labels.
+        instruction: domain context for the teacher ("You monitor news for ...").
+    """
+
+    labels: list[LabelSpec]
+    multi_label: bool = False
+    instruction: str = ""
+
+    def __post_init__(self) -> None:
+        self.labels = [lab if isinstance(lab, LabelSpec) else LabelSpec(**lab)
+                       for lab in self.labels]
+        if len(self.labels) < 2:
+            raise ConfigError("task.labels", "at least 2 labels are needed")
+        seen: set[str] = set()
+        for i, lab in enumerate(self.labels):
+            if not LABEL_NAME.match(lab.name):
+                raise ConfigError(f"task.labels[{i}].name",
+                                  f"{lab.name!r} must be 1-64 letters, digits, space, _ . - /")
+            if lab.name.lower() in seen:
+                raise ConfigError(f"task.labels[{i}].name", f"duplicate label {lab.name!r}")
+            seen.add(lab.name.lower())
+
+    @property
+    def label_names(self) -> list[str]:
+        return [lab.name for lab in self.labels]
+
+
+@dataclass
+class TeacherConfig:
+    """The teacher LLM and how it is asked.
+
+    Args:
+        model: model URI (local path, pypi://, hf://); empty means the service default.
+        prompts: extra prompt templates; each must contain `{text}`.
+        batch_size: texts per forward pass; 16 keeps a 135M model near peak CPU throughput.
+        max_text_tokens: longer texts are truncated; news messages rarely exceed it.
+        prefix_cache: encode the shared prompt prefix once and reuse its KV cache.
+    """
+
+    model: str = ""
+    prompts: list[str] = field(default_factory=list)
+    batch_size: int = 16
+    max_text_tokens: int = 256
+    prefix_cache: bool = True
+
+    def __post_init__(self) -> None:
+        for i, template in enumerate(self.prompts):
+            if TEXT_PLACEHOLDER not in template:
+                raise ConfigError(f"teacher.prompts[{i}]",
+                                  "a prompt template must contain the placeholder {text}")
+            if template.count(TEXT_PLACEHOLDER) > 1:
+                raise ConfigError(f"teacher.prompts[{i}]", "{text} may appear only once")
+        if not 1 <= self.batch_size <= 512:
+            raise ConfigError("teacher.batch_size", "must be between 1 and 512")
+
+
+@dataclass
+class AdapterConfig:
+    """The peft adapter trained on the student.
+
+    Args:
+        type: only "lora" for now.
+        r: LoRA rank; 8 is enough for a classification head on a small encoder.
+        alpha: LoRA scaling numerator; 2*r is the usual choice.
+        dropout: on the LoRA path, regularises with small corpora.
+        target_modules: module names to adapt; None lets peft pick per architecture.
+    """
+
+    type: str = "lora"
+    r: int = 8
+    alpha: int | None = None
+    dropout: float = 0.1
+    target_modules: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.type != "lora":
+            raise ConfigError("student.adapter.type", "only 'lora' is supported")
+        if not 1 <= self.r <= 256:
+            raise ConfigError("student.adapter.r", "must be between 1 and 256")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError("student.adapter.dropout", "must be in [0, 1)")
+
+    @property
+    def lora_alpha(self) -> int:
+        return self.alpha or 2 * self.r
+
+
+@dataclass
+class StudentConfig:
+    """The small encoder that is trained and served.
+
+    Args:
+        model: encoder URI; empty means the service default.
+        adapter: the peft adapter settings.
+        max_length: tokens per text; longer texts are truncated (and /classify says so).
+    """
+
+    model: str = ""
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    max_length: int = 128
+
+    def __post_init__(self) -> None:
+        if isinstance(self.adapter, dict):
+            self.adapter = AdapterConfig(**self.adapter)
+        if not 8 <= self.max_length <= 512:
+            raise ConfigError("student.max_length", "must be between 8 and 512")
+
+
+STRATEGIES = ("vanilla_kd", "pseudo_label")
+
+
+@dataclass
+class DistillConfig:
+    """How knowledge moves from teacher to student.
+
+    Args:
+        strategy: "vanilla_kd" (one fixed prompt, soft labels, no phases, no
+            representations) or "pseudo_label" (hard teacher labels).
+        epochs: passes over the corpus in the main phase.
+        batch_size: student batch size; 32 fits CPU caches and small corpora.
+        learning_rate: for LoRA weights and the head; LoRA tolerates larger rates than
+            full fine-tuning.
+        temperature: softens teacher and student distributions in the KD loss (Hinton et al.).
+        holdout_fraction: share of the corpus kept out of training to measure agreement.
+        seed: makes splits, initialisation and order reproducible.
+    """
+
+    strategy: str = "vanilla_kd"
+    epochs: int = 3
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    temperature: float = 2.0
+    holdout_fraction: float = 0.15
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ConfigError("distillation.strategy", f"must be one of {list(STRATEGIES)}")
+        if not 1 <= self.epochs <= 100:
+            raise ConfigError("distillation.epochs", "must be between 1 and 100")
+        if not 0.0 < self.learning_rate < 1.0:
+            raise ConfigError("distillation.learning_rate", "must be in (0, 1)")
+        if not 0.5 <= self.temperature <= 20:
+            raise ConfigError("distillation.temperature", "must be between 0.5 and 20")
+        if not 0.0 < self.holdout_fraction < 0.5:
+            raise ConfigError("distillation.holdout_fraction", "must be in (0, 0.5)")
+
+
+@dataclass
+class EngineConfig:
+    """Everything one distillation run needs, besides the data."""
+
+    task: TaskConfig
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    distillation: DistillConfig = field(default_factory=DistillConfig)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EngineConfig:
+        """Build (and check) a config from plain JSON-like data."""
+        try:
+            return cls(
+                task=TaskConfig(**data["task"]),
+                teacher=TeacherConfig(**data.get("teacher", {})),
+                student=StudentConfig(**data.get("student", {})),
+                distillation=DistillConfig(**data.get("distillation", {})),
+            )
+        except TypeError as exc:  # an unknown or missing key
+            raise ConfigError("config", str(exc)) from exc
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,130 @@
+"""Strategies: how the teacher is asked and how the student is scheduled, registered by name.
+
+A strategy does two things: `annotate` turns texts into one soft label per text (and a
+teacher hidden state), and `schedule` turns those into training phases. Baselines live here
+beside the adaptive engine so comparisons run through the same code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from worker.distill.annotate import AnnotationStats, annotate, option_probs
+from worker.distill.cache import TeacherCache
+from worker.distill.config import EngineConfig
+from worker.distill.phases import Phase
+from worker.distill.prompts import Prompt, default_prompts
+from worker.distill.teacher import HFTeacher, TeacherScores
+
+
+@dataclass
+class Context:
+    """What a strategy may use: config, teacher, cache, progress and a seeded RNG."""
+
+    cfg: EngineConfig
+    teacher: HFTeacher
+    cache: TeacherCache | None
+    on_texts: Callable[[int], None]
+    stats: AnnotationStats = field(default_factory=AnnotationStats)
+
+    @property
+    def multi_label(self) -> bool:
+        return self.cfg.task.multi_label
+
+    def scores(self, prompt: Prompt, texts: list[str], want_hidden: bool = False
+               ) -> TeacherScores:
+        """Teacher scores of `texts` under `prompt`, through the cache."""
+        t = self.cfg.teacher
+        return annotate(self.teacher, prompt, texts, cache=self.cache, batch_size=t.batch_size,
+                        max_text_tokens=t.max_text_tokens, prefix_cache=t.prefix_cache,
+                        want_hidden=want_hidden, stats=self.stats, on_texts=self.on_texts)
+
+
+@dataclass
+class Annotation:
+    """The teacher's view of every text.
+
+    Args:
+        probs: [N, L] soft labels (a distribution for single-label, per-label P for multi).
+        hidden: [N, H] teacher representations, or None.
+        record: what was decided (prompts, weights, calibration), for metrics and lineage.
+    """
+
+    probs: np.ndarray
+    hidden: np.ndarray | None
+    record: dict[str, Any]
+
+
+class Strategy(Protocol):
+    name: str
+
+    def annotate(self, ctx: Context, texts: list[str], n_corpus: int) -> Annotation: ...
+
+    def schedule(self, cfg: EngineConfig, ann: Annotation, train_idx: np.ndarray) -> list[Phase]:
+        ...
+
+    def expected_teacher_calls(self, cfg: EngineConfig, n_texts: int) -> int: ...
+
+
+STRATEGIES: dict[str, Callable[[], Strategy]] = {}
+
+
+def register(name: str) -> Callable[[type], type]:
+    def wrap(cls: type) -> type:
+        STRATEGIES[name] = cls
+        return cls
+    return wrap
+
+
+def get_strategy(name: str) -> Strategy:
+    return STRATEGIES[name]()
+
+
+def labels_from_prompts(ctx: Context, prompts: list[Prompt], texts: list[str],
+                        want_hidden: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Soft labels from the fixed prompts: one over labels, or yes-probability per label."""
+    if not ctx.multi_label:
+        scores = ctx.scores(prompts[0], texts, want_hidden)
+        return option_probs(scores), scores.hidden
+    columns, hidden = [], None
+    for i, prompt in enumerate(prompts):
+        scores = ctx.scores(prompt, texts, want_hidden and i == 0)
+        columns.append(option_probs(scores)[:, 0])
+        hidden = scores.hidden if i == 0 else hidden
+    return np.stack(columns, axis=1), hidden
+
+
+@register("vanilla_kd")
+class VanillaKD:
+    """One fixed prompt, soft labels, one training phase, no representations."""
+
+    name = "vanilla_kd"
+    loss_single, loss_multi = "soft_ce", "soft_bce"
+
+    def annotate(self, ctx: Context, texts: list[str], n_corpus: int) -> Annotation:
+        prompts = default_prompts(ctx.cfg.task)
+        probs, _ = labels_from_prompts(ctx, prompts, texts, want_hidden=False)
+        record = {"prompts": [{"name": p.name, "id": p.id, "template": p.template,
+                               "weight": 1.0, "label": p.label} for p in prompts],
+                  "calibration": None, "reprompted": 0}
+        return Annotation(probs, None, record)
+
+    def schedule(self, cfg: EngineConfig, ann: Annotation, train_idx: np.ndarray) -> list[Phase]:
+        d = cfg.distillation
+        loss = self.loss_multi if cfg.task.multi_label else self.loss_single
+        return [Phase("train", train_idx, d.epochs, loss, (d.temperature, d.temperature))]
+
+    def expected_teacher_calls(self, cfg: EngineConfig, n_texts: int) -> int:
+        return n_texts * (len(cfg.task.labels) if cfg.task.multi_label else 1)
+
+
+@register("pseudo_label")
+class PseudoLabel(VanillaKD):
+    """Fine-tune on the teacher's hard labels (its top choice), the classic self-training."""
+
+    name = "pseudo_label"
+    loss_single, loss_multi = "hard_ce", "hard_bce"

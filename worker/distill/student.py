@@ -1,0 +1,182 @@
+"""The student: a small encoder + peft LoRA adapter + mean pooling + a linear head.
+
+Only the adapter, the head (and, while training, a projector onto the teacher's hidden space)
+train. A saved student is those weights as safetensors plus JSON: the base encoder is named
+by URI and checksum, so many students share one copy of it in memory when served.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import (
+    LoraConfig,
+    PeftModel,
+    get_peft_model,
+    get_peft_model_state_dict,
+    set_peft_model_state_dict,
+)
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
+
+from worker.distill.config import AdapterConfig, StudentConfig
+from worker.distill.sources import ResolvedModel, sha256_file
+
+FORMAT_VERSION = 1
+ADAPTER_FILE, HEAD_FILE, META_FILE = "adapter.safetensors", "head.safetensors", "student.json"
+HEAD_DROPOUT = 0.1  # light regularisation; the corpus is small and teacher labels are noisy
+
+
+class ArtifactError(Exception):
+    """A saved student that must not be loaded (missing file, checksum mismatch)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def lora_config(adapter: AdapterConfig) -> LoraConfig:
+    return LoraConfig(r=adapter.r, lora_alpha=adapter.lora_alpha, lora_dropout=adapter.dropout,
+                      target_modules=adapter.target_modules, bias="none")
+
+
+def load_base(base: ResolvedModel) -> tuple[nn.Module, PreTrainedTokenizerBase]:
+    """Load the frozen base encoder and its tokenizer from local files."""
+    tokenizer = AutoTokenizer.from_pretrained(str(base.path))
+    encoder = AutoModel.from_pretrained(str(base.path), dtype=torch.float32)
+    for p in encoder.parameters():
+        p.requires_grad_(False)
+    return encoder, tokenizer
+
+
+def mean_pool(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    weights = mask.unsqueeze(-1).to(states.dtype)
+    return (states * weights).sum(1) / weights.sum(1).clamp(min=1e-6)
+
+
+class Student(nn.Module):
+    """Encoder with one active adapter, a classification head and an optional projector.
+
+    Args:
+        encoder: a PeftModel wrapping the frozen base encoder.
+        num_labels: outputs of the head.
+        proj_dim: size of the teacher's hidden state to align with, or None.
+    """
+
+    def __init__(self, encoder: PeftModel, num_labels: int, proj_dim: int | None = None) -> None:
+        super().__init__()
+        hidden = int(encoder.base_model.model.config.hidden_size)
+        self.encoder = encoder
+        self.dropout = nn.Dropout(HEAD_DROPOUT)
+        self.head = nn.Linear(hidden, num_labels)
+        self.projector = nn.Linear(hidden, proj_dim) if proj_dim else None
+
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
+        return mean_pool(out.last_hidden_state, attention_mask)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        pooled = self.embed(input_ids, attention_mask)
+        return self.head(self.dropout(pooled)), pooled
+
+    def trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def total_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def build_student(base: ResolvedModel, cfg: StudentConfig, num_labels: int,
+                  proj_dim: int | None, seed: int) -> tuple[Student, PreTrainedTokenizerBase]:
+    """Create a fresh student on top of the base encoder (adapter and head initialised)."""
+    torch.manual_seed(seed)
+    encoder, tokenizer = load_base(base)
+    peft_model = get_peft_model(encoder, lora_config(cfg.adapter))
+    return Student(peft_model, num_labels, proj_dim), tokenizer
+
+
+def save_student(student: Student, out_dir: Path, meta: dict[str, Any]) -> dict[str, str]:
+    """Write adapter, head and metadata atomically; return {file name: sha256}."""
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    adapter_sd = {k: v.detach().cpu().contiguous()
+                  for k, v in get_peft_model_state_dict(student.encoder).items()}
+    save_file(adapter_sd, str(tmp / ADAPTER_FILE))
+    head_sd = {f"head.{k}": v.detach().cpu().contiguous()
+               for k, v in student.head.state_dict().items()}
+    save_file(head_sd, str(tmp / HEAD_FILE))
+    (tmp / META_FILE).write_text(json.dumps({"format": FORMAT_VERSION, **meta}, indent=2))
+    files = {name: sha256_file(tmp / name) for name in (ADAPTER_FILE, HEAD_FILE, META_FILE)}
+    for name in files:
+        with open(tmp / name, "rb") as fh:
+            os.fsync(fh.fileno())
+    if out_dir.exists():
+        import shutil
+
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)
+    return files
+
+
+@dataclass
+class StudentArtifact:
+    """A saved student, read and checksum-verified, not yet attached to an encoder."""
+
+    meta: dict[str, Any]
+    adapter: dict[str, torch.Tensor]
+    head: dict[str, torch.Tensor]
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.meta["labels"])
+
+    @property
+    def adapter_config(self) -> AdapterConfig:
+        return AdapterConfig(**self.meta["adapter"])
+
+
+def read_artifact(directory: Path, files: dict[str, str] | None = None) -> StudentArtifact:
+    """Read a saved student; with `files`, refuse it unless every checksum matches."""
+    if files is not None:
+        for name in (ADAPTER_FILE, HEAD_FILE, META_FILE):
+            path = directory / name
+            if name not in files or not path.is_file():
+                raise ArtifactError("artifact_missing", f"{name} is missing from {directory}")
+            if sha256_file(path) != files[name]:
+                raise ArtifactError("artifact_corrupt",
+                                    f"{name} does not match its registered sha256; refusing it")
+    meta = json.loads((directory / META_FILE).read_text())
+    if meta.get("format") != FORMAT_VERSION:
+        raise ArtifactError("artifact_format", f"unknown student format {meta.get('format')}")
+    return StudentArtifact(meta, load_file(str(directory / ADAPTER_FILE)),
+                           load_file(str(directory / HEAD_FILE)))
+
+
+def attach(encoder: nn.Module | PeftModel, artifact: StudentArtifact, name: str) -> PeftModel:
+    """Add the artifact's adapter to `encoder` under `name` (wrapping it on first use)."""
+    config = lora_config(artifact.adapter_config)
+    if isinstance(encoder, PeftModel):
+        encoder.add_adapter(name, config)
+        model = encoder
+    else:
+        model = get_peft_model(encoder, config, adapter_name=name)
+    result = set_peft_model_state_dict(model, artifact.adapter, adapter_name=name)
+    unexpected = [k for k in result.unexpected_keys if "lora_" in k]
+    if unexpected:
+        raise ArtifactError("artifact_mismatch", f"adapter weights do not fit: {unexpected[:3]}")
+    return model
+
+
+def head_from(artifact: StudentArtifact) -> nn.Linear:
+    weight, bias = artifact.head["head.weight"], artifact.head["head.bias"]
+    head = nn.Linear(weight.shape[1], weight.shape[0])
+    head.load_state_dict({"weight": weight, "bias": bias})
+    return head.eval()

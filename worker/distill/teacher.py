@@ -1,0 +1,224 @@
+"""White-box teacher: a Hugging Face causal LM (GGUF too) scored by next-token log-probs.
+
+For each text and prompt the teacher returns the log-probability of each option word as the
+next token after the prompt, plus a pooled hidden state. The prompt prefix before `{text}` is
+the same for every text, so it is encoded once and its KV cache reused by every batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+
+from worker.distill.prompts import Prompt
+from worker.distill.sources import ResolvedModel
+
+log = logging.getLogger(__name__)
+SENTINEL = "\x00TEXT\x00"
+
+
+class TeacherError(Exception):
+    """The teacher cannot do what the task asks; `code` is stable for API clients."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class TeacherScores:
+    """Raw teacher outputs for one prompt, in the order of the texts given.
+
+    Args:
+        logprobs: [N, K] log-probability of each option's tokens as the next token.
+        hidden: [N, H] mean of the last hidden layer over the text's positions, or None.
+    """
+
+    logprobs: np.ndarray
+    hidden: np.ndarray | None
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """Resolve 'auto' to CUDA when present, else CPU."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+class HFTeacher:
+    """A local causal LM used as a white-box teacher.
+
+    Args:
+        model: resolved model files (a HF directory, or a directory plus a GGUF file name).
+        device: where to run; CUDA runs in bfloat16, CPU in float32.
+    """
+
+    def __init__(self, model: ResolvedModel, device: torch.device | str = "auto") -> None:
+        self.source = model
+        self.device = pick_device(str(device))
+        dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        kwargs = {"gguf_file": model.file} if model.file else {}
+        self.tokenizer = AutoTokenizer.from_pretrained(str(model.path), **kwargs)
+        self.model = AutoModelForCausalLM.from_pretrained(str(model.path), dtype=dtype, **kwargs)
+        self.model.to(self.device).eval()
+        self.body = self.model.base_model  # the decoder stack, without the LM head
+        self.head = self.model.get_output_embeddings()
+        self.hidden_size = int(self.model.config.hidden_size)
+        self.total_params = sum(p.numel() for p in self.model.parameters())
+        self._option_cache: dict[tuple[str, ...], list[list[int]]] = {}
+
+    @property
+    def id(self) -> str:
+        """Stable identity for caching: the URI plus the checksum of its files."""
+        return f"{self.source.uri}@{self.source.sha256[:16]}"
+
+    # ---------------------------------------------------------------- prompt plumbing
+    def split_prompt(self, prompt: Prompt) -> tuple[list[int], str, list[int]]:
+        """Return (prefix token ids, text lead, suffix token ids) for a prompt."""
+        user = prompt.render(SENTINEL)
+        if getattr(self.tokenizer, "chat_template", None):
+            full = self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True)
+        else:
+            full = user + "\nAnswer:"
+        prefix, suffix = full.split(SENTINEL)
+        lead = ""
+        # Byte-level BPE attaches a space to the following word: move it onto the text.
+        if prefix.endswith(" "):
+            prefix, lead = prefix[:-1], " "
+        bos = [self.tokenizer.bos_token_id] if self._wants_bos(full) else []
+        prefix_ids = bos + self.tokenizer.encode(prefix, add_special_tokens=False)
+        suffix_ids = self.tokenizer.encode(suffix, add_special_tokens=False)
+        return prefix_ids, lead, suffix_ids
+
+    def _wants_bos(self, rendered: str) -> bool:
+        bos = self.tokenizer.bos_token
+        if bos is None or self.tokenizer.bos_token_id is None or rendered.startswith(bos):
+            return False
+        probe = self.tokenizer("x").input_ids
+        return bool(probe) and probe[0] == self.tokenizer.bos_token_id
+
+    def option_ids(self, options: Sequence[str]) -> list[list[int]]:
+        """Token ids that count as each option: first tokens of its case/space variants.
+
+        Raises TeacherError when two options share their first token (the teacher could
+        not tell them apart) or an option has no token of its own.
+        """
+        key = tuple(options)
+        if key in self._option_cache:
+            return self._option_cache[key]
+        firsts: list[int] = []
+        variants: list[set[int]] = []
+        for word in options:
+            ids = self.tokenizer.encode(word, add_special_tokens=False)
+            if not ids or ids[0] == self.tokenizer.unk_token_id:
+                raise TeacherError("verbalizer_unexpressible",
+                                   f"the teacher's vocabulary cannot express the answer {word!r}")
+            firsts.append(ids[0])
+            forms = {word, word.capitalize(), word.lower(), " " + word, " " + word.capitalize()}
+            toks = set()
+            for form in forms:
+                enc = self.tokenizer.encode(form, add_special_tokens=False)
+                if enc and enc[0] != self.tokenizer.unk_token_id:
+                    toks.add(enc[0])
+            variants.append(toks)
+        for i in range(len(options)):
+            for j in range(i + 1, len(options)):
+                if firsts[i] == firsts[j]:
+                    tok = self.tokenizer.decode([firsts[i]])
+                    raise TeacherError(
+                        "verbalizer_collision",
+                        f"answers {options[i]!r} and {options[j]!r} start with the same token "
+                        f"{tok!r}; give the labels distinct 'verbalizer' words")
+        # A variant token shared by two options would count for both: drop it from both.
+        shared = {t for i, a in enumerate(variants) for b in variants[i + 1:] for t in a & b}
+        result = [sorted((v - shared) | {firsts[i]}) for i, v in enumerate(variants)]
+        self._option_cache[key] = result
+        return result
+
+    # ---------------------------------------------------------------- scoring
+    @torch.inference_mode()
+    def score(self, prompt: Prompt, texts: Sequence[str], *, batch_size: int = 16,
+              max_text_tokens: int = 256, prefix_cache: bool = True, want_hidden: bool = True,
+              on_batch: Callable[[int], None] | None = None) -> TeacherScores:
+        """Score `texts` under `prompt`; `on_batch(n)` is called after each batch of n texts."""
+        option_ids = self.option_ids(prompt.options)
+        prefix_ids, lead, suffix_ids = self.split_prompt(prompt)
+        bodies = [self.tokenizer.encode(lead + t, add_special_tokens=False)[:max_text_tokens]
+                  for t in texts]
+        order = np.argsort([len(b) for b in bodies], kind="stable")  # length-sorted batches
+        prefix_kv = self._encode_prefix(prefix_ids) if prefix_cache else None
+        logprobs = np.zeros((len(texts), len(option_ids)), dtype=np.float32)
+        hidden = np.zeros((len(texts), self.hidden_size), dtype=np.float32) if want_hidden else None
+        for start in range(0, len(texts), batch_size):
+            idx = order[start:start + batch_size]
+            seqs = [bodies[i] + suffix_ids for i in idx]
+            if prefix_kv is None:
+                lp, hid = self._forward([prefix_ids + s for s in seqs], len(prefix_ids), None,
+                                        option_ids)
+            else:
+                lp, hid = self._forward(seqs, 0, prefix_kv, option_ids)
+            logprobs[idx] = lp
+            if hidden is not None:
+                hidden[idx] = hid
+            if on_batch:
+                on_batch(len(idx))
+        return TeacherScores(logprobs, hidden)
+
+    def _encode_prefix(self, prefix_ids: list[int]) -> tuple[list[tuple[torch.Tensor, ...]], int]:
+        ids = torch.tensor([prefix_ids], device=self.device)
+        cache = DynamicCache(config=self.model.config)
+        self.body(input_ids=ids, cache=cache, use_cache=True)
+        layers = [(layer.keys, layer.values) for layer in cache.layers]
+        return layers, len(prefix_ids)
+
+    def _forward(self, seqs: list[list[int]], skip: int,
+                 prefix: tuple[list[tuple[torch.Tensor, ...]], int] | None,
+                 option_ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """Run one right-padded batch; pool hidden states over positions from `skip` on."""
+        batch, width = len(seqs), max(len(s) for s in seqs)
+        pad = self.tokenizer.pad_token_id
+        pad = pad if pad is not None else (self.tokenizer.eos_token_id or 0)
+        ids = torch.full((batch, width), pad, dtype=torch.long)
+        mask = torch.zeros((batch, width), dtype=torch.long)
+        for row, seq in enumerate(seqs):
+            ids[row, :len(seq)] = torch.tensor(seq)
+            mask[row, :len(seq)] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        kwargs: dict[str, object] = {}
+        offset = 0
+        if prefix is not None:
+            layers, offset = prefix
+            kwargs["cache"] = DynamicCache(
+                [(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in layers],
+                config=self.model.config)
+            mask = torch.cat([torch.ones((batch, offset), dtype=mask.dtype,
+                                         device=self.device), mask], dim=1)
+        positions = torch.arange(offset, offset + width, device=self.device).expand(batch, -1)
+        out = self.body(input_ids=ids, attention_mask=mask, position_ids=positions,
+                        use_cache=prefix is not None, **kwargs)
+        states = out.last_hidden_state  # [B, width, H]
+        lengths = torch.tensor([len(s) for s in seqs], device=self.device)
+        last = states[torch.arange(batch, device=self.device), lengths - 1]
+        token_lp = torch.log_softmax(self.head(last).float(), dim=-1)
+        option_lp = torch.stack(
+            [torch.logsumexp(token_lp[:, ids_], dim=-1) for ids_ in option_ids], dim=-1)
+        keep = torch.arange(width, device=self.device).unsqueeze(0) < lengths.unsqueeze(1)
+        keep &= torch.arange(width, device=self.device).unsqueeze(0) >= skip
+        weights = keep.unsqueeze(-1).to(states.dtype)
+        pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1)
+        return option_lp.cpu().numpy(), pooled.float().cpu().numpy()
+
+    def latency_ms(self, prompt: Prompt, texts: Sequence[str], batch_size: int = 32) -> float:
+        """Wall milliseconds per text for one uncached batch (what serving the teacher costs)."""
+        sample = list(texts[:batch_size])
+        started = time.perf_counter()
+        self.score(prompt, sample, batch_size=batch_size, want_hidden=False)
+        return 1000 * (time.perf_counter() - started) / max(1, len(sample))

@@ -1,0 +1,152 @@
+"""Runs one job: claim its lease, run the engine with progress and cancel checks, register.
+
+Called by the thin Celery task. A heartbeat thread renews the lease while the engine works;
+if the lease is lost, the run stops at its next progress step without writing anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+import uuid
+from pathlib import Path
+from typing import Any
+
+from app.core.config import get_settings
+from app.core.db import session_scope
+from app.datasets.service import read_records
+from app.jobs import lifecycle
+from app.jobs.service import engine_config
+from app.models import Job, JobState
+from app.registry.service import register_version
+
+log = logging.getLogger(__name__)
+PROGRESS_MIN_INTERVAL_S = 1.0  # progress rows at most once a second; phase changes always
+HELD = "lease held elsewhere"
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Heartbeat(threading.Thread):
+    """Renews the job lease every third of its length until stopped or lost."""
+
+    def __init__(self, job_id: str, owner: str, lease_seconds: int) -> None:
+        super().__init__(daemon=True, name=f"heartbeat-{job_id}")
+        self.job_id, self.owner, self.lease_seconds = job_id, owner, lease_seconds
+        self.stopped = threading.Event()
+        self.lost = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.lease_seconds / 3):
+            try:
+                with session_scope() as db:
+                    if not lifecycle.renew(db, self.job_id, self.owner, self.lease_seconds):
+                        self.lost.set()
+                        return
+            except Exception:  # a DB blip: keep trying until the lease would expire
+                log.warning("lease renewal for %s failed", self.job_id, exc_info=True)
+
+
+class JobProgress:
+    """The engine's progress callback: writes progress, raises Cancelled when asked to stop."""
+
+    def __init__(self, job_id: str, owner: str, heartbeat: Heartbeat) -> None:
+        self.job_id, self.owner, self.heartbeat = job_id, owner, heartbeat
+        self._last_write = 0.0
+        self._last_step: tuple[str, str] | None = None
+
+    def __call__(self, state: str, phase: str, fraction: float,
+                 metrics: dict[str, Any] | None = None) -> None:
+        from worker.distill.engine import Cancelled
+
+        if self.heartbeat.lost.is_set():
+            raise lifecycle.LeaseLost(self.job_id)
+        now = time.monotonic()
+        step = (state, phase)
+        if step == self._last_step and now - self._last_write < PROGRESS_MIN_INTERVAL_S:
+            return
+        self._last_write, self._last_step = now, step
+        with session_scope() as db:
+            if lifecycle.is_cancel_requested(db, self.job_id):
+                raise Cancelled()
+            lifecycle.advance(db, self.job_id, self.owner, state=state, phase=phase,
+                              progress=fraction, event_data=metrics)
+
+
+def run_job(job_id: str) -> str:
+    """Run a job to a final state (or give it back); return what happened, for logs."""
+    from worker.distill.config import ConfigError
+    from worker.distill.engine import Cancelled, DistillData, EngineError, run
+    from worker.distill.sources import ModelSourceError
+    from worker.distill.student import ArtifactError
+    from worker.distill.teacher import TeacherError
+
+    settings = get_settings()
+    owner = WORKER_ID
+    with session_scope() as db:
+        job = db.get(Job, job_id)
+        if job is None:
+            return "unknown job"
+        if job.is_final:
+            return f"already {job.state}"
+        claimed = lifecycle.claim(db, job_id, owner, settings.job_lease_seconds)
+        if claimed is None:
+            return HELD
+        if claimed.attempts > claimed.max_attempts:
+            lifecycle.finish(db, job_id, owner, state=JobState.FAILED, error=(
+                "max_attempts", f"gave up after {claimed.max_attempts} attempts; each ended "
+                "without a result (the worker process died or lost its lease)"))
+            return "failed: attempts exhausted"
+        spec, attempts = claimed.spec, claimed.attempts
+        corpus = [t for t, _ in read_records(db=db, dataset_id=spec["data"]["dataset_id"])]
+        evals = (read_records(db=db, dataset_id=spec["data"]["eval_dataset_id"])
+                 if spec["data"].get("eval_dataset_id") else [])
+    heartbeat = Heartbeat(job_id, owner, settings.job_lease_seconds)
+    heartbeat.start()
+    progress = JobProgress(job_id, owner, heartbeat)
+    workdir = job_workdir(job_id)
+    try:
+        progress("annotating", "start", 0.0)
+        cfg = engine_config(spec)
+        labeled = [(t, lab) for t, lab in evals if lab is not None]
+        data = DistillData(corpus, [t for t, _ in labeled], [lab for _, lab in labeled])
+        result = run(cfg, data, workdir=workdir, cache_dir=settings.cache,
+                     progress=progress, device=settings.device,
+                     defaults=(settings.default_teacher, settings.default_student))
+        with session_scope() as db:
+            lifecycle.advance(db, job_id, owner, state=JobState.REGISTERING, phase="register",
+                              progress=0.98, metrics=result.metrics)
+            version = register_version(db=db, job_id=job_id, name=spec["name"], result=result,
+                                       artifacts_root=settings.artifacts)
+            lifecycle.finish(db, job_id, owner, state=JobState.SUCCEEDED,
+                             model=(spec["name"], version))
+        return f"succeeded as {spec['name']}:{version} (attempt {attempts})"
+    except Cancelled:
+        _finish(job_id, owner, JobState.CANCELLED, ("cancelled", "cancelled by request"))
+        return "cancelled"
+    except lifecycle.LeaseLost:
+        return "lease lost; another worker owns the job"
+    except ConfigError as exc:
+        _finish(job_id, owner, JobState.FAILED, ("invalid_config", str(exc)))
+    except (EngineError, ModelSourceError, TeacherError, ArtifactError) as exc:
+        _finish(job_id, owner, JobState.FAILED, (exc.code, exc.message))
+    except Exception as exc:
+        log.exception("job %s crashed", job_id)
+        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        _finish(job_id, owner, JobState.FAILED, ("internal_error", detail[:2000]))
+    finally:
+        heartbeat.stopped.set()
+    return "failed"
+
+
+def _finish(job_id: str, owner: str, state: str, error: tuple[str, str]) -> None:
+    with session_scope() as db:
+        lifecycle.finish(db, job_id, owner, state=state, error=error)
+
+
+def job_workdir(job_id: str) -> Path:
+    """Where a job keeps its checkpoints and student files (inside the artifact store)."""
+    return get_settings().artifacts / "jobs" / job_id
