@@ -30,7 +30,17 @@ class TaskIn(Strict):
 class TeacherIn(Strict):
     model: str | None = Field(None, max_length=500,
                               description="Path, pypi://pkg[==v]/path or hf://org/name.")
-    prompts: list[str] = Field(default_factory=list, max_length=32)
+    prompts: list[str] = Field(default_factory=list, max_length=32,
+                               description="Extra templates; each must contain {text}.")
+    batch_size: int = Field(16, ge=1, le=512)
+    max_text_tokens: int = Field(256, ge=8, le=4096)
+    probe_size: int = Field(128, ge=8, le=10_000)
+    max_prompts: int = Field(2, ge=1, le=16)
+    extra_labelers: list[Literal["embedding"]] = Field(default_factory=lambda: ["embedding"])
+    reprompt: bool = True
+    reprompt_fraction: float = Field(0.15, ge=0, le=1)
+    reprompt_confidence: float = Field(0.65, ge=0, le=1)
+    demos: int = Field(4, ge=0, le=16)
 
 
 class AdapterIn(Strict):
@@ -52,13 +62,17 @@ class DataIn(Strict):
 
 
 class DistillationIn(Strict):
-    strategy: Literal["vanilla_kd", "pseudo_label"] = "vanilla_kd"
+    strategy: Literal["adaptive", "vanilla_kd", "pseudo_label"] = "adaptive"
     epochs: int = Field(3, ge=1, le=100)
     batch_size: int = Field(32, ge=1, le=1024)
     learning_rate: float = Field(1e-3, gt=0, lt=1)
     temperature: float = Field(2.0, ge=0.5, le=20)
     holdout_fraction: float = Field(0.15, gt=0, lt=0.5)
     seed: int = Field(0, ge=0)
+    representations: bool = True
+    progressive: bool = True
+    align_loss: Literal["contrastive", "mse"] = "contrastive"
+    easy_fraction: float = Field(0.5, ge=0.05, le=1)
 
 
 class JobCreate(Strict):

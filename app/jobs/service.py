@@ -46,6 +46,9 @@ def validate_spec(db: Session, spec: dict[str, Any]) -> None:
             check_uri(spec[field]["model"])
         except ModelSourceError as exc:
             raise Invalid(f"{field}.model", exc.message, code=exc.code) from exc
+    if spec["student"]["model"].startswith("openai+"):
+        raise Invalid("student.model", "the student must be a local encoder, not a server",
+                      code="invalid_model_uri")
     data = spec["data"]
     if db.get(Dataset, data["dataset_id"]) is None:
         raise Invalid("data.dataset_id", f"no dataset with id {data['dataset_id']!r}",

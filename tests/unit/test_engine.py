@@ -4,11 +4,12 @@ import pytest
 
 from tests.fixtures.tiny import corpus
 from worker.distill import engine as engine_mod
+from worker.distill import trainer as trainer_mod
 from worker.distill.config import ConfigError, EngineConfig
 from worker.distill.engine import Cancelled, DistillData, EngineError, run
 
 
-def _cfg(tiny_models, strategy="vanilla_kd", multi=False, **distill):
+def _cfg(tiny_models, strategy="adaptive", multi=False, **distill):
     labels = ([{"name": "flood"}, {"name": "fire"}, {"name": "storm"}] if multi else
               [{"name": "crisis"}, {"name": "calm", "verbalizer": "none"}])
     return EngineConfig.from_dict({
@@ -18,9 +19,12 @@ def _cfg(tiny_models, strategy="vanilla_kd", multi=False, **distill):
         "distillation": {"strategy": strategy, "epochs": 2, "batch_size": 8, **distill}})
 
 
-def test_single_label_run_produces_student_and_side_by_side_metrics(tmp_path, tiny_models):
+@pytest.mark.parametrize("strategy", ["adaptive", "vanilla_kd", "pseudo_label"])
+def test_single_label_run_produces_student_and_side_by_side_metrics(tmp_path, tiny_models,
+                                                                    strategy):
     events = []
-    res = run(_cfg(tiny_models), DistillData(corpus(40), corpus(8), ["crisis", "calm"] * 4),
+    data = DistillData(corpus(40), corpus(8), ["crisis", "calm"] * 4)
+    res = run(_cfg(tiny_models, strategy), data,
               workdir=tmp_path / "w", cache_dir=tmp_path / "c",
               progress=lambda *a: events.append(a))
     assert set(res.files) == {"adapter.safetensors", "head.safetensors", "student.json"}
@@ -35,9 +39,10 @@ def test_single_label_run_produces_student_and_side_by_side_metrics(tmp_path, ti
     assert fractions == sorted(fractions), "overall progress never goes backwards"
 
 
-def test_multi_label_run(tmp_path, tiny_models):
+@pytest.mark.parametrize("strategy", ["adaptive", "vanilla_kd"])
+def test_multi_label_run(tmp_path, tiny_models, strategy):
     gold = [["flood"], ["fire", "storm"], [], ["storm"]]
-    res = run(_cfg(tiny_models, multi=True), DistillData(corpus(30), corpus(4), gold),
+    res = run(_cfg(tiny_models, strategy, multi=True), DistillData(corpus(30), corpus(4), gold),
               workdir=tmp_path / "w", cache_dir=tmp_path / "c")
     assert res.metrics["student"]["eval"]["n"] == 4
     assert set(res.metrics["student"]["eval"]["per_class"]) == {"flood", "fire", "storm"}
@@ -52,13 +57,13 @@ def test_resume_skips_completed_phases(tmp_path, tiny_models, monkeypatch):
         raise AssertionError("the teacher must not be loaded again on resume")
 
     monkeypatch.setattr(engine_mod, "HFTeacher", no_teacher)
-    monkeypatch.setattr(engine_mod, "build_student", no_teacher)
+    monkeypatch.setattr(trainer_mod, "build_student", no_teacher)
     second = run(cfg, data, workdir=tmp_path / "w", cache_dir=tmp_path / "c")
     assert second.files == first.files
 
 
 def test_teacher_cache_is_shared_across_runs(tmp_path, tiny_models):
-    cfg = _cfg(tiny_models)
+    cfg = _cfg(tiny_models, "vanilla_kd")
     run(cfg, DistillData(corpus(30)), workdir=tmp_path / "a", cache_dir=tmp_path / "c")
     again = run(cfg, DistillData(corpus(30)), workdir=tmp_path / "b", cache_dir=tmp_path / "c")
     assert again.metrics["annotation"]["texts_scored"] == 0
@@ -89,12 +94,6 @@ def test_eval_label_outside_the_task_is_refused(tmp_path, tiny_models):
             workdir=tmp_path / "w", cache_dir=tmp_path / "c")
 
 
-def test_pseudo_label_strategy_runs(tmp_path, tiny_models):
-    res = run(_cfg(tiny_models, "pseudo_label"), DistillData(corpus(30)),
-              workdir=tmp_path / "w", cache_dir=tmp_path / "c")
-    assert res.metrics["strategy"]["name"] == "pseudo_label"
-
-
 def test_artifact_files_match_their_checksums(tmp_path, tiny_models):
     from worker.distill.sources import sha256_file
 
@@ -102,3 +101,48 @@ def test_artifact_files_match_their_checksums(tmp_path, tiny_models):
               cache_dir=tmp_path / "c")
     for name, sha in res.files.items():
         assert sha256_file(Path(res.student_dir) / name) == sha
+
+
+def test_adaptive_records_its_choices(tmp_path, tiny_models):
+    res = run(_cfg(tiny_models), DistillData(corpus(40), corpus(8), ["crisis", "calm"] * 4),
+              workdir=tmp_path / "w", cache_dir=tmp_path / "c")
+    strategy = res.metrics["strategy"]
+    assert strategy["name"] == "adaptive" and strategy["pool_size"] >= 5
+    prompts = res.metrics["prompts"]
+    kept = [p for p in prompts if p["kept"]]
+    assert kept and all("mutual_information" in p for p in prompts)
+    assert abs(sum(p["weight"] for p in kept) - 1.0) < 1e-3
+    assert "embedding" in [p["name"] for p in kept]
+    assert set(res.metrics["phases"]) >= {"align", "easy", "full", "refine"}
+    assert res.metrics["phases"]["refine"]["disagreements"] >= 0
+    assert "reprompted" in strategy
+    assert res.lineage["prompts"] and all(p["kept"] for p in res.lineage["prompts"])
+
+
+@pytest.mark.parametrize("switch", [{"representations": False}, {"progressive": False}])
+def test_ablation_switches_change_the_schedule(tmp_path, tiny_models, switch):
+    res = run(_cfg(tiny_models, **switch), DistillData(corpus(30)), workdir=tmp_path / "w",
+              cache_dir=tmp_path / "c")
+    phases = set(res.metrics["phases"]) - {"annotate"}
+    assert "align" not in phases
+    if "progressive" in switch:
+        assert phases == {"full"}
+
+
+def test_a_run_stopped_mid_distillation_resumes_at_the_next_phase(tmp_path, tiny_models):
+    cfg = _cfg(tiny_models)
+    seen = []
+
+    def stop_in_full(state, phase, *rest):
+        seen.append(phase)
+        if phase == "full":
+            raise Cancelled()
+
+    with pytest.raises(Cancelled):
+        run(cfg, DistillData(corpus(30)), workdir=tmp_path / "w", cache_dir=tmp_path / "c",
+            progress=stop_in_full)
+    resumed = []
+    run(cfg, DistillData(corpus(30)), workdir=tmp_path / "w", cache_dir=tmp_path / "c",
+        progress=lambda state, phase, *rest: resumed.append(phase))
+    assert "align (resumed)" in resumed and "easy (resumed)" in resumed
+    assert "full" in resumed and "full (resumed)" not in resumed

@@ -36,6 +36,7 @@ def annotate(teacher: HFTeacher, prompt: Prompt, texts: Sequence[str], *,
              on_texts: Callable[[int], None] | None = None) -> TeacherScores:
     """Return the teacher's scores for every text, scoring only cache misses."""
     stats = stats if stats is not None else AnnotationStats()
+    want_hidden = want_hidden and teacher.hidden_size > 0  # black-box teachers have none
     n = len(texts)
     logprobs = np.zeros((n, len(prompt.options)), dtype=np.float32)
     hidden = np.zeros((n, teacher.hidden_size), dtype=np.float32) if want_hidden else None
@@ -70,6 +71,36 @@ def annotate(teacher: HFTeacher, prompt: Prompt, texts: Sequence[str], *,
         if cache:
             cache.put(teacher.id, prompt.id, todo, fresh.logprobs, fresh.hidden)
     return TeacherScores(logprobs, hidden)
+
+
+def annotate_each(teacher: HFTeacher, prompts: Sequence[Prompt], texts: Sequence[str], *,
+                  cache: TeacherCache | None, batch_size: int, max_text_tokens: int,
+                  stats: AnnotationStats | None = None,
+                  on_texts: Callable[[int], None] | None = None) -> np.ndarray:
+    """Log-probs [N, K] of text i under prompts[i], scoring only cache misses."""
+    stats = stats if stats is not None else AnnotationStats()
+    out = np.zeros((len(texts), len(prompts[0].options)), dtype=np.float32) if prompts else \
+        np.zeros((0, 0), dtype=np.float32)
+    missing = []
+    for i, (prompt, text) in enumerate(zip(prompts, texts, strict=True)):
+        hit = cache.get(teacher.id, prompt.id, [text]).get(0) if cache else None
+        if hit is None:
+            missing.append(i)
+        else:
+            out[i] = hit[0]
+    stats.cached += len(texts) - len(missing)
+    if missing:
+        started = time.perf_counter()
+        fresh = teacher.score_each([prompts[i] for i in missing], [texts[i] for i in missing],
+                                   batch_size=batch_size, max_text_tokens=max_text_tokens,
+                                   on_batch=on_texts)
+        stats.seconds += time.perf_counter() - started
+        stats.scored += len(missing)
+        out[missing] = fresh.logprobs
+        if cache:
+            for row, i in enumerate(missing):
+                cache.put(teacher.id, prompts[i].id, [texts[i]], fresh.logprobs[row:row + 1], None)
+    return out
 
 
 def option_probs(scores: TeacherScores) -> np.ndarray:

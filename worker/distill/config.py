@@ -85,6 +85,15 @@ class TeacherConfig:
         batch_size: texts per forward pass; 16 keeps a 135M model near peak CPU throughput.
         max_text_tokens: longer texts are truncated; news messages rarely exceed it.
         prefix_cache: encode the shared prompt prefix once and reuse its KV cache.
+        probe_size: texts on which every candidate prompt is judged (adaptive only); 128
+            gives a stable mutual-information estimate at a small share of the cost.
+        max_prompts: prompts kept after judging; each costs one teacher pass over the data.
+        extra_labelers: labelers joining the prompts in the label model ("embedding": text
+            vs. label-description similarity in the student base's embedding space).
+        reprompt: re-ask uncertain or disputed texts with retrieved solved examples.
+        reprompt_fraction: at most this share of texts is re-asked (few-shot is costlier).
+        reprompt_confidence: texts whose combined top probability is below this are uncertain.
+        demos: solved examples shown per re-asked text.
     """
 
     model: str = ""
@@ -92,6 +101,13 @@ class TeacherConfig:
     batch_size: int = 16
     max_text_tokens: int = 256
     prefix_cache: bool = True
+    probe_size: int = 128
+    max_prompts: int = 2
+    extra_labelers: list[str] = field(default_factory=lambda: ["embedding"])
+    reprompt: bool = True
+    reprompt_fraction: float = 0.15
+    reprompt_confidence: float = 0.65
+    demos: int = 4
 
     def __post_init__(self) -> None:
         for i, template in enumerate(self.prompts):
@@ -102,6 +118,18 @@ class TeacherConfig:
                 raise ConfigError(f"teacher.prompts[{i}]", "{text} may appear only once")
         if not 1 <= self.batch_size <= 512:
             raise ConfigError("teacher.batch_size", "must be between 1 and 512")
+        if not 8 <= self.probe_size <= 10_000:
+            raise ConfigError("teacher.probe_size", "must be between 8 and 10000")
+        if not 1 <= self.max_prompts <= 16:
+            raise ConfigError("teacher.max_prompts", "must be between 1 and 16")
+        unknown = set(self.extra_labelers) - set(EXTRA_LABELERS)
+        if unknown:
+            raise ConfigError("teacher.extra_labelers",
+                              f"unknown {sorted(unknown)}; known: {list(EXTRA_LABELERS)}")
+        if not 0.0 <= self.reprompt_fraction <= 1.0:
+            raise ConfigError("teacher.reprompt_fraction", "must be in [0, 1]")
+        if not 0 <= self.demos <= 16:
+            raise ConfigError("teacher.demos", "must be between 0 and 16")
 
 
 @dataclass
@@ -156,7 +184,8 @@ class StudentConfig:
             raise ConfigError("student.max_length", "must be between 8 and 512")
 
 
-STRATEGIES = ("vanilla_kd", "pseudo_label")
+STRATEGIES = ("adaptive", "vanilla_kd", "pseudo_label")
+EXTRA_LABELERS = ("embedding",)
 
 
 @dataclass
@@ -164,8 +193,9 @@ class DistillConfig:
     """How knowledge moves from teacher to student.
 
     Args:
-        strategy: "vanilla_kd" (one fixed prompt, soft labels, no phases, no
-            representations) or "pseudo_label" (hard teacher labels).
+        strategy: "adaptive" (default: prompt pool, calibration, label-free judging,
+            re-prompting, progressive phases) or a baseline: "vanilla_kd" (one fixed prompt,
+            soft labels, no phases, no representations) or "pseudo_label" (hard labels).
         epochs: passes over the corpus in the main phase.
         batch_size: student batch size; 32 fits CPU caches and small corpora.
         learning_rate: for LoRA weights and the head; LoRA tolerates larger rates than
@@ -173,17 +203,30 @@ class DistillConfig:
         temperature: softens teacher and student distributions in the KD loss (Hinton et al.).
         holdout_fraction: share of the corpus kept out of training to measure agreement.
         seed: makes splits, initialisation and order reproducible.
+        representations: align the student with the teacher's hidden states (adaptive).
+        progressive: align -> easy -> full -> refine; off means one confidence-weighted
+            phase (adaptive ablation).
+        align_loss: "contrastive" (InfoNCE over the batch) or "mse".
+        easy_fraction: share of most confident texts used in the easy phase.
     """
 
-    strategy: str = "vanilla_kd"
+    strategy: str = "adaptive"
     epochs: int = 3
     batch_size: int = 32
     learning_rate: float = 1e-3
     temperature: float = 2.0
     holdout_fraction: float = 0.15
     seed: int = 0
+    representations: bool = True
+    progressive: bool = True
+    align_loss: str = "contrastive"
+    easy_fraction: float = 0.5
 
     def __post_init__(self) -> None:
+        if self.align_loss not in ("contrastive", "mse"):
+            raise ConfigError("distillation.align_loss", "must be 'contrastive' or 'mse'")
+        if not 0.05 <= self.easy_fraction <= 1.0:
+            raise ConfigError("distillation.easy_fraction", "must be in [0.05, 1]")
         if self.strategy not in STRATEGIES:
             raise ConfigError("distillation.strategy", f"must be one of {list(STRATEGIES)}")
         if not 1 <= self.epochs <= 100:

@@ -107,6 +107,7 @@ def classification_report(probs: np.ndarray, gold: Sequence[str | list[str]],
         "per_class": per_class,
         "confusion": {"labels": labels, "matrix": confusion.tolist()},
         "ece": expected_calibration_error(probs, (pred_idx == truth_idx).astype(float)),
+        "reliability": reliability(probs, truth_idx),
     }
     if len(labels) == 2:
         report["roc_auc"] = roc_auc(probs[:, 0], truth_idx == 0)
@@ -131,3 +132,87 @@ def fit_temperature(logits: np.ndarray, target: np.ndarray, multi_label: bool) -
         if loss < best_loss:
             best_t, best_loss = float(t), float(loss)
     return best_t
+
+
+def label_distribution(probs: np.ndarray, labels: list[str], multi: bool) -> dict[str, float]:
+    """Share of texts assigned to each label."""
+    if multi:
+        return {name: float((probs[:, j] >= 0.5).mean()) for j, name in enumerate(labels)}
+    counts = np.bincount(probs.argmax(1), minlength=len(labels)) / max(1, len(probs))
+    return {name: float(c) for name, c in zip(labels, counts, strict=True)}
+
+
+def reliability(probs: np.ndarray, gold_idx: np.ndarray, bins: int = 10) -> dict[str, list]:
+    """Reliability-diagram data for single-label predictions: per confidence bin, the mean
+    confidence, the accuracy and the count."""
+    conf = probs.max(1)
+    correct = probs.argmax(1) == gold_idx
+    edges = np.linspace(0, 1, bins + 1)
+    out: dict[str, list] = {"edges": [round(float(e), 3) for e in edges], "confidence": [],
+                            "accuracy": [], "count": []}
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        sel = (conf > lo) & (conf <= hi)
+        out["count"].append(int(sel.sum()))
+        out["confidence"].append(float(conf[sel].mean()) if sel.any() else None)
+        out["accuracy"].append(float(correct[sel].mean()) if sel.any() else None)
+    return out
+
+
+def evaluate_run(cfg: Any, student: Any, tokenizer: Any, ann: Any, corpus: list[str],
+                 eval_texts: list[str], eval_labels: list[str | list[str]],
+                 hold_idx: np.ndarray, device: Any, train_meta: dict[str, Any]
+                 ) -> dict[str, Any]:
+    """Teacher and student side by side: held-out agreement, gold-label reports, latency."""
+    from worker.distill.phases import encode, predict_logits
+    from worker.distill.trainer import probabilities
+
+    multi, labels = cfg.task.multi_label, cfg.task.label_names
+    temperature, bs = train_meta["temperature"], cfg.distillation.batch_size
+    enc_corpus = encode(tokenizer, corpus, cfg.student.max_length)
+    hold_probs = probabilities(predict_logits(student, enc_corpus, hold_idx, bs, device),
+                               temperature, multi)
+    metrics: dict[str, Any] = {
+        "corpus": {"texts": len(corpus), "train": len(corpus) - len(hold_idx),
+                   "holdout": len(hold_idx), "truncated": int(enc_corpus.truncated.sum())},
+        "teacher": {"label_distribution": label_distribution(ann.probs[: len(corpus)], labels,
+                                                             multi)},
+        "student": {
+            "holdout_agreement": agreement(hold_probs, ann.probs[hold_idx], multi),
+            "temperature": temperature,
+            "trainable_params": train_meta["trainable_params"],
+            "total_params": train_meta["total_params"],
+            "train_seconds": train_meta["train_seconds"],
+        },
+    }
+    latency_enc = enc_corpus
+    if eval_texts:
+        enc_eval = encode(tokenizer, eval_texts, cfg.student.max_length)
+        student_probs = probabilities(
+            predict_logits(student, enc_eval, np.arange(len(eval_texts)), bs, device),
+            temperature, multi)
+        teacher_probs = ann.probs[len(corpus):]
+        metrics["teacher"]["eval"] = classification_report(teacher_probs, eval_labels, labels,
+                                                           multi)
+        metrics["student"]["eval"] = classification_report(student_probs, eval_labels, labels,
+                                                           multi)
+        metrics["student"]["eval_agreement"] = agreement(student_probs, teacher_probs, multi)
+        latency_enc = enc_eval
+    metrics["student"]["ms_per_text"] = round(student_latency_ms(student, latency_enc, device), 3)
+    metrics["student"]["latency_batch"] = LATENCY_BATCH
+    return metrics
+
+
+LATENCY_BATCH = 32  # per-text latency is measured on one batch of this size
+
+
+def student_latency_ms(student: Any, enc: Any, device: Any) -> float:
+    """Wall milliseconds per text for one batch of LATENCY_BATCH texts (after a warm-up)."""
+    import time
+
+    from worker.distill.phases import predict_logits
+
+    idx = np.arange(min(LATENCY_BATCH, len(enc)))
+    predict_logits(student, enc, idx, LATENCY_BATCH, device)
+    started = time.perf_counter()
+    predict_logits(student, enc, idx, LATENCY_BATCH, device)
+    return 1000 * (time.perf_counter() - started) / max(1, len(idx))

@@ -88,6 +88,8 @@ class Phase:
         weights: per-text weight over the whole corpus (confidence), or None for uniform.
         align_weight: weight of the representation term (0 turns it off).
         align_loss: "contrastive" or "mse".
+        refine: before training, ask the strategy which texts to train on and with which
+            (re-annotated) targets, given the student's current predictions.
     """
 
     name: str
@@ -98,6 +100,7 @@ class Phase:
     weights: np.ndarray | None = None
     align_weight: float = 0.0
     align_loss: str = "contrastive"
+    refine: bool = False
 
     def steps(self, batch_size: int) -> int:
         return math.ceil(len(self.indices) / batch_size) * max(1, math.ceil(self.epochs))

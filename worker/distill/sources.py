@@ -67,9 +67,12 @@ def check_uri(uri: str) -> None:
     elif uri.startswith("hf://"):
         if not HF_URI.match(uri):
             raise ModelSourceError("invalid_model_uri", f"{uri!r}: expected hf://org/name[@rev]")
+    elif uri.startswith(("openai+http://", "openai+https://")):
+        if "model=" not in uri:
+            raise ModelSourceError("invalid_model_uri", f"{uri!r}: add ?model=NAME")
     elif "://" in uri and not uri.startswith("file://"):
-        raise ModelSourceError("invalid_model_uri",
-                               f"{uri!r}: unknown scheme; use a path, pypi:// or hf://")
+        raise ModelSourceError("invalid_model_uri", f"{uri!r}: unknown scheme; use a path, "
+                               "pypi://, hf:// or (teachers) openai+http(s)://")
     elif not _local_path(uri).exists():
         raise ModelSourceError("model_not_found", f"{uri!r}: no such file or directory")
 

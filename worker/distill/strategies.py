@@ -16,6 +16,7 @@ import numpy as np
 from worker.distill.annotate import AnnotationStats, annotate, option_probs
 from worker.distill.cache import TeacherCache
 from worker.distill.config import EngineConfig
+from worker.distill.labelers import EmbeddingLabeler
 from worker.distill.phases import Phase
 from worker.distill.prompts import Prompt, default_prompts
 from worker.distill.teacher import HFTeacher, TeacherScores
@@ -23,17 +24,42 @@ from worker.distill.teacher import HFTeacher, TeacherScores
 
 @dataclass
 class Context:
-    """What a strategy may use: config, teacher, cache, progress and a seeded RNG."""
+    """What a strategy may use: config, the teacher (loaded on first use), the cache, an
+    optional embedding labeler, and a progress counter of teacher calls."""
 
     cfg: EngineConfig
-    teacher: HFTeacher
+    load_teacher: Callable[[], HFTeacher]
     cache: TeacherCache | None
     on_texts: Callable[[int], None]
+    load_embedder: Callable[[], EmbeddingLabeler] | None = None
     stats: AnnotationStats = field(default_factory=AnnotationStats)
+    _teacher: HFTeacher | None = None
+    _embedder: EmbeddingLabeler | None = None
 
     @property
     def multi_label(self) -> bool:
         return self.cfg.task.multi_label
+
+    @property
+    def teacher(self) -> HFTeacher:
+        if self._teacher is None:
+            self._teacher = self.load_teacher()
+        return self._teacher
+
+    @property
+    def embedder(self) -> EmbeddingLabeler | None:
+        if self._embedder is None and self.load_embedder is not None:
+            self._embedder = self.load_embedder()
+        return self._embedder
+
+    def probs(self, prompt: Prompt, texts: list[str]) -> np.ndarray:
+        """Option probabilities [N, K] of `texts` under `prompt`, through the cache."""
+        return option_probs(self.scores(prompt, texts))
+
+    def release(self) -> None:
+        """Drop the loaded models (the teacher alone can take gigabytes)."""
+        self._teacher = None
+        self._embedder = None
 
     def scores(self, prompt: Prompt, texts: list[str], want_hidden: bool = False
                ) -> TeacherScores:
@@ -52,11 +78,13 @@ class Annotation:
         probs: [N, L] soft labels (a distribution for single-label, per-label P for multi).
         hidden: [N, H] teacher representations, or None.
         record: what was decided (prompts, weights, calibration), for metrics and lineage.
+        extra: other per-text arrays a strategy needs later (embeddings, re-asked mask).
     """
 
     probs: np.ndarray
     hidden: np.ndarray | None
     record: dict[str, Any]
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class Strategy(Protocol):
@@ -68,6 +96,10 @@ class Strategy(Protocol):
         ...
 
     def expected_teacher_calls(self, cfg: EngineConfig, n_texts: int) -> int: ...
+
+    def refine(self, ctx: Context, ann: Annotation, train_idx: np.ndarray,
+               student_probs: np.ndarray, texts: list[str], seed: int
+               ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]: ...
 
 
 STRATEGIES: dict[str, Callable[[], Strategy]] = {}
@@ -81,6 +113,8 @@ def register(name: str) -> Callable[[type], type]:
 
 
 def get_strategy(name: str) -> Strategy:
+    import worker.distill.adaptive  # noqa: F401  (registers "adaptive")
+
     return STRATEGIES[name]()
 
 

@@ -149,6 +149,12 @@ class HFTeacher:
               max_text_tokens: int = 256, prefix_cache: bool = True, want_hidden: bool = True,
               on_batch: Callable[[int], None] | None = None) -> TeacherScores:
         """Score `texts` under `prompt`; `on_batch(n)` is called after each batch of n texts."""
+        if prompt.kind == "channel":
+            from worker.distill.channel import score_channel
+
+            return score_channel(self, prompt, texts, batch_size=batch_size,
+                                 max_text_tokens=max_text_tokens, want_hidden=want_hidden,
+                                 on_batch=on_batch)
         option_ids = self.option_ids(prompt.options)
         prefix_ids, lead, suffix_ids = self.split_prompt(prompt)
         bodies = [self.tokenizer.encode(lead + t, add_special_tokens=False)[:max_text_tokens]
@@ -161,10 +167,10 @@ class HFTeacher:
             idx = order[start:start + batch_size]
             seqs = [bodies[i] + suffix_ids for i in idx]
             if prefix_kv is None:
-                lp, hid = self._forward([prefix_ids + s for s in seqs], len(prefix_ids), None,
-                                        option_ids)
+                lp, hid = self._forward([prefix_ids + s for s in seqs],
+                                        [len(prefix_ids)] * len(seqs), None, option_ids)
             else:
-                lp, hid = self._forward(seqs, 0, prefix_kv, option_ids)
+                lp, hid = self._forward(seqs, [0] * len(seqs), prefix_kv, option_ids)
             logprobs[idx] = lp
             if hidden is not None:
                 hidden[idx] = hid
@@ -173,32 +179,78 @@ class HFTeacher:
         return TeacherScores(logprobs, hidden)
 
     def _encode_prefix(self, prefix_ids: list[int]) -> tuple[list[tuple[torch.Tensor, ...]], int]:
+        return self.encode_prefix(prefix_ids)[0]
+
+    def encode_prefix(self, prefix_ids: list[int]
+                      ) -> tuple[tuple[list[tuple[torch.Tensor, ...]], int], torch.Tensor]:
+        """KV cache of a shared prefix, and the log-probs of the token that follows it."""
         ids = torch.tensor([prefix_ids], device=self.device)
         cache = DynamicCache(config=self.model.config)
-        self.body(input_ids=ids, cache=cache, use_cache=True)
+        out = self.body(input_ids=ids, cache=cache, use_cache=True)
         layers = [(layer.keys, layer.values) for layer in cache.layers]
-        return layers, len(prefix_ids)
+        next_lp = torch.log_softmax(self.head(out.last_hidden_state[0, -1]).float(), dim=-1)
+        return (layers, len(prefix_ids)), next_lp
 
-    def _forward(self, seqs: list[list[int]], skip: int,
-                 prefix: tuple[list[tuple[torch.Tensor, ...]], int] | None,
-                 option_ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-        """Run one right-padded batch; pool hidden states over positions from `skip` on."""
-        batch, width = len(seqs), max(len(s) for s in seqs)
+    def expanded_cache(self, prefix: tuple[list[tuple[torch.Tensor, ...]], int],
+                       batch: int) -> DynamicCache:
+        """A batch-sized cache that starts from a shared prefix (the prefix is not copied)."""
+        layers, _ = prefix
+        return DynamicCache(
+            [(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in layers],
+            config=self.model.config)
+
+    def pad_batch(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-padded ids and attention mask on the teacher's device."""
+        width = max(len(s) for s in seqs)
         pad = self.tokenizer.pad_token_id
         pad = pad if pad is not None else (self.tokenizer.eos_token_id or 0)
-        ids = torch.full((batch, width), pad, dtype=torch.long)
-        mask = torch.zeros((batch, width), dtype=torch.long)
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
         for row, seq in enumerate(seqs):
             ids[row, :len(seq)] = torch.tensor(seq)
             mask[row, :len(seq)] = 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
+        return ids.to(self.device), mask.to(self.device)
+
+    def score_each(self, prompts: Sequence[Prompt], texts: Sequence[str], *,
+                   batch_size: int = 8, max_text_tokens: int = 256,
+                   on_batch: Callable[[int], None] | None = None) -> TeacherScores:
+        """Score text i under prompts[i] (e.g. few-shot prompts with per-text examples).
+
+        Prefixes differ, so there is no shared KV cache: each row is a full sequence. All
+        prompts must offer the same options.
+        """
+        option_ids = self.option_ids(prompts[0].options)
+        rows, skips = [], []
+        for prompt, text in zip(prompts, texts, strict=True):
+            prefix_ids, lead, suffix_ids = self.split_prompt(prompt)
+            body = self.tokenizer.encode(lead + text, add_special_tokens=False)[:max_text_tokens]
+            rows.append(prefix_ids + body + suffix_ids)
+            skips.append(len(prefix_ids))
+        order = np.argsort([len(r) for r in rows], kind="stable")
+        logprobs = np.zeros((len(rows), len(option_ids)), dtype=np.float32)
+        hidden = np.zeros((len(rows), self.hidden_size), dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(rows), batch_size):
+                idx = order[start:start + batch_size]
+                lp, hid = self._forward([rows[i] for i in idx], [skips[i] for i in idx], None,
+                                        option_ids)
+                logprobs[idx], hidden[idx] = lp, hid
+                if on_batch:
+                    on_batch(len(idx))
+        return TeacherScores(logprobs, hidden)
+
+    def _forward(self, seqs: list[list[int]], skips: list[int],
+                 prefix: tuple[list[tuple[torch.Tensor, ...]], int] | None,
+                 option_ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """Run one right-padded batch; pool hidden states over each row's positions from its
+        skip on (the text and what follows it, not the shared instructions)."""
+        batch, width = len(seqs), max(len(s) for s in seqs)
+        ids, mask = self.pad_batch(seqs)
         kwargs: dict[str, object] = {}
         offset = 0
         if prefix is not None:
-            layers, offset = prefix
-            kwargs["cache"] = DynamicCache(
-                [(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in layers],
-                config=self.model.config)
+            offset = prefix[1]
+            kwargs["cache"] = self.expanded_cache(prefix, batch)
             mask = torch.cat([torch.ones((batch, offset), dtype=mask.dtype,
                                          device=self.device), mask], dim=1)
         positions = torch.arange(offset, offset + width, device=self.device).expand(batch, -1)
@@ -211,7 +263,8 @@ class HFTeacher:
         option_lp = torch.stack(
             [torch.logsumexp(token_lp[:, ids_], dim=-1) for ids_ in option_ids], dim=-1)
         keep = torch.arange(width, device=self.device).unsqueeze(0) < lengths.unsqueeze(1)
-        keep &= torch.arange(width, device=self.device).unsqueeze(0) >= skip
+        keep &= torch.arange(width, device=self.device).unsqueeze(0) >= torch.tensor(
+            skips, device=self.device).unsqueeze(1)
         weights = keep.unsqueeze(-1).to(states.dtype)
         pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1)
         return option_lp.cpu().numpy(), pooled.float().cpu().numpy()

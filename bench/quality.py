@@ -1,0 +1,304 @@
+"""Quality benchmark of the distillation engine on real crisis data (`make bench-quality`).
+
+Data: the disaster-response corpus, news genre. Training corpus: up to --corpus messages of
+the train split, text only. Evaluation: --eval messages of the test split.
+  task `crisis`:      binary crisis vs not (the `related` column)
+  task `crisis_type`: earthquake / floods / storm / fire / other crisis / none
+Rows: teacher zero-shot (one fixed prompt), teacher adaptive ensemble, pseudo-label
+fine-tuning, vanilla KD, adaptive student, and adaptive without representations, without
+phases, without re-prompting; --seeds seeds each. Every run's metrics are kept under
+var/bench/runs/ so an interrupted benchmark resumes where it stopped; teacher outputs are
+cached across runs by (teacher, prompt, text), as in production.
+Writes bench/results/quality.json, quality.md and quality.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from app.core.config import DEFAULT_STUDENT, DEFAULT_TEACHER  # noqa: E402
+from scripts.fetch_assets import fetch_corpus  # noqa: E402
+from worker.distill.config import EngineConfig  # noqa: E402
+from worker.distill.engine import DistillData, run  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+WORK = ROOT / "var" / "bench"
+CACHE = Path(os.environ.get("TAILOR_CACHE_DIR", ROOT / "var" / "cache"))
+
+TASKS: dict[str, dict[str, Any]] = {
+    "crisis": {
+        "labels": [
+            {"name": "crisis", "description": "the message is about a disaster, emergency, "
+             "humanitarian crisis, aid need or its aftermath"},
+            {"name": "not_crisis", "description": "the message is about something else: "
+             "politics, economy, sport, culture, routine news"}],
+        "instruction": "You screen news for an emergency-response team.",
+    },
+    "crisis_type": {
+        "labels": [
+            {"name": "earthquake", "description": "an earthquake or its aftermath"},
+            {"name": "floods", "description": "floods, flooding or heavy rain"},
+            {"name": "storm", "description": "a storm, hurricane, cyclone or typhoon"},
+            {"name": "fire", "description": "a fire or wildfire"},
+            {"name": "other_crisis", "verbalizer": "other crisis",
+             "description": "another disaster, emergency, conflict, epidemic or aid need"},
+            {"name": "none", "description": "no crisis at all: routine news"}],
+        "instruction": "You screen news for an emergency-response team.",
+    },
+}
+STUDENT_ROWS: dict[str, dict[str, Any]] = {
+    "pseudo_label": {"distillation": {"strategy": "pseudo_label"}},
+    "vanilla_kd": {"distillation": {"strategy": "vanilla_kd"}},
+    "adaptive": {},
+    "adaptive_no_representations": {"distillation": {"representations": False}},
+    "adaptive_no_phases": {"distillation": {"progressive": False}},
+    "adaptive_no_reprompt": {"teacher": {"reprompt": False}},
+}
+ROW_TITLES = {
+    "teacher_zero_shot": "teacher zero-shot (one fixed prompt)",
+    "teacher_adaptive": "teacher adaptive ensemble",
+    "pseudo_label": "pseudo-label fine-tuning",
+    "vanilla_kd": "vanilla KD",
+    "adaptive": "**adaptive student**",
+    "adaptive_no_representations": "adaptive without representations",
+    "adaptive_no_phases": "adaptive without phases",
+    "adaptive_no_reprompt": "adaptive without re-prompting",
+}
+
+
+def gold(task: str, row: dict[str, str]) -> str:
+    if task == "crisis":
+        return "crisis" if row["related"] == "1" else "not_crisis"
+    if row["related"] != "1":
+        return "none"
+    for column, label in (("earthquake", "earthquake"), ("floods", "floods"),
+                          ("storm", "storm"), ("fire", "fire")):
+        if row[column] == "1":
+            return label
+    return "other_crisis"
+
+
+def load(task: str, n_corpus: int, n_eval: int) -> tuple[list[str], list[str], list[str]]:
+    with fetch_corpus().open(encoding="utf-8-sig", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["genre"] == "news" and r["related"] in "01"]
+    rng = random.Random(1234)  # one fixed sample for every row and seed
+    train = [r["message"] for r in rows if r["split"] == "train"]
+    test = [r for r in rows if r["split"] == "test"]
+    rng.shuffle(train)
+    rng.shuffle(test)
+    test = test[:n_eval]
+    return train[:n_corpus], [r["message"] for r in test], [gold(task, r) for r in test]
+
+
+def run_one(task: str, row: str, seed: int, data: DistillData, epochs: int) -> dict[str, Any]:
+    out = WORK / "runs" / f"{task}-{row}-{seed}.json"
+    if out.exists():
+        return json.loads(out.read_text())
+    spec: dict[str, Any] = {"task": TASKS[task], "distillation": {"seed": seed, "epochs": epochs}}
+    for part, values in STUDENT_ROWS[row].items():
+        spec.setdefault(part, {}).update(values)
+    started = time.perf_counter()
+    result = run(EngineConfig.from_dict(spec), data, workdir=WORK / "work" / task / row / str(seed),
+                 cache_dir=CACHE, defaults=(DEFAULT_TEACHER, DEFAULT_STUDENT))
+    record = {"task": task, "row": row, "seed": seed, "metrics": result.metrics,
+              "wall_seconds": round(time.perf_counter() - started, 1)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, default=float))
+    print(f"  {task:11s} {row:28s} seed {seed}: student macro-F1 "
+          f"{result.metrics['student']['eval']['macro_f1']:.3f} "
+          f"({record['wall_seconds']:.0f} s)", flush=True)
+    return record
+
+
+def figures(run_record: dict[str, Any], side: str) -> dict[str, float | None]:
+    m = run_record["metrics"]
+    ev = m[side]["eval"]
+    return {
+        "macro_f1": ev["macro_f1"], "accuracy": ev["accuracy"], "roc_auc": ev.get("roc_auc"),
+        "ece": ev["ece"],
+        "agreement": m["student"]["holdout_agreement"] if side == "student" else None,
+        "annotation_seconds": m["annotation"]["seconds"],
+        "train_seconds": m["student"]["train_seconds"] if side == "student" else None,
+        "teacher_ms_per_text": m["teacher"]["ms_per_text"],
+        "student_ms_per_text": m["student"]["ms_per_text"] if side == "student" else None,
+    }
+
+
+def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
+    table: dict[str, dict[str, Any]] = {}
+    for task in TASKS:
+        rows: dict[str, list[dict[str, Any]]] = {}
+        for r in records:
+            if r["task"] != task:
+                continue
+            rows.setdefault(r["row"], []).append(figures(r, "student"))
+            if r["row"] == "vanilla_kd":
+                rows.setdefault("teacher_zero_shot", []).append(figures(r, "teacher"))
+            if r["row"] == "adaptive":
+                rows.setdefault("teacher_adaptive", []).append(figures(r, "teacher"))
+        table[task] = {}
+        for row, items in rows.items():
+            stats = {}
+            for key in items[0]:
+                values = [x[key] for x in items if x[key] is not None]
+                stats[key] = ({"mean": float(np.mean(values)), "std": float(np.std(values)),
+                               "n": len(values)} if values else None)
+            table[task][row] = stats
+    return table
+
+
+def prefix_cache_speed(n: int = 64) -> dict[str, float]:
+    """Teacher texts/s with and without the shared-prefix KV cache (no teacher cache)."""
+    from worker.distill.config import TaskConfig
+    from worker.distill.prompts import default_prompts
+    from worker.distill.sources import resolve
+    from worker.distill.teacher import HFTeacher
+
+    texts, _, _ = load("crisis", n, 0)
+    teacher = HFTeacher(resolve(DEFAULT_TEACHER, CACHE / "models"), "cpu")
+    prompt = default_prompts(TaskConfig(**TASKS["crisis"]))[0]
+    teacher.score(prompt, texts[:8], batch_size=8)  # warm-up
+    speeds = {}
+    for cached in (True, False):
+        started = time.perf_counter()
+        teacher.score(prompt, texts, batch_size=16, prefix_cache=cached, want_hidden=False)
+        speeds["with_prefix_cache" if cached else "without_prefix_cache"] = \
+            n / (time.perf_counter() - started)
+    speeds["speedup"] = speeds["with_prefix_cache"] / speeds["without_prefix_cache"]
+    return {k: round(v, 2) for k, v in speeds.items()}
+
+
+def fmt(stat: dict[str, float] | None, digits: int = 3) -> str:
+    if not stat:
+        return "–"
+    if stat["n"] > 1:
+        return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
+    return f"{stat['mean']:.{digits}f}"
+
+
+def write_markdown(summary: dict[str, Any], path: Path) -> None:
+    lines = [
+        "# Quality benchmark", "",
+        f"Command: `{summary['command']}`  ",
+        f"Machine: {summary['machine']}  ",
+        f"Data: disaster-response corpus, news genre; {summary['corpus']} unlabeled train-split "
+        f"messages, {summary['eval']} test-split messages for evaluation; seeds "
+        f"{summary['seeds']}. Mean ± std over seeds.", "",
+    ]
+    cols = [("macro_f1", "macro-F1", 3), ("accuracy", "accuracy", 3), ("roc_auc", "ROC-AUC", 3),
+            ("ece", "ECE", 3), ("agreement", "agreement", 3),
+            ("annotation_seconds", "teacher s", 0), ("train_seconds", "train s", 0),
+            ("teacher_ms_per_text", "teacher ms/text", 1),
+            ("student_ms_per_text", "student ms/text", 1)]
+    for task, rows in summary["table"].items():
+        lines += [f"## Task `{task}`", "", "| row | " + " | ".join(c[1] for c in cols) + " |",
+                  "|---" * (len(cols) + 1) + "|"]
+        for row in ROW_TITLES:
+            if row in rows:
+                cells = [fmt(rows[row].get(key), digits) for key, _, digits in cols]
+                lines.append(f"| {ROW_TITLES[row]} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["## Targets", ""]
+    for line in summary["targets"]:
+        lines.append(f"- {line}")
+    lines += ["", f"Prefix KV cache: {summary['prefix_cache']}", ""]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def targets(table: dict[str, Any], speed: dict[str, float]) -> list[str]:
+    out = []
+    for task, rows in table.items():
+        if not {"adaptive", "vanilla_kd", "teacher_zero_shot"} <= set(rows):
+            continue
+        a = rows["adaptive"]["macro_f1"]["mean"]
+        v = rows["vanilla_kd"]["macro_f1"]["mean"]
+        t = rows["teacher_zero_shot"]["macro_f1"]["mean"]
+        out.append(f"`{task}`: adaptive student macro-F1 {a:.3f} vs vanilla KD {v:.3f} "
+                   f"({(a - v) * 100:+.1f} points; target +3) — "
+                   f"{'MET' if a >= v + 0.03 else 'MISSED'}")
+        out.append(f"`{task}`: adaptive student {a:.3f} vs teacher zero-shot {t:.3f} — "
+                   f"{'MET' if a >= t else 'MISSED'}")
+        s_ms = rows["adaptive"]["student_ms_per_text"]["mean"]
+        t_ms = rows["adaptive"]["teacher_ms_per_text"]["mean"]
+        out.append(f"`{task}`: student {s_ms:.1f} ms/text vs teacher {t_ms:.1f} ms/text at batch "
+                   f"32 (1/{t_ms / s_ms:.0f}; target 1/30) — "
+                   f"{'MET' if s_ms * 30 <= t_ms else 'MISSED'}")
+    out.append(f"prefix caching: {speed['speedup']:.2f}x texts/s (target 2x) — "
+               f"{'MET' if speed['speedup'] >= 2 else 'MISSED'}")
+    return out
+
+
+def plot(summary: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(summary["table"])
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.5), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        rows = [r for r in ROW_TITLES if r in summary["table"][task]]
+        means = [summary["table"][task][r]["macro_f1"]["mean"] for r in rows]
+        stds = [summary["table"][task][r]["macro_f1"]["std"] for r in rows]
+        colors = ["#999999" if r.startswith("teacher") else
+                  "#d62728" if r == "adaptive" else "#1f77b4" for r in rows]
+        ax.barh(range(len(rows)), means, xerr=stds, color=colors)
+        ax.set_yticks(range(len(rows)), [ROW_TITLES[r].strip("*") for r in rows], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel("macro-F1 (test split)")
+        ax.set_title(f"task: {task}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", type=int, default=2000)
+    parser.add_argument("--eval", type=int, default=500)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--tasks", nargs="*", default=list(TASKS))
+    parser.add_argument("--rows", nargs="*", default=list(STUDENT_ROWS))
+    args = parser.parse_args()
+    records = []
+    for task in args.tasks:
+        corpus, eval_texts, eval_labels = load(task, args.corpus, args.eval)
+        data = DistillData(corpus, eval_texts, eval_labels)
+        print(f"task {task}: {len(corpus)} corpus, {len(eval_texts)} eval", flush=True)
+        for seed in range(args.seeds):
+            for row in args.rows:
+                records.append(run_one(task, row, seed, data, args.epochs))
+    speed = prefix_cache_speed()
+    table = aggregate(records)
+    summary = {
+        "command": "make bench-quality  # python bench/quality.py " + " ".join(sys.argv[1:]),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU, "
+                   f"{platform.python_version()}, load average at end "
+                   f"{os.getloadavg()[0]:.1f} (other work ran on the same cores)",
+        "corpus": args.corpus, "eval": args.eval, "seeds": args.seeds, "table": table,
+        "prefix_cache": speed, "targets": targets(table, speed),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "quality.json").write_text(json.dumps(summary, indent=2))
+    write_markdown(summary, RESULTS / "quality.md")
+    plot(summary, RESULTS / "quality.png")
+    print("\n".join(summary["targets"]))
+
+
+if __name__ == "__main__":
+    main()

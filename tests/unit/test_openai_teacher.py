@@ -1,0 +1,80 @@
+"""The OpenAI-compatible teacher against a real HTTP server serving the tiny model."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.fixtures.tiny import corpus
+from tests.support import ROOT, free_port, wait_for
+from worker.distill.config import EngineConfig, TaskConfig
+from worker.distill.engine import DistillData, run
+from worker.distill.openai_teacher import OpenAITeacher, option_scores
+from worker.distill.prompts import default_prompts
+from worker.distill.sources import resolve
+from worker.distill.teacher import HFTeacher
+
+# Answer words whose beginnings are no other token of the tiny vocabulary, so matching by
+# text (black box) and by token id (white box) must agree exactly.
+TASK = {"labels": [{"name": "crisis", "verbalizer": "rescue"},
+                   {"name": "calm", "verbalizer": "sunny"}]}
+
+
+@pytest.fixture(scope="module")
+def server(tiny_models) -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "tests.fixtures.openai_server",
+                             "--model", tiny_models[0], "--port", str(port)], cwd=ROOT)
+    try:
+        wait_for(lambda: httpx.post(f"http://127.0.0.1:{port}/v1/completions",
+                                    json={"model": "m", "prompt": "x"}).status_code == 200,
+                 60, what="OpenAI-compatible test server")
+        # The tiny vocabulary is small enough to ask for every token's log-probability.
+        yield f"openai+http://127.0.0.1:{port}/v1?model=tiny&top_logprobs=400"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_option_scores_match_tokens_that_begin_one_option_only():
+    top = {"cr": -0.5, " Crisis": -1.0, "no": -2.0, "c": -3.0}
+    scores = option_scores(top, ("crisis", "calm"))
+    assert scores[0] == pytest.approx(np.log(np.exp(-0.5) + np.exp(-1.0)))  # "c" is ambiguous
+    assert scores[1] < -20  # calm was not among the returned tokens
+
+
+@pytest.mark.parametrize("api", ["chat", "completions"])
+def test_scores_agree_with_the_white_box_teacher(server, tiny_models, tmp_path, api):
+    prompt = default_prompts(TaskConfig(**TASK))[0]
+    texts = corpus(12)
+    black = OpenAITeacher(f"{server}&api={api}").score(prompt, texts)
+    assert black.hidden is None and black.logprobs.shape == (12, 2)
+    if api == "chat":  # same chat template, same model: the same next-token distribution
+        white = HFTeacher(resolve(tiny_models[0], tmp_path), "cpu").score(prompt, texts)
+        np.testing.assert_allclose(black.logprobs, white.logprobs, atol=1e-3)
+
+
+def test_a_job_distils_from_an_openai_compatible_teacher(server, tiny_models, tmp_path):
+    cfg = EngineConfig.from_dict({"task": TASK, "teacher": {"model": server},
+                                  "student": {"model": tiny_models[1], "max_length": 32},
+                                  "distillation": {"epochs": 1, "batch_size": 8}})
+    res = run(cfg, DistillData(corpus(24), corpus(6), ["crisis", "calm"] * 3),
+              workdir=tmp_path / "w", cache_dir=tmp_path / "c")
+    assert res.metrics["student"]["eval"]["n"] == 6
+    skipped = [p for p in res.metrics["prompts"] if p.get("skipped")]
+    assert {p["name"] for p in skipped} >= {"channel-about"}, "black boxes cannot score channels"
+    assert "align" not in res.metrics["phases"], "no hidden states, no representation phase"
+
+
+def test_unreachable_server_fails_with_a_clear_code(tmp_path):
+    from worker.distill.teacher import TeacherError
+
+    teacher = OpenAITeacher(f"openai+http://127.0.0.1:{free_port()}/v1?model=x")
+    with pytest.raises(TeacherError) as err:
+        teacher.score(default_prompts(TaskConfig(**TASK))[0], ["a text"])
+    assert err.value.code == "teacher_unreachable"

@@ -1,0 +1,295 @@
+"""The adaptive strategy (DESIGN.md 5): adaptive prompts in, progressive phases out.
+
+Annotation, per sub-question (the label set, or each label's yes/no for multi-label):
+1. every candidate prompt scores a probe sample; each is calibrated on content-free inputs;
+2. prompts are judged by mutual information (no labels) and the best `max_prompts` kept;
+3. kept prompts (and extra labelers) score every text; a Dawid-Skene label model estimates
+   each annotator's accuracy, and the soft label is their accuracy-weighted mixture;
+4. uncertain or disputed texts are re-asked with solved examples retrieved from confidently
+   labeled neighbours.
+Distillation: align -> easy -> full -> refine (see `schedule`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from worker.distill import label_model as lm
+from worker.distill.annotate import annotate_each
+from worker.distill.config import EngineConfig
+from worker.distill.phases import Phase
+from worker.distill.prompts import Prompt, few_shot, prompt_pool
+from worker.distill.strategies import Annotation, Context, register
+from worker.distill.teacher import TeacherError
+
+MI_FLOOR = 0.005  # nats; below this a prompt's answers barely depend on the text
+MIN_DS_ANNOTATORS = 3  # Dawid-Skene is not identifiable with fewer annotators
+FEW_SHOT_MIX = 0.5  # a re-asked text's label: half the ensemble, half the few-shot answer
+CONFIDENT_SHARE = 0.5  # demonstrations come from the most confident half of the corpus
+DEMO_CHARS = 300  # long demonstrations slow the teacher and rarely help
+REPLAY_RATIO = 1.0  # refine trains on disagreements plus as many random texts
+
+
+@dataclass
+class Judged:
+    prompt: Prompt
+    content_free: np.ndarray
+    calibrated: bool
+    mi: float
+
+
+@dataclass
+class GroupResult:
+    probs: np.ndarray  # [N, K]
+    hidden: np.ndarray | None
+    best: Judged
+    few_shot_prompt: Prompt  # the best-judged question prompt (channel prompts take no shots)
+    dispute: np.ndarray  # [N] bool
+    record: list[dict[str, Any]]
+    label_model: str
+
+
+def confidence(probs: np.ndarray, multi_label: bool) -> np.ndarray:
+    """Per text, 0 (no idea) .. 1 (certain): top probability above chance, or label margins."""
+    if multi_label:
+        return np.abs(2 * probs - 1).mean(1)
+    k = probs.shape[1]
+    return (probs.max(1) - 1 / k) / (1 - 1 / k)
+
+
+@register("adaptive")
+class Adaptive:
+    """Adaptive prompting + progressive distillation (the default strategy)."""
+
+    name = "adaptive"
+
+    # ------------------------------------------------------------------ annotation
+    def annotate(self, ctx: Context, texts: list[str], n_corpus: int) -> Annotation:
+        cfg, task = ctx.cfg, ctx.cfg.task
+        rng = np.random.default_rng(cfg.distillation.seed)
+        probe = np.sort(rng.choice(n_corpus, size=min(cfg.teacher.probe_size, n_corpus),
+                                   replace=False))
+        embeddings = ctx.embedder.embed(texts) if ctx.embedder else None
+        groups = prompt_pool(task, cfg.teacher.prompts)
+        extras: list[tuple[str, np.ndarray]] = []
+        if ctx.embedder and "embedding" in cfg.teacher.extra_labelers and not task.multi_label:
+            extras.append(("embedding", ctx.embedder.label(task, embeddings, n_corpus)))
+        results = [self._group(ctx, group, texts, n_corpus, probe, extras if g == 0 else [],
+                               want_hidden=g == 0) for g, group in enumerate(groups)]
+        if task.multi_label:
+            probs = np.stack([r.probs[:, 0] for r in results], axis=1)
+        else:
+            probs = results[0].probs
+        reprompted = np.zeros(len(texts), dtype=bool)
+        if cfg.teacher.reprompt and cfg.teacher.demos and embeddings is not None:
+            for g, res in enumerate(results):
+                col = res.probs
+                asked = self._reprompt(ctx, res, col, texts, n_corpus, embeddings)
+                reprompted |= asked
+                if task.multi_label:
+                    probs[:, g] = col[:, 0]
+        best = results[0].few_shot_prompt
+        record = {
+            "prompts": [p for r in results for p in r.record],
+            "best_prompt": {"name": best.name, "template": best.template,
+                            "options": list(best.options), "label": best.label},
+            "pool_size": sum(len(g) for g in groups), "probe_size": int(len(probe)),
+            "label_model": sorted({r.label_model for r in results}),
+            "extra_labelers": [name for name, _ in extras],
+            "reprompted": int(reprompted.sum()),
+            "reprompted_corpus": int(reprompted[:n_corpus].sum()),
+        }
+        extra = {"reprompted": reprompted.astype(np.float32)}
+        if embeddings is not None:
+            extra["embeddings"] = embeddings
+        return Annotation(probs, results[0].hidden, record, extra)
+
+    def _judge(self, ctx: Context, prompt: Prompt, probe_texts: list[str]) -> Judged:
+        raw = lm.normalize(ctx.probs(prompt, probe_texts))
+        cf = lm.normalize(ctx.probs(prompt, list(lm.CONTENT_FREE))).mean(0)
+        mi_raw, mi_cal = lm.mutual_information(raw), lm.mutual_information(lm.calibrate(raw, cf))
+        return Judged(prompt, cf, mi_cal >= mi_raw, max(mi_raw, mi_cal))
+
+    def _group(self, ctx: Context, group: list[Prompt], texts: list[str], n_corpus: int,
+               probe: np.ndarray, extras: list[tuple[str, np.ndarray]],
+               want_hidden: bool) -> GroupResult:
+        probe_texts = [texts[i] for i in probe]
+        judged, skipped = [], []
+        for i, prompt in enumerate(group):
+            try:
+                judged.append(self._judge(ctx, prompt, probe_texts))
+            except TeacherError as exc:
+                if i == 0 or prompt.name.startswith("user-"):
+                    raise  # the task's own words and the user's prompts must work
+                skipped.append({"name": prompt.name, "id": prompt.id, "kept": False,
+                                "weight": 0.0, "skipped": exc.message})
+        judged.sort(key=lambda j: -j.mi)
+        kept = [j for j in judged[: ctx.cfg.teacher.max_prompts] if j.mi > MI_FLOOR] or judged[:1]
+        names, probs, mis, hidden = [], [], [], None
+        for i, j in enumerate(kept):
+            scores = ctx.scores(j.prompt, texts, want_hidden and i == 0)
+            p = lm.normalize(np.exp(scores.logprobs - scores.logprobs.max(1, keepdims=True)))
+            probs.append(lm.calibrate(p, j.content_free) if j.calibrated else p)
+            names.append(j.prompt.name)
+            mis.append(j.mi)
+            hidden = scores.hidden if i == 0 else hidden
+        for name, p in extras:
+            names.append(name)
+            probs.append(p)
+            mis.append(lm.mutual_information(p[probe]))
+        k = probs[0].shape[1]
+        if len(probs) >= MIN_DS_ANNOTATORS:
+            votes = np.stack([p[:n_corpus].argmax(1) for p in probs], axis=1)
+            init = lm.combine([p[:n_corpus] for p in probs], np.asarray(mis) / sum(mis))
+            model = lm.dawid_skene(votes, k, init)
+            weights, how = lm.accuracy_weights(model, k), "dawid_skene"
+            accuracy = model.accuracies
+        else:
+            mi_arr = np.clip(np.asarray(mis), 1e-9, None)
+            weights, how, accuracy = mi_arr / mi_arr.sum(), "mutual_information", None
+        combined = lm.combine(probs, weights)
+        active = [p.argmax(1) for p, w in zip(probs, weights, strict=True) if w > 0]
+        dispute = np.zeros(len(texts), dtype=bool)
+        for a in active[1:]:
+            dispute |= a != active[0]
+        record: list[dict[str, Any]] = list(skipped)
+        kept_names = {j.prompt.name for j in kept}
+        for j in judged:
+            entry: dict[str, Any] = {"name": j.prompt.name, "id": j.prompt.id,
+                                     "template": j.prompt.template, "label": j.prompt.label,
+                                     "options": list(j.prompt.options),
+                                     "kind": j.prompt.kind, "prefixes": list(j.prompt.prefixes),
+                                     "mutual_information": round(j.mi, 5),
+                                     "calibrated": j.calibrated,
+                                     "content_free": [round(float(x), 4) for x in j.content_free],
+                                     "kept": j.prompt.name in kept_names, "weight": 0.0}
+            if j.prompt.name in names:
+                pos = names.index(j.prompt.name)
+                entry["weight"] = round(float(weights[pos]), 4)
+                if accuracy is not None:
+                    entry["estimated_accuracy"] = round(float(accuracy[pos]), 4)
+            record.append(entry)
+        for name, _ in extras:
+            pos = names.index(name)
+            entry = {"name": name, "id": name, "template": None, "label": None, "kept": True,
+                     "mutual_information": round(mis[pos], 5),
+                     "weight": round(float(weights[pos]), 4)}
+            if accuracy is not None:
+                entry["estimated_accuracy"] = round(float(accuracy[pos]), 4)
+            record.append(entry)
+        questions = [j.prompt for j in judged if j.prompt.kind == "choice"] or [group[0]]
+        return GroupResult(combined, hidden, kept[0], questions[0], dispute, record, how)
+
+    def _reprompt(self, ctx: Context, res: GroupResult, probs: np.ndarray, texts: list[str],
+                  n_corpus: int, embeddings: np.ndarray) -> np.ndarray:
+        """Re-ask the least certain / disputed texts with retrieved examples (in place)."""
+        t = ctx.cfg.teacher
+        conf = probs.max(1)
+        uncertain = np.where((conf < t.reprompt_confidence) | res.dispute)[0]
+        chosen = uncertain[np.argsort(conf[uncertain], kind="stable")]
+        chosen = chosen[: int(t.reprompt_fraction * len(texts))]
+        asked = np.zeros(len(texts), dtype=bool)
+        if len(chosen) == 0:
+            return asked
+        fresh = self.ask_with_examples(ctx, res.few_shot_prompt, probs, chosen, texts,
+                                       n_corpus, embeddings)
+        probs[chosen] = (1 - FEW_SHOT_MIX) * probs[chosen] + FEW_SHOT_MIX * fresh
+        asked[chosen] = True
+        return asked
+
+    def ask_with_examples(self, ctx: Context, prompt: Prompt, probs: np.ndarray,
+                          chosen: np.ndarray, texts: list[str], n_corpus: int,
+                          embeddings: np.ndarray) -> np.ndarray:
+        """Few-shot answers [len(chosen), K] with class-balanced nearest confident examples."""
+        t = ctx.cfg.teacher
+        k = probs.shape[1]
+        conf = probs[:n_corpus].max(1)
+        pool = np.where(conf >= np.quantile(conf, 1 - CONFIDENT_SHARE))[0]
+        pool = np.setdiff1d(pool, chosen)
+        pool_label = probs[pool].argmax(1)
+        per_class = max(1, -(-t.demos // k))
+        sims = embeddings[chosen] @ embeddings[pool].T
+        prompts = []
+        for row in range(len(chosen)):
+            demos: list[tuple[float, int]] = []
+            for c in range(k):
+                members = np.where(pool_label == c)[0]
+                best = members[np.argsort(-sims[row, members])][:per_class]
+                demos += [(float(sims[row, m]), m) for m in best]
+            demos = sorted(demos)[-t.demos:]  # most similar last, next to the question
+            shots = [(texts[pool[m]][:DEMO_CHARS], int(pool_label[m])) for _, m in demos]
+            prompts.append(few_shot(prompt, shots))
+        lp = annotate_each(ctx.teacher, prompts, [texts[i] for i in chosen], cache=ctx.cache,
+                           batch_size=max(1, t.batch_size // 2),
+                           max_text_tokens=t.max_text_tokens, stats=ctx.stats,
+                           on_texts=ctx.on_texts)
+        return lm.normalize(np.exp(lp - lp.max(1, keepdims=True)))
+
+    # ------------------------------------------------------------------ distillation
+    def schedule(self, cfg: EngineConfig, ann: Annotation, train_idx: np.ndarray) -> list[Phase]:
+        """align (representations) -> easy (confident texts, T) -> full (all, weighted,
+        T annealed to 1, + representations) -> refine (disagreements re-asked)."""
+        d, multi = cfg.distillation, cfg.task.multi_label
+        loss = "soft_bce" if multi else "soft_ce"
+        conf = confidence(ann.probs, multi)
+        weights = 0.1 + 0.9 * conf  # never zero: an unsure label still says something
+        rep = d.representations and ann.hidden is not None
+        align = 0.5 if rep else 0.0
+        full = Phase("full", train_idx, d.epochs, loss, (d.temperature, 1.0), weights,
+                     align_weight=align, align_loss=d.align_loss)
+        if not d.progressive:
+            return [full]
+        phases = []
+        if rep:
+            phases.append(Phase("align", train_idx, 1, None, align_weight=1.0,
+                                align_loss=d.align_loss))
+        cut = np.quantile(conf[train_idx], 1 - d.easy_fraction)
+        easy = train_idx[conf[train_idx] >= cut]
+        phases.append(Phase("easy", easy, 1, loss, (d.temperature, d.temperature)))
+        phases.append(full)
+        phases.append(Phase("refine", train_idx, 1, loss, (1.0, 1.0), refine=True))
+        return phases
+
+    def refine(self, ctx: Context, ann: Annotation, train_idx: np.ndarray,
+               student_probs: np.ndarray, texts: list[str], seed: int
+               ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+        """Re-ask the teacher where the student disagrees; return (indices to train on,
+        updated targets over the corpus, counts for the log)."""
+        multi = ctx.cfg.task.multi_label
+        targets = ann.probs[: len(texts)].copy()
+        teacher_dec = targets[train_idx] >= 0.5 if multi else targets[train_idx].argmax(1)
+        student_dec = student_probs >= 0.5 if multi else student_probs.argmax(1)
+        differ = (teacher_dec != student_dec)
+        differ = differ.any(1) if multi else differ
+        disagree = train_idx[differ]
+        asked = 0
+        embeddings = ann.extra.get("embeddings")
+        t = ctx.cfg.teacher
+        if t.reprompt and t.demos and embeddings is not None and not multi and len(disagree):
+            done = ann.extra.get("reprompted", np.zeros(len(texts)))[: len(texts)] > 0
+            todo = disagree[~done[disagree]][: int(t.reprompt_fraction * len(train_idx))]
+            if len(todo):
+                bp = ann.record["best_prompt"]
+                best = Prompt(bp["name"], bp["template"], tuple(bp["options"]), bp["label"])
+                fresh = self.ask_with_examples(ctx, best, targets, todo, texts, len(texts),
+                                               embeddings[: len(texts)])
+                targets[todo] = (1 - FEW_SHOT_MIX) * targets[todo] + FEW_SHOT_MIX * fresh
+                asked = len(todo)
+        rng = np.random.default_rng(seed)
+        rest = np.setdiff1d(train_idx, disagree)
+        replay = rng.choice(rest, size=min(len(rest), int(REPLAY_RATIO * len(disagree)) or 1),
+                            replace=False) if len(rest) else rest
+        info = {"disagreements": int(len(disagree)), "reasked": asked, "replay": int(len(replay))}
+        return np.concatenate([disagree, replay]), targets, info
+
+    def expected_teacher_calls(self, cfg: EngineConfig, n_texts: int) -> int:
+        t = cfg.teacher
+        groups = len(cfg.task.labels) if cfg.task.multi_label else 1
+        labels = len(cfg.task.labels)
+        pool = 5 + 2 * labels + len(t.prompts) if not cfg.task.multi_label else 3 + len(t.prompts)
+        probe = min(t.probe_size, n_texts) + len(lm.CONTENT_FREE)
+        few_shot = int(t.reprompt_fraction * n_texts * 3) if t.reprompt else 0
+        return groups * (pool * probe + t.max_prompts * n_texts + few_shot)

@@ -1,0 +1,156 @@
+"""A black-box teacher behind an OpenAI-compatible server (vLLM, TGI, llama.cpp, OpenAI).
+
+URI: `openai+http://host:port/v1?model=NAME[&api=chat|completions][&top_logprobs=20]` (or
+`openai+https://`); servers that allow more than 20 top log-probabilities (vLLM's
+--max-logprobs) give sharper scores.
+Each text is one request for a single token with its top log-probabilities; an option's
+score is the log-sum-exp of the returned tokens that spell its beginning. No hidden states
+and no channel scoring: strategies fall back to what a black box offers.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import numpy as np
+
+from worker.distill.prompts import Prompt
+from worker.distill.teacher import TeacherError, TeacherScores
+
+TOP_LOGPROBS = 20  # the most OpenAI-compatible servers return
+MISSING_LOGPROB = -30.0  # an option absent from the top tokens is very unlikely, not impossible
+REQUEST_TIMEOUT_S = 120
+PARALLEL_REQUESTS = 8
+RETRIES = 3
+
+
+def is_openai_uri(uri: str) -> bool:
+    return uri.startswith(("openai+http://", "openai+https://"))
+
+
+class OpenAITeacher:
+    """Teacher that asks an OpenAI-compatible endpoint.
+
+    Args:
+        uri: see the module docstring; the API key comes from TAILOR_OPENAI_API_KEY.
+    """
+
+    hidden_size = 0
+    total_params = 0
+
+    def __init__(self, uri: str) -> None:
+        parts = urlsplit(uri.removeprefix("openai+"))
+        query = parse_qs(parts.query)
+        if "model" not in query:
+            raise TeacherError("invalid_model_uri", f"{uri!r}: add ?model=NAME")
+        self.model = query["model"][0]
+        self.api = query.get("api", ["chat"])[0]
+        self.top = int(query.get("top_logprobs", [TOP_LOGPROBS])[0])
+        if self.api not in ("chat", "completions"):
+            raise TeacherError("invalid_model_uri", f"{uri!r}: api must be chat or completions")
+        self.base_url = f"{parts.scheme}://{parts.netloc}{parts.path}".rstrip("/")
+        self.uri = uri
+        key = os.environ.get("TAILOR_OPENAI_API_KEY", "")
+        self.client = httpx.Client(timeout=REQUEST_TIMEOUT_S,
+                                   headers={"Authorization": f"Bearer {key}"} if key else {})
+
+    @property
+    def id(self) -> str:
+        return f"openai:{self.base_url}#{self.model}"
+
+    def _ask(self, prompt: Prompt, text: str) -> dict[str, float]:
+        """Top next-token log-probabilities after the prompt, as {token: logprob}."""
+        body: dict[str, Any] = {"model": self.model, "max_tokens": 1, "temperature": 0}
+        if self.api == "chat":
+            body.update(messages=[{"role": "user", "content": prompt.render(text)}],
+                        logprobs=True, top_logprobs=self.top)
+            path = "/chat/completions"
+        else:
+            body.update(prompt=prompt.render(text) + "\nAnswer:", logprobs=self.top)
+            path = "/completions"
+        for attempt in range(RETRIES):
+            try:
+                resp = self.client.post(self.base_url + path, json=body)
+                if resp.status_code < 500 and resp.status_code != 429:
+                    break
+            except httpx.TransportError as exc:
+                if attempt == RETRIES - 1:
+                    raise TeacherError("teacher_unreachable",
+                                       f"{self.base_url} did not answer: {exc}") from exc
+            time.sleep(0.5 * 2 ** attempt)
+        if resp.status_code != 200:
+            raise TeacherError("teacher_error",
+                               f"{self.base_url}{path} answered {resp.status_code}: "
+                               f"{resp.text[:200]}")
+        choice = resp.json()["choices"][0]
+        try:
+            if self.api == "chat":
+                first = choice["logprobs"]["content"][0]
+                return {t["token"]: t["logprob"] for t in first["top_logprobs"]}
+            return dict(choice["logprobs"]["top_logprobs"][0])
+        except (KeyError, IndexError, TypeError) as exc:
+            raise TeacherError("teacher_no_logprobs",
+                               f"{self.base_url} returned no log-probabilities; the teacher "
+                               "server must support logprobs") from exc
+
+    def score(self, prompt: Prompt, texts: Sequence[str], *, batch_size: int = 16,
+              max_text_tokens: int = 256, prefix_cache: bool = True, want_hidden: bool = False,
+              on_batch: Callable[[int], None] | None = None) -> TeacherScores:
+        """Score `texts` under a question prompt; requests run PARALLEL_REQUESTS at a time."""
+        if prompt.kind != "choice":
+            raise TeacherError("unsupported_prompt",
+                               "an OpenAI-compatible teacher answers questions only")
+        # Keep roughly max_text_tokens (about 4 characters per token) of each text.
+        clipped = [t[: max_text_tokens * 4] for t in texts]
+        out = np.full((len(texts), len(prompt.options)), MISSING_LOGPROB, dtype=np.float32)
+        with ThreadPoolExecutor(PARALLEL_REQUESTS) as pool:
+            for start in range(0, len(clipped), batch_size):
+                chunk = clipped[start:start + batch_size]
+                for i, top in enumerate(pool.map(lambda t: self._ask(prompt, t), chunk)):
+                    out[start + i] = option_scores(top, prompt.options)
+                if on_batch:
+                    on_batch(len(chunk))
+        return TeacherScores(out, None)
+
+    def score_each(self, prompts: Sequence[Prompt], texts: Sequence[str], *,
+                   batch_size: int = 8, max_text_tokens: int = 256,
+                   on_batch: Callable[[int], None] | None = None) -> TeacherScores:
+        out = np.zeros((len(texts), len(prompts[0].options)), dtype=np.float32)
+        for i, (prompt, text) in enumerate(zip(prompts, texts, strict=True)):
+            out[i] = self.score(prompt, [text], max_text_tokens=max_text_tokens).logprobs[0]
+            if on_batch:
+                on_batch(1)
+        return TeacherScores(out, None)
+
+    def option_ids(self, options: Sequence[str]) -> list[list[int]]:
+        """Black boxes have no vocabulary to check; options are matched by text instead."""
+        return [[i] for i in range(len(options))]
+
+    def latency_ms(self, prompt: Prompt, texts: Sequence[str], batch_size: int = 32) -> float:
+        sample = list(texts[:batch_size])
+        started = time.perf_counter()
+        self.score(prompt, sample, batch_size=batch_size)
+        return 1000 * (time.perf_counter() - started) / max(1, len(sample))
+
+
+def option_scores(top: dict[str, float], options: Sequence[str]) -> np.ndarray:
+    """Per option, log-sum-exp over returned tokens that begin it (case and space ignored);
+    a token that could begin two options counts for neither."""
+    owners: dict[str, list[int]] = {}
+    for token in top:
+        piece = token.strip().lower()
+        if not piece:
+            continue
+        owners[token] = [k for k, word in enumerate(options) if word.lower().startswith(piece)]
+    scores = []
+    for k in range(len(options)):
+        mine = [top[t] for t, who in owners.items() if who == [k]]
+        scores.append(math.log(sum(math.exp(x) for x in mine)) if mine else MISSING_LOGPROB)
+    return np.asarray(scores, dtype=np.float32)

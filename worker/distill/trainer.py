@@ -1,0 +1,157 @@
+"""The distilling state: train the student phase by phase, a checkpoint after each phase.
+
+A phase checkpoint holds the trainable weights (adapter, head, projector) and the targets as
+they stand, so a run resumed after a crash restarts at the first phase not yet finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from worker.distill import evaluate as ev
+from worker.distill.config import EngineConfig
+from worker.distill.phases import encode, predict_logits, train_phases
+from worker.distill.sources import ResolvedModel
+from worker.distill.strategies import Annotation, Context, Strategy
+from worker.distill.student import (
+    Student,
+    attach,
+    build_student,
+    head_from,
+    load_base,
+    read_artifact,
+    save_student,
+)
+
+ReportFn = Callable[..., None]
+
+
+def probabilities(logits: np.ndarray, temperature: float, multi_label: bool) -> np.ndarray:
+    """Calibrated probabilities from logits: sigmoid per label, or softmax over labels."""
+    z = logits / temperature
+    if multi_label:
+        return 1 / (1 + np.exp(-z))
+    z = z - z.max(1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)
+
+
+def atomic_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=float))
+    os.replace(tmp, path)
+
+
+def _save_phase(path: Path, student: Student, targets: np.ndarray, meta: dict[str, Any]) -> None:
+    state = {n: p.detach().cpu().contiguous() for n, p in student.named_parameters()
+             if p.requires_grad}
+    state["__targets__"] = torch.from_numpy(np.ascontiguousarray(targets, dtype=np.float32))
+    save_file(state, str(path) + ".safetensors.tmp")
+    os.replace(str(path) + ".safetensors.tmp", str(path) + ".safetensors")
+    atomic_json(Path(str(path) + ".json"), meta)  # written last: marks the phase complete
+
+
+def _load_phase(path: Path, key: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+    meta_path, arrays = Path(str(path) + ".json"), Path(str(path) + ".safetensors")
+    if not (meta_path.exists() and arrays.exists()):
+        return None
+    meta = json.loads(meta_path.read_text())
+    return (load_file(str(arrays)), meta) if meta.get("key") == key else None
+
+
+def reload_student(cfg: EngineConfig, base: ResolvedModel, out_dir: Path, files: dict[str, str],
+                   device: torch.device) -> tuple[Student, Any]:
+    """Load a finished student from its saved artifact (checksums verified)."""
+    artifact = read_artifact(out_dir, files)
+    encoder, tokenizer = load_base(base)
+    student = Student(attach(encoder, artifact, "default"), len(cfg.task.labels))
+    student.head = head_from(artifact)
+    return student.to(device).eval(), tokenizer
+
+
+def distill(cfg: EngineConfig, strategy: Strategy, ctx: Context, ann: Annotation,
+            corpus: list[str], train_idx: np.ndarray, hold_idx: np.ndarray,
+            base: ResolvedModel, workdir: Path, device: torch.device, key: str,
+            report: ReportFn) -> tuple[Student, Any, dict[str, Any]]:
+    """Train (or reload) the student; fit its temperature on the held-out split."""
+    out_dir, meta_path = workdir / "student", workdir / "distill.json"
+    if meta_path.exists() and out_dir.exists():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("key") == key:
+            report("distilling", "resume", 1.0)
+            student, tokenizer = reload_student(cfg, base, out_dir, meta["files"], device)
+            return student, tokenizer, meta
+    d, multi = cfg.distillation, cfg.task.multi_label
+    phases = strategy.schedule(cfg, ann, train_idx)
+    wants_hidden = ann.hidden is not None and any(p.align_weight for p in phases)
+    proj_dim = ann.hidden.shape[1] if wants_hidden and ann.hidden is not None else None
+    student, tokenizer = build_student(base, cfg.student, len(cfg.task.labels), proj_dim, d.seed)
+    student.to(device)
+    enc = encode(tokenizer, corpus, cfg.student.max_length)
+    targets = ann.probs[: len(corpus)].copy()
+    hidden = ann.hidden[: len(corpus)] if ann.hidden is not None else None
+    total = max(1, sum(p.steps(d.batch_size) for p in phases))
+    done, logs, started = 0, {}, time.perf_counter()
+    for i, phase in enumerate(phases):
+        ckpt = workdir / f"phase-{i}-{phase.name}"
+        saved = _load_phase(ckpt, key)
+        if saved is not None:
+            state, meta = saved
+            targets = state.pop("__targets__").numpy()
+            student.load_state_dict(state, strict=False)
+            logs[phase.name] = meta["log"]
+            done += phase.steps(d.batch_size)
+            report("distilling", f"{phase.name} (resumed)", done / total)
+            continue
+        extra: dict[str, Any] = {}
+        if phase.refine:
+            report("distilling", phase.name, done / total)
+            probs = probabilities(predict_logits(student, enc, train_idx, d.batch_size, device),
+                                  1.0, multi)
+            ann_now = replace(ann, probs=targets)
+            indices, targets, extra = strategy.refine(ctx, ann_now, train_idx, probs, corpus,
+                                                      d.seed)
+            phase = replace(phase, indices=indices)
+        base_done = done
+
+        def on_step(name: str, step: int, steps: int, loss: float, _base: int = base_done) -> None:
+            report("distilling", name, (_base + step) / total,
+                   {"loss": round(loss, 5)} if step % 10 == 0 or step == steps else None)
+
+        log = train_phases(student, enc, targets, hidden, [phase], batch_size=d.batch_size,
+                           learning_rate=d.learning_rate, seed=d.seed + i, device=device,
+                           on_step=on_step)
+        logs[phase.name] = {**log.phases[phase.name], **extra}
+        done += phase.steps(d.batch_size)
+        _save_phase(ckpt, student, targets, {"key": key, "log": logs[phase.name]})
+    train_seconds = time.perf_counter() - started
+    logits = predict_logits(student, enc, hold_idx, d.batch_size, device)
+    temperature = ev.fit_temperature(logits, targets[hold_idx], multi)
+    adapter = cfg.student.adapter
+    targeted = sorted(student.encoder.peft_config["default"].target_modules)
+    files = save_student(student, out_dir, {
+        "labels": cfg.task.label_names, "multi_label": multi,
+        "base_model": base.uri, "base_sha256": base.sha256,
+        "max_length": cfg.student.max_length, "pooling": "mean", "temperature": temperature,
+        "adapter": {"type": "lora", "r": adapter.r, "alpha": adapter.lora_alpha,
+                    "dropout": adapter.dropout,
+                    "target_modules": targeted},
+    })
+    projector = sum(p.numel() for p in student.projector.parameters()) if student.projector else 0
+    meta = {"key": key, "files": files, "log": logs, "train_seconds": round(train_seconds, 3),
+            "temperature": temperature,
+            "trainable_params": student.trainable_parameters() - projector,
+            "total_params": student.total_parameters() - projector}
+    atomic_json(meta_path, meta)
+    report("distilling", phases[-1].name, 1.0)
+    return student, tokenizer, meta
