@@ -154,9 +154,10 @@ async function jobPage() {
       button.textContent = err.message;
     }
   });
+  // A finished job replays its whole history at once: the throttle folds it into one load.
   await follow(jobId, (name, ev) => {
     showEvent(document.getElementById('status'), ev);
-    if (name === 'state' || name === 'end') loadPart(); else refresh();
+    refresh();
   });
   await loadPart();
   document.body.dataset.followed = 'done';
