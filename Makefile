@@ -18,7 +18,7 @@ serve: setup
 	.venv/bin/python -m app.serve
 
 lint: setup
-	.venv/bin/ruff check app worker tests scripts bench
+	.venv/bin/ruff check app worker tests scripts bench tailor_cli
 
 clean:
 	rm -rf var/demo var/bench

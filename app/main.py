@@ -26,6 +26,7 @@ from app.ops.router import router as ops_router
 from app.registry.router import router as registry_router
 from app.serving.pool import ModelPool
 from app.serving.router import router as serving_router
+from app.ui.router import router as ui_router
 
 log = logging.getLogger("tailor")
 
@@ -89,7 +90,8 @@ def create_app() -> FastAPI:
     app = FastAPI(title="Tailor", version="0.1.0", lifespan=lifespan,
                   description="Distil tailored language models out of large language models: "
                               "submit jobs, watch them, classify with the registered students.")
-    for router in (ops_router, datasets_router, jobs_router, registry_router, serving_router):
+    for router in (ops_router, datasets_router, jobs_router, registry_router, serving_router,
+                   ui_router):
         app.include_router(router)
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

@@ -2,7 +2,8 @@
 # Throwaway PostgreSQL and Redis on loopback for the test suite.
 #   source scripts/services.sh && services_start   -> exports TAILOR_TEST_* URLs
 #   services_stop                                   -> stops both, removes their files
-# Installs the servers with apt-get when they are missing.
+# Installs the servers with apt-get when they are missing, and Debian's chromium +
+# chromedriver for the dashboard's browser tests (test tools never download browsers).
 
 _as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -10,6 +11,8 @@ services_install() {
   local need=()
   ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
   command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+  command -v chromium >/dev/null 2>&1 || need+=(chromium)
+  command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
   if [ ${#need[@]} -gt 0 ]; then
     echo "==> apt-get install ${need[*]}"
     _as_root apt-get update -qq

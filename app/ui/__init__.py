@@ -1,0 +1,1 @@
+"""The web dashboard at /ui (server-rendered HTML parts, a little JavaScript, SVG)."""

@@ -1,0 +1,95 @@
+"""The dashboard at /ui: page shells, the HTML parts they load, and their static files.
+
+Auth: the shells and static files hold no data, so they need no key. Everything with data
+comes from /ui/parts/* and the JSON API, fetched by tailor.js with `Authorization: Bearer`
+from the key the user typed once (kept in sessionStorage). Events are read with fetch()
+streaming instead of EventSource, because EventSource cannot send that header: no cookie,
+no token in the URL, no second auth scheme.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.templating import Jinja2Templates
+
+from app.core.deps import ClassifyScope, SessionDep, TrainScope
+from app.core.errors import NotFound
+from app.registry.service import list_models
+from app.ui import views
+from tailor_cli.metrics import fmt
+
+HERE = Path(__file__).parent
+STATIC = {"tailor.css": "text/css", "tailor.js": "text/javascript"}
+# The pages run only their own script and style: no inline code, nothing from elsewhere.
+HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
+                                      "style-src 'self'; script-src 'self'; "
+                                      "frame-ancestors 'none'",
+           "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+JOBS_PER_PAGE = 50
+
+templates = Jinja2Templates(directory=HERE / "templates")
+templates.env.filters["fmt"] = fmt
+router = APIRouter(prefix="/ui", include_in_schema=False)
+
+
+def render(request: Request, template: str, **context: Any) -> HTMLResponse:
+    return templates.TemplateResponse(request, template, context, headers=HEADERS)
+
+
+@router.get("", response_class=HTMLResponse)
+def jobs_shell(request: Request, offset: Annotated[int, Query(ge=0)] = 0) -> HTMLResponse:
+    return render(request, "shell.html", title="Jobs", page="jobs",
+                  part=f"/ui/parts/jobs?offset={offset}")
+
+
+@router.get("/jobs/{job_id}", response_class=HTMLResponse)
+def job_shell(request: Request, job_id: str) -> HTMLResponse:
+    return render(request, "shell.html", title=f"Job {job_id}", page="job", job_id=job_id,
+                  part=f"/ui/parts/jobs/{job_id}")
+
+
+@router.get("/models", response_class=HTMLResponse)
+def models_shell(request: Request) -> HTMLResponse:
+    return render(request, "shell.html", title="Models", page="models", part="/ui/parts/models")
+
+
+@router.get("/models/{name}", response_class=HTMLResponse)
+def model_shell(request: Request, name: str,
+                version: Annotated[int | None, Query(ge=1)] = None) -> HTMLResponse:
+    suffix = f"?version={version}" if version else ""
+    return render(request, "shell.html", title=f"Model {name}", page="model",
+                  part=f"/ui/parts/models/{name}{suffix}")
+
+
+@router.get("/parts/jobs", response_class=HTMLResponse)
+def jobs_part(request: Request, db: SessionDep, _: TrainScope,
+              offset: Annotated[int, Query(ge=0)] = 0) -> HTMLResponse:
+    return render(request, "jobs.html", **views.jobs_page(db, JOBS_PER_PAGE, offset))
+
+
+@router.get("/parts/jobs/{job_id}", response_class=HTMLResponse)
+def job_part(request: Request, job_id: str, db: SessionDep, _: TrainScope) -> HTMLResponse:
+    return render(request, "job.html", **views.job_page(db, job_id))
+
+
+@router.get("/parts/models", response_class=HTMLResponse)
+def models_part(request: Request, db: SessionDep, _: ClassifyScope) -> HTMLResponse:
+    return render(request, "models.html", models=list_models(db=db))
+
+
+@router.get("/parts/models/{name}", response_class=HTMLResponse)
+def model_part(request: Request, name: str, db: SessionDep, _: ClassifyScope,
+               version: Annotated[int | None, Query(ge=1)] = None) -> HTMLResponse:
+    return render(request, "model.html", **views.model_page(db, name, version))
+
+
+@router.get("/static/{name}")
+def static(name: str) -> FileResponse:
+    if name not in STATIC:
+        raise NotFound(f"no static file {name!r}")
+    return FileResponse(HERE / "static" / name, media_type=STATIC[name],
+                        headers={"Cache-Control": "no-cache"})

@@ -1,0 +1,222 @@
+// Tailor dashboard: loads server-rendered parts, follows job events, runs the try-it box.
+// Auth: the API key is asked for once (on the first 401) and kept in sessionStorage; every
+// request sends it as `Authorization: Bearer`. Events are read with fetch() streaming rather
+// than EventSource, which cannot send that header.
+'use strict';
+
+const KEY = 'tailor.apiKey';
+const FINAL = ['succeeded', 'failed', 'cancelled'];
+const REFRESH_MS = 1500;        // at most one part refresh per this while events stream in
+const LIST_REFRESH_MS = 10000;  // the jobs list also picks up new jobs on this period
+const MAX_STREAMS = 4;          // browsers allow ~6 connections per host; leave room
+const part = () => document.getElementById('part');
+
+// ---- API key -------------------------------------------------------------------------
+function askKey(message) {
+  const dialog = document.getElementById('key-dialog');
+  document.getElementById('key-error').textContent = message || '';
+  if (!dialog.open) dialog.showModal();
+  return new Promise((resolve) => {
+    dialog.addEventListener('close', () => {
+      sessionStorage.setItem(KEY, document.getElementById('key-input').value.trim());
+      document.getElementById('forget-key').hidden = false;
+      resolve();
+    }, {once: true});
+  });
+}
+
+async function errorMessage(resp) {
+  try { return (await resp.json()).error.message; } catch (e) { return `HTTP ${resp.status}`; }
+}
+
+async function api(path, options = {}) {
+  for (;;) {
+    const headers = new Headers(options.headers || {});
+    const key = sessionStorage.getItem(KEY);
+    if (key) headers.set('Authorization', `Bearer ${key}`);
+    const resp = await fetch(path, {...options, headers});
+    if (resp.status === 401) { await askKey(await errorMessage(resp)); continue; }
+    if (!resp.ok) throw new Error(await errorMessage(resp));
+    return resp;
+  }
+}
+
+// ---- parts and events ----------------------------------------------------------------
+let partRequests = 0;  // a slow, older response must not overwrite a newer one
+
+async function loadPart() {
+  const el = part();
+  const mine = ++partRequests;
+  try {
+    const html = await (await api(el.dataset.part)).text();
+    if (mine === partRequests) el.innerHTML = html;
+  } catch (e) {
+    el.innerHTML = '';
+    const p = document.createElement('p');
+    p.className = 'error';
+    p.textContent = e.message;
+    el.append(p);
+  }
+}
+
+function throttled(fn, ms) {
+  let timer = null;
+  return () => { if (!timer) timer = setTimeout(() => { timer = null; fn(); }, ms); };
+}
+
+// Parse a text/event-stream body; calls onEvent(name, data) and returns the last event id.
+async function readEvents(path, lastId, onEvent) {
+  const headers = {Accept: 'text/event-stream'};
+  if (lastId) headers['Last-Event-ID'] = lastId;
+  const resp = await api(path, {headers});
+  const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = '';
+  for (;;) {
+    const {value, done} = await reader.read();
+    if (done) return {lastId, ended: false};
+    buffer += value.replace(/\r\n/g, '\n');
+    let cut;
+    while ((cut = buffer.indexOf('\n\n')) >= 0) {
+      const block = buffer.slice(0, cut);
+      buffer = buffer.slice(cut + 2);
+      let name = 'message', data = '';
+      for (const line of block.split('\n')) {
+        const [field, ...rest] = line.split(':');
+        const text = rest.join(':').replace(/^ /, '');
+        if (field === 'event') name = text;
+        else if (field === 'data') data += text;
+        else if (field === 'id') lastId = text;
+      }
+      if (!data) continue;
+      onEvent(name, JSON.parse(data));
+      if (name === 'end') { reader.cancel(); return {lastId, ended: true}; }
+    }
+  }
+}
+
+// Follow a job's events until its `end` event, resuming after dropped connections.
+async function follow(jobId, onEvent) {
+  let lastId = null;
+  for (let attempt = 0; attempt < 30; attempt++) {
+    try {
+      const result = await readEvents(`/jobs/${jobId}/events`, lastId, onEvent);
+      if (result.ended) return;
+      lastId = result.lastId;
+    } catch (e) { /* network blip or server restart: retry below */ }
+    await new Promise((r) => setTimeout(r, 1000 * Math.min(attempt + 1, 5)));
+  }
+}
+
+// Update the live fields (state, phase, progress) inside `scope` from one event.
+function showEvent(scope, ev) {
+  if (!scope || !ev.state) return;
+  const state = scope.querySelector('[data-field=state]');
+  if (state) { state.textContent = ev.state; state.className = `state state-${ev.state}`; }
+  const phase = scope.querySelector('[data-field=phase]');
+  if (phase && ev.phase !== undefined) phase.textContent = ev.phase || '';
+  const bar = scope.querySelector('[data-field=progress]');
+  if (bar && typeof ev.progress === 'number') bar.value = ev.progress;
+  const pct = scope.querySelector('[data-field=percent]');
+  if (pct && typeof ev.progress === 'number') pct.textContent = `${Math.round(100 * ev.progress)}%`;
+  const live = scope.querySelector('[data-field=live]');
+  const loss = ev.data && ev.data.loss;
+  if (live && typeof loss === 'number') live.textContent = `loss ${loss.toFixed(4)}`;
+}
+
+// ---- pages ---------------------------------------------------------------------------
+async function jobsPage() {
+  const streaming = new Set();
+  const refresh = async () => {
+    await loadPart();
+    const rows = part().querySelectorAll('tr[data-final=false]');
+    for (const row of rows) {
+      const id = row.dataset.jobId;
+      if (streaming.has(id) || streaming.size >= MAX_STREAMS) continue;
+      streaming.add(id);
+      follow(id, (name, ev) => {
+        showEvent(part().querySelector(`tr[data-job-id="${id}"]`), ev);
+      }).finally(() => { streaming.delete(id); refresh(); });
+    }
+  };
+  await refresh();
+  setInterval(refresh, LIST_REFRESH_MS);
+}
+
+async function jobPage() {
+  const jobId = document.body.dataset.job;
+  const refresh = throttled(() => loadPart(), REFRESH_MS);
+  await loadPart();
+  part().addEventListener('click', async (e) => {
+    const button = e.target.closest('[data-cancel]');
+    if (!button) return;
+    button.disabled = true;
+    try { await api(`/jobs/${button.dataset.cancel}/cancel`, {method: 'POST'}); } catch (err) {
+      button.textContent = err.message;
+    }
+  });
+  // A finished job replays its whole history at once: the throttle folds it into one load.
+  await follow(jobId, (name, ev) => {
+    showEvent(document.getElementById('status'), ev);
+    refresh();
+  });
+  await loadPart();
+  document.body.dataset.followed = 'done';
+}
+
+function renderScores(container, body, texts) {
+  container.innerHTML = '';
+  body.results.forEach((result, i) => {
+    const item = document.createElement('div');
+    item.className = 'result';
+    const head = document.createElement('p');
+    const label = Array.isArray(result.label) ? result.label.join(', ') : result.label;
+    head.innerHTML = '<strong class="label"></strong> <span class="muted"></span>';
+    head.querySelector('.label').textContent = label;
+    head.querySelector('.muted').textContent = `— ${texts[i]}`;
+    item.append(head);
+    const table = document.createElement('table');
+    table.className = 'scores';
+    Object.entries(result.scores).sort((a, b) => b[1] - a[1]).forEach(([name, p]) => {
+      const row = table.insertRow();
+      row.dataset.label = name;
+      row.insertCell().textContent = name;
+      const meter = document.createElement('meter');
+      meter.min = 0; meter.max = 1; meter.value = p;
+      row.insertCell().append(meter);
+      row.insertCell().textContent = p.toFixed(3);
+    });
+    item.append(table);
+    container.append(item);
+  });
+  container.dataset.version = body.version;
+}
+
+async function modelPage() {
+  await loadPart();
+  part().addEventListener('submit', async (e) => {
+    if (e.target.id !== 'try-form') return;
+    e.preventDefault();
+    const texts = document.getElementById('try-texts').value.split('\n')
+      .map((t) => t.trim()).filter(Boolean);
+    const out = document.getElementById('try-results');
+    out.textContent = 'Classifying…';
+    try {
+      const resp = await api('/classify', {
+        method: 'POST', headers: {'Content-Type': 'application/json'},
+        body: JSON.stringify({model: e.target.dataset.model, texts}),
+      });
+      renderScores(out, await resp.json(), texts);
+    } catch (err) {
+      out.innerHTML = '<p class="error"></p>';
+      out.firstChild.textContent = err.message;
+    }
+  });
+}
+
+document.addEventListener('DOMContentLoaded', () => {
+  const forget = document.getElementById('forget-key');
+  forget.hidden = !sessionStorage.getItem(KEY);
+  forget.addEventListener('click', () => { sessionStorage.removeItem(KEY); location.reload(); });
+  const pages = {jobs: jobsPage, job: jobPage, models: () => loadPart(), model: modelPage};
+  (pages[document.body.dataset.page] || loadPart)();
+});

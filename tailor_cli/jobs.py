@@ -1,0 +1,135 @@
+"""`tailor jobs ...`: submit (spec file and/or flags), watch, list, cancel."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+
+from tailor_cli.client import Api, CliError
+from tailor_cli.render import jobs_table, out, show_metrics, state_text
+from tailor_cli.watch import follow
+
+app = typer.Typer(help="Submit, watch, list and cancel distillation jobs.", no_args_is_help=True)
+
+
+def load_spec(path: Path) -> dict[str, Any]:
+    """A job spec from YAML or JSON (JSON is YAML, so one parser reads both)."""
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise CliError(f"cannot read spec {path}: {exc}") from exc
+    if not isinstance(spec, dict):
+        raise CliError(f"spec {path} must be a mapping with name, task, data, ...")
+    return spec
+
+
+def parse_label(text: str) -> dict[str, str]:
+    """`name` or `name:description` -> a task label."""
+    name, _, description = text.partition(":")
+    return {"name": name.strip(), "description": description.strip()}
+
+
+def apply_flags(spec: dict[str, Any], flags: dict[str, Any]) -> dict[str, Any]:
+    """Lay command-line flags over a spec; a flag wins over the file."""
+    placements = {"name": ("name",), "dataset": ("data", "dataset_id"),
+                  "eval_dataset": ("data", "eval_dataset_id"), "labels": ("task", "labels"),
+                  "instruction": ("task", "instruction"), "multi_label": ("task", "multi_label"),
+                  "teacher": ("teacher", "model"), "prompts": ("teacher", "prompts"),
+                  "student": ("student", "model"), "strategy": ("distillation", "strategy"),
+                  "epochs": ("distillation", "epochs")}
+    for flag, path in placements.items():
+        value = flags.get(flag)
+        if value in (None, [], False):
+            continue
+        if flag == "labels":
+            value = [parse_label(v) for v in value]
+        node = spec
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = value
+    return spec
+
+
+def report(job: dict[str, Any]) -> int:
+    """Print a finished job's outcome; the exit status is 0 only for `succeeded`."""
+    out.print(f"job {job['id']} {state_text(job['state'])}")
+    if job.get("error"):
+        out.print(f"[red]{job['error']['code']}: {job['error']['message']}[/red]", soft_wrap=True)
+    if job.get("model"):
+        model = job["model"]
+        out.print(f"model [bold]{model['name']}:{model['version']}[/bold] registered")
+    if job.get("metrics"):
+        show_metrics(job["metrics"])
+    return 0 if job["state"] == "succeeded" else 1
+
+
+@app.command()
+def submit(ctx: typer.Context,
+           spec_file: Annotated[Path | None, typer.Argument(help="YAML or JSON job spec")] = None,
+           name: Annotated[str | None, typer.Option(help="model name to register")] = None,
+           dataset: Annotated[str | None, typer.Option(help="corpus dataset id")] = None,
+           eval_dataset: Annotated[str | None, typer.Option(help="labeled eval dataset id")]
+           = None,
+           label: Annotated[list[str] | None, typer.Option(
+               help="a label as name or name:description (repeat)")] = None,
+           instruction: Annotated[str | None, typer.Option()] = None,
+           multi_label: Annotated[bool, typer.Option("--multi-label")] = False,
+           teacher: Annotated[str | None, typer.Option(help="teacher model URI")] = None,
+           prompt: Annotated[list[str] | None, typer.Option(
+               help="a teacher prompt template with {text} (repeat)")] = None,
+           student: Annotated[str | None, typer.Option(help="student base model URI")] = None,
+           strategy: Annotated[str | None, typer.Option()] = None,
+           epochs: Annotated[int | None, typer.Option()] = None,
+           idempotency_key: Annotated[str | None, typer.Option()] = None,
+           watch: Annotated[bool, typer.Option("--watch", help="follow it until it ends")]
+           = False) -> None:
+    """Submit a job from a spec file and/or flags (flags override the file)."""
+    api: Api = ctx.obj
+    spec = load_spec(spec_file) if spec_file else {}
+    spec = apply_flags(spec, {"name": name, "dataset": dataset, "eval_dataset": eval_dataset,
+                              "labels": label, "instruction": instruction,
+                              "multi_label": multi_label, "teacher": teacher, "prompts": prompt,
+                              "student": student, "strategy": strategy, "epochs": epochs})
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    job = api.post("/jobs", json=spec, headers=headers)
+    out.print(f"submitted job [bold]{job['id']}[/bold] ({job['name']}, {job['state']})")
+    if watch:
+        raise typer.Exit(report(follow(api, job["id"])))
+
+
+@app.command("watch")
+def watch_job(ctx: typer.Context, job_id: str) -> None:
+    """Follow a job live (a bar per phase); exit status is non-zero unless it succeeds."""
+    job = follow(ctx.obj, job_id)
+    if job["state"] not in ("succeeded", "failed", "cancelled"):
+        raise CliError(f"lost the event stream while job {job_id} was {job['state']}")
+    raise typer.Exit(report(job))
+
+
+@app.command("list")
+def list_jobs(ctx: typer.Context,
+              state: Annotated[str | None, typer.Option(help="only jobs in this state")] = None,
+              name: Annotated[str | None, typer.Option()] = None,
+              limit: Annotated[int, typer.Option()] = 20,
+              as_json: Annotated[bool, typer.Option("--json", help="JSON lines")] = False) -> None:
+    """List jobs, newest first."""
+    params = {k: v for k, v in {"state": state, "name": name, "limit": limit}.items() if v}
+    jobs = ctx.obj.get("/jobs", params=params)["jobs"]
+    if as_json:
+        for job in jobs:
+            typer.echo(json.dumps(job))
+        return
+    out.print(jobs_table(jobs))
+
+
+@app.command()
+def cancel(ctx: typer.Context, job_id: str) -> None:
+    """Ask a job to stop (it stops at its next step)."""
+    job = ctx.obj.post(f"/jobs/{job_id}/cancel")
+    note = " (stopping at its next step)" if job["cancel_requested"] and \
+        job["state"] != "cancelled" else ""
+    out.print(f"job {job_id} {state_text(job['state'])}{note}")

@@ -1,0 +1,85 @@
+"""`tailor models ...` and `tailor datasets ...`: the registry and data uploads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tailor_cli.client import Api, CliError
+from tailor_cli.render import models_table, out, show_metrics, versions_table
+
+models = typer.Typer(help="The model registry: list, show, alias.", no_args_is_help=True)
+datasets = typer.Typer(help="Upload datasets (JSONL or CSV with a text column).",
+                       no_args_is_help=True)
+UPLOAD_TYPES = {".csv": "text/csv", ".jsonl": "application/x-ndjson",
+                ".ndjson": "application/x-ndjson"}
+
+
+def split_ref(ref: str) -> tuple[str, int | None]:
+    """`name` or `name:version` -> (name, version or None)."""
+    name, sep, version = ref.partition(":")
+    if not sep:
+        return name, None
+    if not version.isdigit():
+        raise CliError(f"{ref!r}: the version after ':' must be a number")
+    return name, int(version)
+
+
+@models.command("list")
+def list_models(ctx: typer.Context) -> None:
+    """Registered models with their latest version and aliases."""
+    out.print(models_table(ctx.obj.get("/models")["models"]))
+
+
+@models.command()
+def show(ctx: typer.Context,
+         ref: Annotated[str, typer.Argument(metavar="NAME[:VERSION]")]) -> None:
+    """A model's versions, or one version's metrics (teacher vs student), prompts and lineage."""
+    api: Api = ctx.obj
+    name, version = split_ref(ref)
+    model = api.get(f"/models/{name}")
+    if version is None:
+        out.print(versions_table(model))
+        version = model["latest_version"]
+        if version is None:
+            return
+    detail = api.get(f"/models/{name}/versions/{version}")
+    out.print(f"[bold]{name}:{version}[/bold]  labels: {', '.join(detail['labels'])}"
+              f"{'  (multi-label)' if detail['multi_label'] else ''}")
+    out.print(f"base model: {detail['base_model']}")
+    lineage = detail.get("lineage") or {}
+    if lineage.get("job_id"):
+        out.print(f"trained by job {lineage['job_id']}")
+    show_metrics(detail.get("metrics") or {})
+
+
+@models.command()
+def alias(ctx: typer.Context, name: str, alias_name: Annotated[str, typer.Argument(
+        metavar="ALIAS")], version: int) -> None:
+    """Point ALIAS (e.g. production) at a version of NAME."""
+    body = ctx.obj.put(f"/models/{name}/aliases/{alias_name}", json={"version": version})
+    out.print(f"{body['name']}@{body['alias']} → version {body['version']}")
+
+
+@datasets.command()
+def upload(ctx: typer.Context, file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
+           name: Annotated[str | None, typer.Option(help="default: the file name")] = None
+           ) -> None:
+    """Upload a JSONL or CSV file (`text`, optional `label`); prints the dataset id."""
+    content_type = UPLOAD_TYPES.get(file.suffix.lower())
+    if content_type is None:
+        raise CliError(f"{file}: use a .jsonl or .csv file")
+    ds = ctx.obj.post("/datasets", params={"name": name or file.stem},
+                      content=file.read_bytes(), headers={"Content-Type": content_type})
+    labels = ", ".join(ds.get("labels") or []) or "none"
+    out.print(f"dataset [bold]{ds['id']}[/bold] {ds['name']}: {ds['rows']} rows, "
+              f"{ds['labeled_rows']} labeled (labels: {labels})")
+
+
+@datasets.command("list")
+def list_datasets(ctx: typer.Context) -> None:
+    """Uploaded datasets, newest first."""
+    for ds in ctx.obj.get("/datasets")["datasets"]:
+        out.print(f"{ds['id']}  {ds['name']}  {ds['rows']} rows, {ds['labeled_rows']} labeled")

@@ -1,0 +1,113 @@
+"""Rich tables for jobs, models and metrics; one console for output, one for errors."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from tailor_cli.metrics import comparison, eval_report, fmt
+
+# Piped output (logs, CI) gets room for job ids and metric names instead of Rich's 80 columns.
+PIPE_WIDTH = 120
+out = Console(highlight=False, width=None if sys.stdout.isatty() or "COLUMNS" in os.environ
+              else PIPE_WIDTH)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+STATE_STYLE = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "queued": "dim"}
+
+
+def state_text(state: str) -> str:
+    style = STATE_STYLE.get(state, "cyan")
+    return f"[{style}]{state}[/{style}]"
+
+
+def short_time(iso: str) -> str:
+    """`2026-11-28T03:59:31.95+00:00` -> `11-28 03:59` (UTC, as the API gives it)."""
+    return str(iso)[5:16].replace("T", " ")
+
+
+def jobs_table(jobs: list[dict[str, Any]]) -> Table:
+    table = Table("name", "state", "phase", "progress", "model", "created")
+    table.add_column("id", no_wrap=True)
+    for job in jobs:
+        model = job.get("model")
+        table.add_row(job["name"], state_text(job["state"]), job.get("phase") or "",
+                      f"{100 * job['progress']:.0f}%",
+                      f"{model['name']}:{model['version']}" if model else "",
+                      short_time(job["created_at"]), job["id"])
+    return table
+
+
+def models_table(models: list[dict[str, Any]]) -> Table:
+    table = Table("name", "latest", "versions", "aliases", "labels")
+    for m in models:
+        aliases = ", ".join(f"{a}→{v}" for a, v in sorted(m.get("aliases", {}).items()))
+        table.add_row(m["name"], str(m.get("latest_version") or ""), str(m.get("versions", "")),
+                      aliases, ", ".join(m.get("labels", [])))
+    return table
+
+
+def versions_table(model: dict[str, Any]) -> Table:
+    by_version: dict[int, list[str]] = {}
+    for alias, version in model.get("aliases", {}).items():
+        by_version.setdefault(version, []).append(alias)
+    table = Table("version", "aliases", "student macro-F1", "teacher macro-F1",
+                  "agreement", "created", title=f"{model['name']}")
+    table.add_column("job", no_wrap=True)
+    for v in model["versions"]:
+        table.add_row(str(v["version"]), ", ".join(sorted(by_version.get(v["version"], []))),
+                      fmt(v.get("student_macro_f1")), fmt(v.get("teacher_macro_f1")),
+                      fmt(v.get("holdout_agreement")), short_time(v["created_at"]),
+                      v.get("job_id") or "")
+    return table
+
+
+def comparison_table(metrics: dict[str, Any]) -> Table | None:
+    """Teacher vs student, the better side of each figure in bold; None without metrics."""
+    rows = comparison(metrics)
+    if not rows:
+        return None
+    table = Table("", "teacher", "student", title="teacher vs student")
+    for row in rows:
+        cells = {side: fmt(getattr(row, side)) for side in ("teacher", "student")}
+        if row.winner:
+            cells[row.winner] = f"[bold green]{cells[row.winner]}[/bold green]"
+        table.add_row(row.name, cells["teacher"], cells["student"])
+    return table
+
+
+def per_class_table(metrics: dict[str, Any]) -> Table | None:
+    """Per-class F1 for both sides (labeled eval only)."""
+    reports = {s: eval_report(metrics, s) or {} for s in ("teacher", "student")}
+    labels = list(dict.fromkeys([*reports["teacher"].get("per_class", {}),
+                                 *reports["student"].get("per_class", {})]))
+    if not labels:
+        return None
+    table = Table("label", "support", "teacher F1", "student F1", title="per class")
+    for label in labels:
+        t = reports["teacher"].get("per_class", {}).get(label, {})
+        s = reports["student"].get("per_class", {}).get(label, {})
+        table.add_row(label, fmt(s.get("support", t.get("support"))), fmt(t.get("f1")),
+                      fmt(s.get("f1")))
+    return table
+
+
+def prompts_table(prompts: list[dict[str, Any]]) -> Table:
+    table = Table("prompt", "weight", "template", title="prompts kept")
+    for p in sorted(prompts, key=lambda p: -float(p.get("weight") or 0)):
+        template = " ".join(str(p.get("template", "")).split())
+        table.add_row(str(p.get("name") or p.get("id")), fmt(p.get("weight")),
+                      template[:90] + ("…" if len(template) > 90 else ""))
+    return table
+
+
+def show_metrics(metrics: dict[str, Any]) -> None:
+    for table in (comparison_table(metrics), per_class_table(metrics)):
+        if table is not None:
+            out.print(table)
+    if metrics.get("prompts"):
+        out.print(prompts_table(metrics["prompts"]))

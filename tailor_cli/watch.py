@@ -1,0 +1,91 @@
+"""`tailor jobs watch`: follow a job's Server-Sent Events with a live bar per phase."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from tailor_cli.client import Api, StreamBroken
+from tailor_cli.metrics import fmt
+from tailor_cli.render import out, state_text
+
+FINAL = {"succeeded", "failed", "cancelled"}
+RECONNECTS = 20  # a dropped stream resumes from the last event id (Last-Event-ID)
+RECONNECT_PAUSE_S = 1.0
+
+
+class PhaseBars:
+    """One bar for the whole job and one per phase as phases appear; lines for changes."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.overall = progress.add_task("overall", total=1.0, info="")
+        self.phases: dict[str, TaskID] = {}
+        self.current: str | None = None
+        self.state: str | None = None
+
+    def update(self, event: dict[str, Any]) -> None:
+        state = event.get("state") or ""
+        phase = event.get("phase") or state
+        data = event.get("data") or {}
+        info = "  ".join(f"{k} {fmt(v)}" for k, v in data.items()
+                         if isinstance(v, int | float) and not isinstance(v, bool))
+        self.progress.update(self.overall, completed=event.get("progress") or 0.0,
+                             description=f"overall · {state}")
+        if state != self.state or phase != self.current:
+            step = state_text(state) + (f" {phase}" if phase != state else "")
+            self.progress.console.print(
+                f"{time.strftime('%H:%M:%S')} {step} "
+                f"{100 * (event.get('progress') or 0):.0f}%" + (f"  {info}" if info else ""))
+        self.state = state
+        if state in FINAL:
+            if state == "succeeded":  # a failed or cancelled phase keeps its bar unfinished
+                self._close_current()
+            return
+        if phase != self.current:
+            self._close_current()
+            self.phases[phase] = self.progress.add_task(f"  {phase}", total=None, info="")
+            self.current = phase
+        task = self.phases[phase]
+        if isinstance(data.get("phase_progress"), int | float):
+            self.progress.update(task, total=1.0, completed=float(data["phase_progress"]))
+        if info:
+            self.progress.update(task, info=info)
+
+    def _close_current(self) -> None:
+        if self.current is not None:
+            task = self.phases[self.current]
+            self.progress.update(task, total=1.0, completed=1.0)
+            self.current = None
+
+
+def follow(api: Api, job_id: str) -> dict[str, Any]:
+    """Show the job's progress until it reaches a final state; return the final job."""
+    api.get(f"/jobs/{job_id}")  # a clean 404 before any display
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+                        TimeElapsedColumn(), TextColumn("{task.fields[info]}"),
+                        console=out, disable=not out.is_terminal)
+    last_id: str | None = None
+    with progress:
+        bars = PhaseBars(progress)
+        for attempt in range(RECONNECTS + 1):
+            try:
+                for name, data in api.events(f"/jobs/{job_id}/events", last_id):
+                    if name == "end":
+                        return api.get(f"/jobs/{job_id}")
+                    last_id = data.get("_sse_id", last_id)
+                    bars.update(data)
+            except StreamBroken:
+                if attempt == RECONNECTS:
+                    raise
+            time.sleep(RECONNECT_PAUSE_S)
+    return api.get(f"/jobs/{job_id}")
