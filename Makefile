@@ -22,3 +22,7 @@ lint: setup
 
 clean:
 	rm -rf var/demo var/bench
+
+bench-quality: setup
+	TAILOR_CACHE_DIR=$(CURDIR)/var/cache .venv/bin/python scripts/fetch_assets.py
+	TAILOR_CACHE_DIR=$(CURDIR)/var/cache .venv/bin/python bench/quality.py

@@ -34,8 +34,8 @@ class TeacherIn(Strict):
                                description="Extra templates; each must contain {text}.")
     batch_size: int = Field(16, ge=1, le=512)
     max_text_tokens: int = Field(256, ge=8, le=4096)
-    probe_size: int = Field(128, ge=8, le=10_000)
-    max_prompts: int = Field(2, ge=1, le=16)
+    probe_size: int = Field(96, ge=8, le=10_000)
+    max_prompts: int = Field(1, ge=1, le=16)
     extra_labelers: list[Literal["embedding"]] = Field(default_factory=lambda: ["embedding"])
     reprompt: bool = True
     reprompt_fraction: float = Field(0.15, ge=0, le=1)

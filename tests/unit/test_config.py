@@ -36,3 +36,9 @@ def test_round_trip_through_dict_keeps_everything():
     again = EngineConfig.from_dict(cfg.to_dict())
     assert again == cfg
     assert again.student.adapter.lora_alpha == 8
+
+
+def test_two_labels_answering_with_the_same_word_are_refused():
+    with pytest.raises(ConfigError) as err:
+        TaskConfig(labels=[{"name": "fire"}, {"name": "blaze", "verbalizer": "Fire"}])
+    assert err.value.field == "task.labels[1].verbalizer"

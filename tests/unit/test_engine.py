@@ -110,7 +110,7 @@ def test_adaptive_records_its_choices(tmp_path, tiny_models):
     assert strategy["name"] == "adaptive" and strategy["pool_size"] >= 5
     prompts = res.metrics["prompts"]
     kept = [p for p in prompts if p["kept"]]
-    assert kept and all("mutual_information" in p for p in prompts)
+    assert kept and all("estimated_balanced_accuracy" in p for p in prompts)
     assert abs(sum(p["weight"] for p in kept) - 1.0) < 1e-3
     assert "embedding" in [p["name"] for p in kept]
     assert set(res.metrics["phases"]) >= {"align", "easy", "full", "refine"}

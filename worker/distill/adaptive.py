@@ -2,9 +2,10 @@
 
 Annotation, per sub-question (the label set, or each label's yes/no for multi-label):
 1. every candidate prompt scores a probe sample; each is calibrated on content-free inputs;
-2. prompts are judged by mutual information (no labels) and the best `max_prompts` kept;
-3. kept prompts (and extra labelers) score every text; a Dawid-Skene label model estimates
-   each annotator's accuracy, and the soft label is their accuracy-weighted mixture;
+2. a Dawid-Skene label model over all candidates' probe answers (and the extra labelers')
+   estimates each one's balanced accuracy without labels; the best `max_prompts` are kept;
+3. kept prompts score every text; the soft label is the mixture of kept prompts and extra
+   labelers weighted by estimated accuracy above chance;
 4. uncertain or disputed texts are re-asked with solved examples retrieved from confidently
    labeled neighbours.
 Distillation: align -> easy -> full -> refine (see `schedule`).
@@ -25,7 +26,7 @@ from worker.distill.prompts import Prompt, few_shot, prompt_pool
 from worker.distill.strategies import Annotation, Context, register
 from worker.distill.teacher import TeacherError
 
-MI_FLOOR = 0.005  # nats; below this a prompt's answers barely depend on the text
+SKILL_FLOOR = 0.02  # estimated balanced accuracy above chance below which a prompt is noise
 MIN_DS_ANNOTATORS = 3  # Dawid-Skene is not identifiable with fewer annotators
 FEW_SHOT_MIX = 0.5  # a re-asked text's label: half the ensemble, half the few-shot answer
 CONFIDENT_SHARE = 0.5  # demonstrations come from the most confident half of the corpus
@@ -39,7 +40,8 @@ class Judged:
     content_free: np.ndarray
     calibrated: bool
     mi: float
-
+    probe_probs: np.ndarray
+    skill: float = 0.0  # estimated balanced accuracy above chance
 
 @dataclass
 class GroupResult:
@@ -50,6 +52,7 @@ class GroupResult:
     dispute: np.ndarray  # [N] bool
     record: list[dict[str, Any]]
     label_model: str
+    prior: list[float]
 
 
 def confidence(probs: np.ndarray, multi_label: bool) -> np.ndarray:
@@ -98,6 +101,7 @@ class Adaptive:
                             "options": list(best.options), "label": best.label},
             "pool_size": sum(len(g) for g in groups), "probe_size": int(len(probe)),
             "label_model": sorted({r.label_model for r in results}),
+            "estimated_prior": [r.prior for r in results],
             "extra_labelers": [name for name, _ in extras],
             "reprompted": int(reprompted.sum()),
             "reprompted_corpus": int(reprompted[:n_corpus].sum()),
@@ -110,12 +114,15 @@ class Adaptive:
     def _judge(self, ctx: Context, prompt: Prompt, probe_texts: list[str]) -> Judged:
         raw = lm.normalize(ctx.probs(prompt, probe_texts))
         cf = lm.normalize(ctx.probs(prompt, list(lm.CONTENT_FREE))).mean(0)
-        mi_raw, mi_cal = lm.mutual_information(raw), lm.mutual_information(lm.calibrate(raw, cf))
-        return Judged(prompt, cf, mi_cal >= mi_raw, max(mi_raw, mi_cal))
+        cal = lm.calibrate(raw, cf)
+        mi_raw, mi_cal = lm.mutual_information(raw), lm.mutual_information(cal)
+        use_cal = mi_cal >= mi_raw
+        return Judged(prompt, cf, use_cal, max(mi_raw, mi_cal), cal if use_cal else raw)
 
     def _group(self, ctx: Context, group: list[Prompt], texts: list[str], n_corpus: int,
                probe: np.ndarray, extras: list[tuple[str, np.ndarray]],
                want_hidden: bool) -> GroupResult:
+        """Judge every prompt on the probe, keep the best, label every text with them."""
         probe_texts = [texts[i] for i in probe]
         judged, skipped = [], []
         for i, prompt in enumerate(group):
@@ -126,62 +133,72 @@ class Adaptive:
                     raise  # the task's own words and the user's prompts must work
                 skipped.append({"name": prompt.name, "id": prompt.id, "kept": False,
                                 "weight": 0.0, "skipped": exc.message})
-        judged.sort(key=lambda j: -j.mi)
-        kept = [j for j in judged[: ctx.cfg.teacher.max_prompts] if j.mi > MI_FLOOR] or judged[:1]
-        names, probs, mis, hidden = [], [], [], None
+        k = judged[0].probe_probs.shape[1]
+        # Every candidate (and extra labeler) has answered the probe: a label model over all
+        # of them estimates how often each one is right, without a single gold label.
+        annotators = [j.probe_probs for j in judged] + [p[probe] for _, p in extras]
+        skill, prior = self._estimate_skill(annotators, k)
+        for j, s_ in zip(judged, skill, strict=False):
+            j.skill = float(s_)
+        judged.sort(key=lambda j: -j.skill)
+        useful = [j for j in judged if j.skill > SKILL_FLOOR]
+        kept = useful[: ctx.cfg.teacher.max_prompts] or judged[:1]
+        names, probs, skills, hidden = [], [], [], None
         for i, j in enumerate(kept):
             scores = ctx.scores(j.prompt, texts, want_hidden and i == 0)
             p = lm.normalize(np.exp(scores.logprobs - scores.logprobs.max(1, keepdims=True)))
             probs.append(lm.calibrate(p, j.content_free) if j.calibrated else p)
             names.append(j.prompt.name)
-            mis.append(j.mi)
+            skills.append(j.skill)
             hidden = scores.hidden if i == 0 else hidden
-        for name, p in extras:
+        extra_skill = skill[len(judged):]
+        for (name, p), s_ in zip(extras, extra_skill, strict=True):
             names.append(name)
             probs.append(p)
-            mis.append(lm.mutual_information(p[probe]))
-        k = probs[0].shape[1]
-        if len(probs) >= MIN_DS_ANNOTATORS:
-            votes = np.stack([p[:n_corpus].argmax(1) for p in probs], axis=1)
-            init = lm.combine([p[:n_corpus] for p in probs], np.asarray(mis) / sum(mis))
-            model = lm.dawid_skene(votes, k, init)
-            weights, how = lm.accuracy_weights(model, k), "dawid_skene"
-            accuracy = model.accuracies
-        else:
-            mi_arr = np.clip(np.asarray(mis), 1e-9, None)
-            weights, how, accuracy = mi_arr / mi_arr.sum(), "mutual_information", None
+            skills.append(float(s_))
+        weights = np.clip(np.asarray(skills), SKILL_FLOOR / 10, None)
+        weights = weights / weights.sum()
         combined = lm.combine(probs, weights)
-        active = [p.argmax(1) for p, w in zip(probs, weights, strict=True) if w > 0]
         dispute = np.zeros(len(texts), dtype=bool)
-        for a in active[1:]:
-            dispute |= a != active[0]
+        for p in probs[1:]:
+            dispute |= p.argmax(1) != probs[0].argmax(1)
         record: list[dict[str, Any]] = list(skipped)
-        kept_names = {j.prompt.name for j in kept}
         for j in judged:
             entry: dict[str, Any] = {"name": j.prompt.name, "id": j.prompt.id,
                                      "template": j.prompt.template, "label": j.prompt.label,
                                      "options": list(j.prompt.options),
                                      "kind": j.prompt.kind, "prefixes": list(j.prompt.prefixes),
                                      "mutual_information": round(j.mi, 5),
+                                     "estimated_balanced_accuracy": round(j.skill + 1 / k, 4),
                                      "calibrated": j.calibrated,
                                      "content_free": [round(float(x), 4) for x in j.content_free],
-                                     "kept": j.prompt.name in kept_names, "weight": 0.0}
+                                     "kept": j.prompt.name in names, "weight": 0.0}
             if j.prompt.name in names:
-                pos = names.index(j.prompt.name)
-                entry["weight"] = round(float(weights[pos]), 4)
-                if accuracy is not None:
-                    entry["estimated_accuracy"] = round(float(accuracy[pos]), 4)
+                entry["weight"] = round(float(weights[names.index(j.prompt.name)]), 4)
             record.append(entry)
-        for name, _ in extras:
-            pos = names.index(name)
-            entry = {"name": name, "id": name, "template": None, "label": None, "kept": True,
-                     "mutual_information": round(mis[pos], 5),
-                     "weight": round(float(weights[pos]), 4)}
-            if accuracy is not None:
-                entry["estimated_accuracy"] = round(float(accuracy[pos]), 4)
-            record.append(entry)
+        for (name, _), s_ in zip(extras, extra_skill, strict=True):
+            record.append({"name": name, "id": name, "template": None, "label": None,
+                           "kind": "labeler", "kept": True,
+                           "estimated_balanced_accuracy": round(float(s_) + 1 / k, 4),
+                           "weight": round(float(weights[names.index(name)]), 4)})
         questions = [j.prompt for j in judged if j.prompt.kind == "choice"] or [group[0]]
-        return GroupResult(combined, hidden, kept[0], questions[0], dispute, record, how)
+        how = f"dawid_skene on {len(probe)} probe texts, {len(annotators)} annotators"
+        return GroupResult(combined, hidden, kept[0], questions[0], dispute, record, how,
+                           [round(float(x), 4) for x in prior])
+
+    @staticmethod
+    def _estimate_skill(annotators: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Balanced accuracy above chance of each annotator, from a full-confusion
+        Dawid-Skene model over their probe answers (MI-weighted mixture as the start)."""
+        if len(annotators) < MIN_DS_ANNOTATORS:
+            mi = np.asarray([lm.mutual_information(p) for p in annotators])
+            return mi, lm.normalize(np.mean(annotators, axis=(0, 1)))
+        votes = np.stack([p.argmax(1) for p in annotators], axis=1)
+        mi = np.clip([lm.mutual_information(p) for p in annotators], 1e-6, None)
+        init = lm.combine(annotators, np.asarray(mi) / np.sum(mi))
+        model = lm.dawid_skene(votes, k, init, one_coin=False)
+        balanced = np.diagonal(model.confusion, axis1=1, axis2=2).mean(1)
+        return balanced - 1 / k, model.prior
 
     def _reprompt(self, ctx: Context, res: GroupResult, probs: np.ndarray, texts: list[str],
                   n_corpus: int, embeddings: np.ndarray) -> np.ndarray:

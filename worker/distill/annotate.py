@@ -12,6 +12,8 @@ from worker.distill.cache import TeacherCache
 from worker.distill.prompts import Prompt
 from worker.distill.teacher import HFTeacher, TeacherScores
 
+CACHE_CHUNK = 256  # texts scored between cache writes
+
 
 @dataclass
 class AnnotationStats:
@@ -53,8 +55,10 @@ def annotate(teacher: HFTeacher, prompt: Prompt, texts: Sequence[str], *,
     stats.cached += n - len(missing)
     if on_texts and n - len(missing):
         on_texts(n - len(missing))
-    if missing:
-        todo = [texts[i] for i in missing]
+    # Score in chunks and store each in the cache at once: a killed worker loses one chunk.
+    for start in range(0, len(missing), CACHE_CHUNK):
+        part = missing[start:start + CACHE_CHUNK]
+        todo = [texts[i] for i in part]
         started = time.perf_counter()
         fresh = teacher.score(prompt, todo, batch_size=batch_size, max_text_tokens=max_text_tokens,
                               prefix_cache=prefix_cache, want_hidden=want_hidden,
@@ -65,9 +69,9 @@ def annotate(teacher: HFTeacher, prompt: Prompt, texts: Sequence[str], *,
         entry = stats.per_prompt.setdefault(prompt.name, {"texts": 0, "seconds": 0.0})
         entry["texts"] += len(todo)
         entry["seconds"] += elapsed
-        logprobs[missing] = fresh.logprobs
+        logprobs[part] = fresh.logprobs
         if hidden is not None and fresh.hidden is not None:
-            hidden[missing] = fresh.hidden
+            hidden[part] = fresh.hidden
         if cache:
             cache.put(teacher.id, prompt.id, todo, fresh.logprobs, fresh.hidden)
     return TeacherScores(logprobs, hidden)
