@@ -51,3 +51,16 @@ def test_multi_label_report():
     assert rep["accuracy"] == pytest.approx(2 / 3)
     assert rep["per_class"]["y"]["f1"] == pytest.approx(1.0)
     assert rep["per_class"]["x"]["recall"] == pytest.approx(0.5)
+
+
+def test_decision_matching_moves_the_boundary_to_the_teachers_rates():
+    rng = np.random.default_rng(0)
+    logits = np.stack([rng.normal(1.0, 1, 1000), rng.normal(0, 1, 1000)], axis=1)
+    teacher = np.zeros((1000, 2))
+    teacher[:300, 1] = 1.0  # the teacher says label 1 for 30% of texts
+    teacher[300:, 0] = 1.0
+    bias = ev.match_decisions(logits, teacher, multi_label=False)
+    share = ((logits + bias).argmax(1) == 1).mean()
+    assert abs(share - 0.3) < 0.01
+    multi = ev.match_decisions(logits, (teacher > 0.5).astype(float), multi_label=True)
+    assert abs(((logits[:, 1] + multi[1]) > 0).mean() - 0.3) < 0.01

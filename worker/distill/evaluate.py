@@ -179,6 +179,7 @@ def evaluate_run(cfg: Any, student: Any, tokenizer: Any, ann: Any, corpus: list[
         "student": {
             "holdout_agreement": agreement(hold_probs, ann.probs[hold_idx], multi),
             "temperature": temperature,
+            "decision_bias": train_meta.get("decision_bias"),
             "trainable_params": train_meta["trainable_params"],
             "total_params": train_meta["total_params"],
             "train_seconds": train_meta["train_seconds"],
@@ -216,3 +217,30 @@ def student_latency_ms(student: Any, enc: Any, device: Any) -> float:
     started = time.perf_counter()
     predict_logits(student, enc, idx, LATENCY_BATCH, device)
     return 1000 * (time.perf_counter() - started) / max(1, len(idx))
+
+
+def match_decisions(logits: np.ndarray, teacher_probs: np.ndarray, multi_label: bool,
+                    iterations: int = 200) -> np.ndarray:
+    """Logit offsets that make the student decide each label as often as the teacher does.
+
+    A student fit to soft labels on imbalanced data drifts towards the majority class; this
+    label-free prior matching moves its decision boundary back to the teacher's rates.
+    """
+    if multi_label:
+        bias = np.zeros(logits.shape[1])
+        for j in range(logits.shape[1]):
+            rate = float((teacher_probs[:, j] >= 0.5).mean())
+            if 0 < rate < 1:  # the offset that puts that share of texts above zero
+                bias[j] = -float(np.quantile(logits[:, j], 1 - rate))
+        return bias
+    k = logits.shape[1]
+    target = np.bincount(teacher_probs.argmax(1), minlength=k) / len(teacher_probs)
+    target = np.clip(target, 1e-3, None)
+    bias = np.zeros(k)
+    for _ in range(iterations):
+        current = np.bincount((logits + bias).argmax(1), minlength=k) / len(logits)
+        step = 0.05 * (np.log(target) - np.log(np.clip(current, 1e-3, None)))
+        if np.abs(current - target).max() < 0.5 / len(logits):
+            break
+        bias += step
+    return bias - bias.mean()

@@ -37,12 +37,10 @@ class Encoded:
 
 
 def encode(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int) -> Encoded:
-    full = tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
-    ids = []
-    for seq in full:
-        if len(seq) > max_length:  # keep the closing special token ([SEP]) after truncation
-            seq = seq[:max_length - 1] + seq[-1:]
-        ids.append(seq)
+    # One token of slack tells which texts were cut; the tokenizer keeps the closing [SEP].
+    full = tokenizer(texts, add_special_tokens=True, truncation=True,
+                     max_length=max_length + 1)["input_ids"]
+    ids = [seq[:max_length - 1] + seq[-1:] if len(seq) > max_length else seq for seq in full]
     truncated = np.array([len(s) > max_length for s in full], dtype=bool)
     return Encoded(ids, truncated, tokenizer.pad_token_id or 0)
 

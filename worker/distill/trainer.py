@@ -135,8 +135,14 @@ def distill(cfg: EngineConfig, strategy: Strategy, ctx: Context, ann: Annotation
         done += phase.steps(d.batch_size)
         _save_phase(ckpt, student, targets, {"key": key, "log": logs[phase.name]})
     train_seconds = time.perf_counter() - started
-    logits = predict_logits(student, enc, hold_idx, d.batch_size, device)
-    temperature = ev.fit_temperature(logits, targets[hold_idx], multi)
+    every = np.arange(len(corpus))
+    logits = predict_logits(student, enc, every, d.batch_size, device)
+    # Folded into the head's bias, so every consumer of the artifact decides the same way.
+    bias = ev.match_decisions(logits, targets, multi)
+    with torch.no_grad():
+        student.head.bias += torch.as_tensor(bias, dtype=student.head.bias.dtype,
+                                             device=student.head.bias.device)
+    temperature = ev.fit_temperature(logits[hold_idx] + bias, targets[hold_idx], multi)
     adapter = cfg.student.adapter
     targeted = sorted(student.encoder.peft_config["default"].target_modules)
     files = save_student(student, out_dir, {
@@ -149,7 +155,7 @@ def distill(cfg: EngineConfig, strategy: Strategy, ctx: Context, ann: Annotation
     })
     projector = sum(p.numel() for p in student.projector.parameters()) if student.projector else 0
     meta = {"key": key, "files": files, "log": logs, "train_seconds": round(train_seconds, 3),
-            "temperature": temperature,
+            "temperature": temperature, "decision_bias": [round(float(b), 4) for b in bias],
             "trainable_params": student.trainable_parameters() - projector,
             "total_params": student.total_parameters() - projector}
     atomic_json(meta_path, meta)
