@@ -21,6 +21,7 @@ from app.core.limits import BodyLimitMiddleware
 from app.datasets.router import router as datasets_router
 from app.datasets.schemas import DatasetCreate
 from app.jobs.router import router as jobs_router
+from app.keys.router import router as keys_router
 from app.ops.metrics import MetricsMiddleware
 from app.ops.router import router as ops_router
 from app.registry.router import router as registry_router
@@ -89,7 +90,8 @@ def create_app() -> FastAPI:
     app = FastAPI(title="Tailor", version="0.1.0", lifespan=lifespan,
                   description="Distil tailored language models out of large language models: "
                               "submit jobs, watch them, classify with the registered students.")
-    for router in (ops_router, datasets_router, jobs_router, registry_router, serving_router):
+    for router in (ops_router, datasets_router, jobs_router, registry_router, serving_router,
+                   keys_router):
         app.include_router(router)
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

@@ -22,7 +22,8 @@ def pg_url() -> Iterator[str]:
     """A new, empty database on the test PostgreSQL server; dropped afterwards."""
     admin_url = service_url("TAILOR_TEST_DATABASE_URL")
     name = f"tailor_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    # pre-ping: fault tests restart the server, which kills pooled connections
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
