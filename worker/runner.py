@@ -17,10 +17,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.exc import DBAPIError
-
 from app.core.config import get_settings
-from app.core.db import session_scope
+from app.core.db import UNAVAILABLE, session_scope
 from app.datasets.service import read_records
 from app.jobs import lifecycle
 from app.jobs.service import engine_config
@@ -81,7 +79,7 @@ class JobProgress:
                     raise Cancelled()
                 lifecycle.advance(db, self.job_id, self.owner, state=state, phase=phase,
                                   progress=fraction, event_data=metrics)
-        except DBAPIError:
+        except UNAVAILABLE:
             # A database outage must not throw away hours of work: keep computing. The lease
             # decides: if it expires meanwhile, the next write raises LeaseLost.
             log.warning("progress for %s not recorded (database unavailable)", self.job_id)
@@ -143,7 +141,7 @@ def run_job(job_id: str) -> str:
         return "cancelled"
     except lifecycle.LeaseLost:
         return "lease lost; another worker owns the job"
-    except DBAPIError:
+    except UNAVAILABLE:
         log.warning("job %s: database unavailable", job_id, exc_info=True)
         return DB_DOWN
     except ConfigError as exc:

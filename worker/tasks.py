@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 
 from celery import Task
-from sqlalchemy.exc import DBAPIError
 
 import worker.distill.engine  # noqa: F401  (see below)
+from app.core.db import UNAVAILABLE
 from worker import sweeper
 from worker.celery_app import TASK_NAME, app
 from worker.runner import DB_DOWN, run_job
@@ -29,6 +29,6 @@ def run_job_task(self: Task, job_id: str) -> str:
     """
     try:
         return run_job(job_id)
-    except DBAPIError:
+    except UNAVAILABLE:
         log.warning("job %s: database unavailable before the run started", job_id)
         return DB_DOWN

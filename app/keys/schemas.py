@@ -13,7 +13,8 @@ Scope = Literal["classify", "train", "admin"]
 class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=100, description="Who or what uses the key.")
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[^\x00]+$",
+                      description="Who or what uses the key.")
     scopes: list[Scope] = Field(min_length=1, max_length=3,
                                 description="classify, train and/or admin (admin holds all).")
 
