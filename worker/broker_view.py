@@ -58,6 +58,8 @@ def _redis_messages(settings: Settings, queue: str, recent_s: float) -> list[Any
 
 def _folder_messages(settings: Settings, queue: str) -> list[bytes]:
     folder = settings.broker_dir / "queue"
+    if not folder.is_dir():  # nothing was ever published
+        return []
     names = [n for n in sorted(p.name for p in folder.iterdir()) if n.endswith(f".{queue}.msg")]
     if len(names) > PEEK_LIMIT:
         raise ValueError("too many waiting messages to inspect")
