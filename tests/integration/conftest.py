@@ -12,6 +12,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from tests.conftest import service_url
+from tests.integration.faults import FAST, JobLog
 from tests.support import Stack, make_env
 
 pytestmark = pytest.mark.integration
@@ -56,3 +57,12 @@ def embedded_stack(tmp_path: Path) -> Iterator[Stack]:
     stack = Stack(home, make_env(home))
     yield stack
     stack.stop()
+
+
+@pytest.fixture
+def fault_stack(distributed: Stack, pg_url: str) -> Iterator[tuple[Stack, JobLog]]:
+    """A distributed stack with short leases and fast sweeps, plus a view of its job log."""
+    distributed.env.update(FAST)
+    log = JobLog(pg_url)
+    yield distributed, log
+    log.close()

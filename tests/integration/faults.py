@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 from sqlalchemy import create_engine, text
 
-from tests.support import ROOT, Stack, wait_for
+from tests.support import ROOT, Stack, job_body, wait_for
 
 # Short enough that recovery happens within seconds, long enough that a busy 2-core machine
 # still renews leases in time (the heartbeat renews every third of the lease).
@@ -83,6 +83,16 @@ class JobLog:
 
 def logs_contain(stack: Stack, name: str, needle: str) -> bool:
     return any(needle in p.log.read_text(errors="replace") for p in stack.procs if p.name == name)
+
+
+def distilling_job(client: httpx.Client, name: str, tiny_models: tuple[str, str]) -> str:
+    """Upload the tiny corpus, submit job `name` and return its id once it is distilling."""
+    from tests.integration.lifecycle import upload
+
+    ds, ev = upload(client)
+    job_id = submit(client, job_body(name, ds, *tiny_models, eval_dataset_id=ev))
+    wait_state(client, job_id, "distilling")
+    return job_id
 
 
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:

@@ -13,7 +13,7 @@ from tests.integration.lifecycle import upload
 from tests.integration.report import record
 from tests.support import Stack, free_port, job_body, wait_for, wait_job
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.reliability]
 TEXTS = ["flood water rose", "concert opened"]
 
 

@@ -7,9 +7,8 @@ import time
 import pytest
 
 from tests.integration.faults import (
-    FAST,
     INCLUDE,
-    JobLog,
+    distilling_job,
     faults,
     service,
     submit,
@@ -18,18 +17,10 @@ from tests.integration.faults import (
 )
 from tests.integration.lifecycle import upload
 from tests.integration.report import record
-from tests.support import Stack, job_body, wait_for, wait_job
+from tests.support import job_body, wait_for, wait_job
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.reliability]
 TEXTS = ["earthquake killed thousands", "football team won"]
-
-
-@pytest.fixture
-def stack(distributed: Stack, pg_url: str):
-    distributed.env.update(FAST)
-    log = JobLog(pg_url)
-    yield distributed, log
-    log.close()
 
 
 def _job_count(client) -> int:
@@ -37,8 +28,8 @@ def _job_count(client) -> int:
 
 
 def test_redis_outage_refuses_new_jobs_keeps_serving_and_recovers_queued_work(
-        stack, tiny_models):
-    s, db = stack
+        fault_stack, tiny_models):
+    s, db = fault_stack
     hold = faults({"job": "running", "state": "distilling", "action": "pause", "seconds": 4})
     s.start_api()
     s.start_worker(*INCLUDE, env=hold)
@@ -92,16 +83,14 @@ def test_redis_outage_refuses_new_jobs_keeps_serving_and_recovers_queued_work(
             "Redis back to queued work done": f"{recovered:.1f} s"})
 
 
-def test_postgres_outage_answers_503_survives_and_recovers(stack, tiny_models):
-    s, db = stack
+def test_postgres_outage_answers_503_survives_and_recovers(fault_stack, tiny_models):
+    s, db = fault_stack
     slow = faults({"job": "through", "state": "distilling", "action": "slow", "seconds": 0.3})
     api = s.start_api()
     worker = s.start_worker(*INCLUDE, env=slow)
     try:
         with s.client() as client:
-            ds, ev = upload(client)
-            job_id = submit(client, job_body("through", ds, *tiny_models, eval_dataset_id=ev))
-            wait_state(client, job_id, "distilling")
+            job_id = distilling_job(client, "through", tiny_models)
             service("pg_stop")
             stopped = time.monotonic()
             answers = {

@@ -10,9 +10,8 @@ import redis
 from celery import Celery
 
 from tests.integration.faults import (
-    FAST,
     INCLUDE,
-    JobLog,
+    distilling_job,
     faults,
     logs_contain,
     submit,
@@ -23,31 +22,21 @@ from tests.integration.report import record
 from tests.support import Stack, job_body, wait_for, wait_job
 from worker.celery_app import QUEUE, TASK_NAME
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-@pytest.fixture
-def stack(distributed: Stack, pg_url: str):
-    distributed.env.update(FAST)
-    log = JobLog(pg_url)
-    yield distributed, log
-    log.close()
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.reliability]
 
 
 def _fail_with_logs(stack: Stack):
     print(stack.logs())
 
 
-def test_sigkill_mid_distillation_resumes_from_the_last_checkpoint(stack, tiny_models):
-    s, db = stack
+def test_sigkill_mid_distillation_resumes_from_the_last_checkpoint(fault_stack, tiny_models):
+    s, db = fault_stack
     slow = faults({"job": "resume", "state": "distilling", "action": "slow", "seconds": 0.4})
     s.start_api()
     first = s.start_worker(*INCLUDE, env=slow)
     try:
         with s.client() as client:
-            ds, ev = upload(client)
-            job_id = submit(client, job_body("resume", ds, *tiny_models, eval_dataset_id=ev))
-            wait_state(client, job_id, "distilling")
+            job_id = distilling_job(client, "resume", tiny_models)
             time.sleep(1.0)  # a few training steps in
             first.kill()  # SIGKILL to the worker's whole process group
             killed = time.monotonic()
@@ -82,8 +71,8 @@ def test_sigkill_mid_distillation_resumes_from_the_last_checkpoint(stack, tiny_m
             "sweeper reason": requeues[0]["data"]["reason"]})
 
 
-def test_the_same_task_delivered_twice_at_once_trains_once(stack, tiny_models, redis_url):
-    s, db = stack
+def test_the_same_task_delivered_twice_at_once_trains_once(fault_stack, tiny_models, redis_url):
+    s, db = fault_stack
     pause = faults({"job": "dup", "state": "annotating", "action": "pause", "seconds": 4})
     s.start_api()
     with s.client() as client:
@@ -113,8 +102,8 @@ def test_the_same_task_delivered_twice_at_once_trains_once(stack, tiny_models, r
            {"deliveries": 2, "claims": 1, "versions": 1})
 
 
-def test_a_poison_job_fails_after_max_attempts_with_the_reason(stack, tiny_models, redis_url):
-    s, db = stack
+def test_a_poison_job_fails_after_max_attempts_with_the_reason(fault_stack, tiny_models, redis_url):
+    s, db = fault_stack
     poison = faults({"job": "poison", "state": "distilling", "action": "kill"})
     s.start_api()
     worker = s.start_worker(*INCLUDE, env=poison)
@@ -155,8 +144,8 @@ def test_a_poison_job_fails_after_max_attempts_with_the_reason(stack, tiny_model
 PHASES = ["annotating", "distilling", "evaluating", "registering"]
 
 
-def test_cancel_during_each_phase_stops_in_bounded_time(stack, tiny_models):
-    s, db = stack
+def test_cancel_during_each_phase_stops_in_bounded_time(fault_stack, tiny_models):
+    s, db = fault_stack
     pause_s = 3.0
     rules = [{"job": f"cancel-{p}", "state": p, "action": "pause", "seconds": pause_s}
              for p in PHASES]

@@ -28,7 +28,7 @@ from tests.integration.lifecycle import upload
 from tests.integration.report import record
 from tests.support import Stack, job_body, wait_job
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.reliability]
 ADMIN, CLASSIFY_ONLY = "fuzz-admin-key", "fuzz-classify-key"
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance, negative_data_rejection, ignored_auth]

@@ -10,7 +10,7 @@ from sqlalchemy import create_engine, inspect
 from app.core.migrate import alembic_config, downgrade, upgrade
 from tests.integration.report import record
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 
 
 def _tables(url: str) -> set[str]:

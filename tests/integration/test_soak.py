@@ -15,7 +15,7 @@ from tests.integration.lifecycle import upload
 from tests.integration.report import record
 from tests.support import Stack, job_body, wait_job
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.reliability]
 REQUESTS, CLIENTS, JOBS = 1000, 8, 3
 TEXTS = ["earthquake killed hundreds", "stock market rose today", "flood water rose",
          "concert opened in the city"]
