@@ -18,8 +18,8 @@ from app.core.config import get_settings
 from app.core.db import UNAVAILABLE
 from app.core.errors import AppError
 from app.core.limits import BodyLimitMiddleware
-from app.core.nul_guard import NulGuardMiddleware
 from app.core.openapi import document_errors
+from app.core.url_guard import UrlGuardMiddleware
 from app.datasets.router import router as datasets_router
 from app.datasets.schemas import DatasetCreate
 from app.jobs.router import router as jobs_router
@@ -98,7 +98,7 @@ def create_app() -> FastAPI:
         app.include_router(router)
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(NulGuardMiddleware)
+    app.add_middleware(UrlGuardMiddleware)
     app.add_middleware(MetricsMiddleware)
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:

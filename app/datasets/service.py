@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from app.core.config import get_settings
 from app.core.errors import BadRequest, Invalid, NotFound, PayloadTooLarge
-from app.core.nul_guard import NUL
+from app.core.url_guard import NUL
 from app.datasets.schemas import DatasetCreate
 from app.models import Dataset, DatasetRecord
 from app.models.base import new_id

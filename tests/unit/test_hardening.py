@@ -71,10 +71,12 @@ def test_a_message_with_a_path_for_a_job_id_is_refused(embedded):
     assert not job_workdir("job_0123456789abcdef").exists()
 
 
-def test_nul_characters_are_refused_naming_the_field(client):
+def test_nul_characters_and_repeated_parameters_are_refused_naming_the_field(client):
     resp = client.get("/jobs", params={"name": "a\x00b"})
     assert resp.status_code == 422
     assert resp.json()["error"]["message"] == "query.name: NUL characters are not allowed"
+    twice = client.get("/jobs?limit=5&limit=6")
+    assert twice.status_code == 422 and twice.json()["error"]["message"].startswith("query.limit")
     resp = client.post("/datasets", json={"name": "d", "records": [{"text": "a\x00b"}]})
     assert resp.status_code == 422 and resp.json()["error"]["message"].startswith(
         "records[0].text")
