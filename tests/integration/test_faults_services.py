@@ -125,7 +125,7 @@ def test_postgres_outage_answers_503_survives_and_recovers(fault_stack, tiny_mod
     assert db.versions(job_id) == 1
     record(6, "PostgreSQL stopped",
            "pg_ctl stop -m fast while a job is distilling; restarted after "
-           f"{outage:.0f} s (longer than the 5 s lease)",
+           f"{outage:.1f} s (longer than the 5 s lease)",
            ["GET/POST /jobs, /datasets, /models, /classify answered 503 "
             "database_unavailable with Retry-After", "/healthz 200, /readyz 503 naming the DB",
             "API and worker processes survived", "API answered again after the restart",

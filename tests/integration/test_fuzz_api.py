@@ -130,4 +130,5 @@ def test_fuzz_the_api_from_its_openapi_schema(distributed: Stack, tiny_models):
             "requests without key": n_without, "requests with a classify-only key": n_narrow,
             "/classify on the registered model": n_served, "time": f"{elapsed:.0f} s",
             "bugs it found (fixed)": "NUL in a query/body string -> 500; huge offset or "
-                                     "version -> 500/503; error bodies not in the document"})
+                                     "version -> 500/503; a repeated query parameter "
+                                     "silently used; error bodies not in the document"})
