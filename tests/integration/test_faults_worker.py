@@ -32,7 +32,6 @@ def _fail_with_logs(stack: Stack):
 def test_sigkill_mid_distillation_resumes_from_the_last_checkpoint(fault_stack, tiny_models):
     s, db = fault_stack
     slow = faults({"job": "resume", "state": "distilling", "action": "slow", "seconds": 0.4})
-    s.start_api()
     first = s.start_worker(*INCLUDE, env=slow)
     try:
         with s.client() as client:
@@ -61,7 +60,7 @@ def test_sigkill_mid_distillation_resumes_from_the_last_checkpoint(fault_stack, 
     requeues = [e for e in db.events(job_id, "requeued")
                 if e["data"]["reason"] == "lease_expired"]
     assert len(requeues) == 1 and requeues[0]["state"] == "distilling"
-    assert db.versions(job_id) == 1 and db.versions() == 1
+    assert db.versions(job_id) == 1
     record(1, "worker SIGKILLed mid-distillation",
            "SIGKILL to the Celery worker's process group while the job is distilling; "
            "a second worker started",
@@ -74,7 +73,6 @@ def test_sigkill_mid_distillation_resumes_from_the_last_checkpoint(fault_stack, 
 def test_the_same_task_delivered_twice_at_once_trains_once(fault_stack, tiny_models, redis_url):
     s, db = fault_stack
     pause = faults({"job": "dup", "state": "annotating", "action": "pause", "seconds": 4})
-    s.start_api()
     with s.client() as client:
         ds, ev = upload(client)
         job_id = submit(client, job_body("dup", ds, *tiny_models, eval_dataset_id=ev))
@@ -105,7 +103,6 @@ def test_the_same_task_delivered_twice_at_once_trains_once(fault_stack, tiny_mod
 def test_a_poison_job_fails_after_max_attempts_with_the_reason(fault_stack, tiny_models, redis_url):
     s, db = fault_stack
     poison = faults({"job": "poison", "state": "distilling", "action": "kill"})
-    s.start_api()
     worker = s.start_worker(*INCLUDE, env=poison)
     try:
         with s.client() as client:
@@ -146,10 +143,9 @@ PHASES = ["annotating", "distilling", "evaluating", "registering"]
 
 def test_cancel_during_each_phase_stops_in_bounded_time(fault_stack, tiny_models):
     s, db = fault_stack
-    pause_s = 3.0
+    pause_s = 2.0
     rules = [{"job": f"cancel-{p}", "state": p, "action": "pause", "seconds": pause_s}
              for p in PHASES]
-    s.start_api()
     s.start_worker(*INCLUDE, env=faults(*rules))
     latencies = {}
     try:
@@ -173,7 +169,7 @@ def test_cancel_during_each_phase_stops_in_bounded_time(fault_stack, tiny_models
     except BaseException:
         _fail_with_logs(s)
         raise
-    assert db.versions() == 1
+    assert db.versions(after) == 1
     record(4, "cancel during each phase",
            f"POST /jobs/{{id}}/cancel while the job is held {pause_s:.0f} s inside each phase",
            ["cancelled in every phase, no version registered",

@@ -35,7 +35,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance, negative_data_rejection, ignored_auth]
 # Same inputs on every CI run; TAILOR_FUZZ_RANDOM=1 explores new ones locally.
 DERANDOMIZE = os.environ.get("TAILOR_FUZZ_RANDOM") != "1"
-WITH_KEY_EXAMPLES, OTHER_EXAMPLES, CLASSIFY_EXAMPLES = 40, 5, 60
+WITH_KEY_EXAMPLES, OTHER_EXAMPLES, CLASSIFY_EXAMPLES = 25, 5, 60
 
 
 def _fuzz(schema: Any, headers: dict[str, str], examples: int,

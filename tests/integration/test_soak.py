@@ -51,7 +51,6 @@ def test_soak_classify_and_jobs_concurrently(distributed: Stack, tiny_models, pg
     s.env.update(FAST)
     s.start_api()
     s.start_worker()
-    s.start_worker()
     db = JobLog(pg_url)
     try:
         with s.client() as client:
@@ -89,7 +88,7 @@ def test_soak_classify_and_jobs_concurrently(distributed: Stack, tiny_models, pg
     quantiles = statistics.quantiles(latencies, n=100)
     record(10, "soak: 1000 /classify requests and 3 jobs at once",
            f"{CLIENTS} client threads on loopback while 3 jobs (each POSTed twice with one "
-           "Idempotency-Key) run on two workers",
+           "Idempotency-Key) run on a worker",
            ["zero 5xx or dropped connections", "3 jobs, each claimed once and registered once",
             "no duplicate job rows from the retried POSTs"],
            {"requests": REQUESTS, "200": statuses.count(200), "429": statuses.count(429),
