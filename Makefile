@@ -20,6 +20,13 @@ serve: setup
 lint: setup
 	.venv/bin/ruff check app worker tests scripts bench tailor_cli
 
+# Re-prove the reliability matrix on real processes and rewrite bench/results/reliability.md
+# (only scenarios whose tests pass get a row).
+bench-reliability: setup
+	rm -f bench/results/reliability.json bench/results/reliability.md
+	TAILOR_RELIABILITY_REPORT=$(CURDIR)/bench/results/reliability.md ./scripts/test.sh \
+		tests/integration -m reliability
+
 clean:
 	rm -rf var/demo var/bench
 

@@ -12,15 +12,18 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.core.config import get_settings
+from app.core.db import UNAVAILABLE
 from app.core.errors import AppError
 from app.core.limits import BodyLimitMiddleware
+from app.core.openapi import document_errors
+from app.core.url_guard import UrlGuardMiddleware
 from app.datasets.router import router as datasets_router
 from app.datasets.schemas import DatasetCreate
 from app.jobs.router import router as jobs_router
+from app.keys.router import router as keys_router
 from app.ops.metrics import MetricsMiddleware
 from app.ops.router import router as ops_router
 from app.registry.router import router as registry_router
@@ -64,12 +67,13 @@ def install_error_handlers(app: FastAPI) -> None:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return _error(exc.status_code, code, str(exc.detail))
 
-    @app.exception_handler(OperationalError)
-    @app.exception_handler(DBAPIError)
     async def db_down(_: Request, exc: Exception) -> JSONResponse:
         log.warning("database error: %s", exc)
         return _error(503, "database_unavailable",
                       "the database is unreachable; retry shortly", headers={"Retry-After": "5"})
+
+    for unavailable in UNAVAILABLE:
+        app.add_exception_handler(unavailable, db_down)
 
     @app.exception_handler(Exception)
     async def crash(_: Request, exc: Exception) -> JSONResponse:
@@ -91,10 +95,11 @@ def create_app() -> FastAPI:
                   description="Distil tailored language models out of large language models: "
                               "submit jobs, watch them, classify with the registered students.")
     for router in (ops_router, datasets_router, jobs_router, registry_router, serving_router,
-                   ui_router):
+                   keys_router, ui_router):
         app.include_router(router)
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(UrlGuardMiddleware)
     app.add_middleware(MetricsMiddleware)
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:
@@ -112,6 +117,7 @@ def create_app() -> FastAPI:
             body = DatasetCreate.model_json_schema(ref_template="#/components/schemas/{model}")
             body.pop("$defs", None)
             components["DatasetCreate"] = body
+            document_errors(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 

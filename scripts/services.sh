@@ -41,13 +41,9 @@ services_start() {
   export TAILOR_TEST_PG_RUN="${run[*]}"
   "${run[@]}" "$TAILOR_TEST_PG_BIN/initdb" -D "$TAILOR_TEST_PGDATA" -U postgres -A trust \
     --no-sync >/dev/null
+  export TAILOR_TEST_SERVICES_DIR="$SERVICES_DIR"
   pg_start
-  redis-server --port "$TAILOR_TEST_REDIS_PORT" --bind 127.0.0.1 --daemonize yes \
-    --dir "$SERVICES_DIR" --save "" --appendonly no --logfile "$SERVICES_DIR/redis.log"
-  for _ in $(seq 50); do
-    redis-cli -p "$TAILOR_TEST_REDIS_PORT" ping >/dev/null 2>&1 && break
-    sleep 0.1
-  done
+  redis_start
   export TAILOR_TEST_DATABASE_URL="postgresql+psycopg://postgres@127.0.0.1:$TAILOR_TEST_PG_PORT/postgres"
   export TAILOR_TEST_REDIS_URL="redis://127.0.0.1:$TAILOR_TEST_REDIS_PORT/0"
   export TAILOR_TEST_REQUIRE_SERVICES=1
@@ -58,6 +54,32 @@ pg_start() {
   $TAILOR_TEST_PG_RUN "$TAILOR_TEST_PG_BIN/pg_ctl" -D "$TAILOR_TEST_PGDATA" -w -s \
     -l "$TAILOR_TEST_PGDATA/server.log" \
     -o "-p $TAILOR_TEST_PG_PORT -c listen_addresses=127.0.0.1 -k $TAILOR_TEST_PGDATA -c fsync=off -c max_connections=200" start
+}
+
+# Fault-injection tests stop and restart the servers with these (same ports, same data).
+pg_stop() {
+  $TAILOR_TEST_PG_RUN "$TAILOR_TEST_PG_BIN/pg_ctl" -D "$TAILOR_TEST_PGDATA" -m fast -w -s stop
+}
+
+redis_start() {
+  redis-server --port "$TAILOR_TEST_REDIS_PORT" --bind 127.0.0.1 --daemonize yes \
+    --dir "$TAILOR_TEST_SERVICES_DIR" --save "" --appendonly no \
+    --logfile "$TAILOR_TEST_SERVICES_DIR/redis.log"
+  for _ in $(seq 50); do
+    redis-cli -p "$TAILOR_TEST_REDIS_PORT" ping >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# Like a crash or an operator restart without persistence: queued messages are lost.
+redis_stop() {
+  redis-cli -p "$TAILOR_TEST_REDIS_PORT" shutdown nosave >/dev/null 2>&1
+  for _ in $(seq 50); do
+    redis-cli -p "$TAILOR_TEST_REDIS_PORT" ping >/dev/null 2>&1 || return 0
+    sleep 0.1
+  done
+  return 1
 }
 
 services_stop() {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -85,10 +86,10 @@ class Stack:
     def client(self, **kwargs: Any) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=60, **kwargs)
 
-    def spawn(self, name: str, args: Iterable[str]) -> Proc:
+    def spawn(self, name: str, args: Iterable[str], env: dict[str, str] | None = None) -> Proc:
         log = self.home / f"{name}-{len(self.procs)}.log"
         fh = log.open("wb")
-        popen = subprocess.Popen(list(args), cwd=ROOT, env=self.env, stdout=fh,
+        popen = subprocess.Popen(list(args), cwd=ROOT, env={**self.env, **(env or {})}, stdout=fh,
                                  stderr=subprocess.STDOUT, start_new_session=True)
         proc = Proc(name, popen, log)
         self.procs.append(proc)
@@ -105,16 +106,20 @@ class Stack:
             raise RuntimeError(f"API did not start:\n{proc.tail()}") from None
         return proc
 
-    def start_worker(self) -> Proc:
+    def start_worker(self, *extra_args: str, env: dict[str, str] | None = None) -> Proc:
         from app.serve import worker_command
 
-        proc = self.spawn("worker", worker_command())
+        proc = self.spawn("worker", [*worker_command(), *extra_args], env=env)
         time.sleep(0.5)
         if proc.popen.poll() is not None:
             raise RuntimeError(f"worker died at start:\n{proc.tail()}")
         return proc
 
     def stop(self) -> None:
+        for proc in self.procs:  # signal all first: they shut down in parallel
+            if proc.popen.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.popen.pid, signal.SIGTERM)
         for proc in reversed(self.procs):
             proc.stop()
 

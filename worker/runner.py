@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from app.core.config import get_settings
-from app.core.db import session_scope
+from app.core.db import UNAVAILABLE, session_scope
 from app.datasets.service import read_records
 from app.jobs import lifecycle
 from app.jobs.service import engine_config
@@ -27,6 +28,9 @@ from app.registry.service import register_version
 log = logging.getLogger(__name__)
 PROGRESS_MIN_INTERVAL_S = 1.0  # progress rows at most once a second; phase changes always
 HELD = "lease held elsewhere"
+DB_DOWN = "database unavailable; the sweeper resumes the job when its lease expires"
+# Ids come from broker messages; anything else is refused before it can name a directory.
+JOB_ID = re.compile(r"^job_[0-9a-f]{16}$")
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
@@ -69,11 +73,16 @@ class JobProgress:
         if step == self._last_step and now - self._last_write < PROGRESS_MIN_INTERVAL_S:
             return
         self._last_write, self._last_step = now, step
-        with session_scope() as db:
-            if lifecycle.is_cancel_requested(db, self.job_id):
-                raise Cancelled()
-            lifecycle.advance(db, self.job_id, self.owner, state=state, phase=phase,
-                              progress=fraction, event_data=metrics)
+        try:
+            with session_scope() as db:
+                if lifecycle.is_cancel_requested(db, self.job_id):
+                    raise Cancelled()
+                lifecycle.advance(db, self.job_id, self.owner, state=state, phase=phase,
+                                  progress=fraction, event_data=metrics)
+        except UNAVAILABLE:
+            # A database outage must not throw away hours of work: keep computing. The lease
+            # decides: if it expires meanwhile, the next write raises LeaseLost.
+            log.warning("progress for %s not recorded (database unavailable)", self.job_id)
 
 
 def run_job(job_id: str) -> str:
@@ -86,6 +95,9 @@ def run_job(job_id: str) -> str:
 
     settings = get_settings()
     owner = WORKER_ID
+    if not JOB_ID.match(job_id):
+        log.warning("refusing a message for malformed job id %r", job_id[:80])
+        return "malformed job id"
     with session_scope() as db:
         job = db.get(Job, job_id)
         if job is None:
@@ -94,12 +106,9 @@ def run_job(job_id: str) -> str:
             return f"already {job.state}"
         claimed = lifecycle.claim(db, job_id, owner, settings.job_lease_seconds)
         if claimed is None:
+            # Held by a live worker, or cancelled / out of attempts while stranded: either
+            # way the holder or the sweeper settles it; this message has nothing to do.
             return HELD
-        if claimed.attempts > claimed.max_attempts:
-            lifecycle.finish(db, job_id, owner, state=JobState.FAILED, error=(
-                "max_attempts", f"gave up after {claimed.max_attempts} attempts; each ended "
-                "without a result (the worker process died or lost its lease)"))
-            return "failed: attempts exhausted"
         spec, attempts = claimed.spec, claimed.attempts
         corpus = [t for t, _ in read_records(db=db, dataset_id=spec["data"]["dataset_id"])]
         evals = (read_records(db=db, dataset_id=spec["data"]["eval_dataset_id"])
@@ -116,19 +125,25 @@ def run_job(job_id: str) -> str:
         result = run(cfg, data, workdir=workdir, cache_dir=settings.cache,
                      progress=progress, device=settings.device,
                      defaults=(settings.default_teacher, settings.default_student))
+        progress(JobState.REGISTERING, "register", 0.98)
         with session_scope() as db:
-            lifecycle.advance(db, job_id, owner, state=JobState.REGISTERING, phase="register",
-                              progress=0.98, metrics=result.metrics)
+            # The row lock orders us against POST /cancel: a cancel either lands before this
+            # check (no version) or waits and finds the job succeeded (409).
+            if lifecycle.hold(db, job_id, owner).cancel_requested:
+                raise Cancelled()
             version = register_version(db=db, job_id=job_id, name=spec["name"], result=result,
                                        artifacts_root=settings.artifacts)
             lifecycle.finish(db, job_id, owner, state=JobState.SUCCEEDED,
-                             model=(spec["name"], version))
+                             metrics=result.metrics, model=(spec["name"], version))
         return f"succeeded as {spec['name']}:{version} (attempt {attempts})"
     except Cancelled:
         _finish(job_id, owner, JobState.CANCELLED, ("cancelled", "cancelled by request"))
         return "cancelled"
     except lifecycle.LeaseLost:
         return "lease lost; another worker owns the job"
+    except UNAVAILABLE:
+        log.warning("job %s: database unavailable", job_id, exc_info=True)
+        return DB_DOWN
     except ConfigError as exc:
         _finish(job_id, owner, JobState.FAILED, ("invalid_config", str(exc)))
     except (EngineError, ModelSourceError, TeacherError, ArtifactError) as exc:

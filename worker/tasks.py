@@ -2,25 +2,33 @@
 
 from __future__ import annotations
 
+import logging
+
 from celery import Task
 
-from app.core.config import get_settings
-from app.core.db import session_scope
-from app.models import Job
+import worker.distill.engine  # noqa: F401  (see below)
+from app.core.db import UNAVAILABLE
+from worker import sweeper
 from worker.celery_app import TASK_NAME, app
-from worker.runner import HELD, run_job
+from worker.runner import DB_DOWN, run_job
+
+# The engine (torch, transformers) is imported above, in the worker's main process, before
+# the pool forks: children start warm and claim their first job at once instead of after
+# seconds of imports, during which the job looks unclaimed.
+
+log = logging.getLogger(__name__)
+sweeper.install()
 
 
-@app.task(name=TASK_NAME, bind=True, acks_late=True, max_retries=None)
+@app.task(name=TASK_NAME, bind=True, acks_late=True)
 def run_job_task(self: Task, job_id: str) -> str:
-    """Run a distillation job. If another worker holds it, look again after its lease."""
-    outcome = run_job(job_id)
-    if outcome == HELD:
-        with session_scope() as db:
-            job = db.get(Job, job_id)
-            if job is None or job.is_final:
-                return outcome
-        # The holder may be alive (duplicate delivery) or dead (lease will expire): either way
-        # a fresh message after one lease period settles it without losing the job.
-        raise self.retry(countdown=get_settings().job_lease_seconds)
-    return outcome
+    """Run a distillation job; a duplicate message for a held or finished job just ends.
+
+    No retries here: when a worker dies, the sweeper re-wakes its job once the lease expires,
+    so a second delivery never needs to wait around for the first.
+    """
+    try:
+        return run_job(job_id)
+    except UNAVAILABLE:
+        log.warning("job %s: database unavailable before the run started", job_id)
+        return DB_DOWN

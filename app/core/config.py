@@ -40,8 +40,12 @@ class Settings(BaseSettings):
     max_text_chars: int = 20_000
     max_classify_texts: int = 256
 
-    job_max_attempts: int = 3
-    job_lease_seconds: int = 120
+    job_max_attempts: int = Field(3, ge=1)
+    job_lease_seconds: int = Field(120, ge=1)
+    # The worker sweeper re-wakes jobs whose worker died (lease expired) or whose message was
+    # lost; it looks every job_sweep_seconds and leaves an unclaimed job alone this long.
+    job_sweep_seconds: float = Field(30.0, gt=0)
+    job_requeue_seconds: float = Field(60.0, gt=0)
     broker_timeout_seconds: float = 3.0
 
     serving_max_loaded: int = Field(8, description="Student versions kept in memory (LRU).")

@@ -8,11 +8,15 @@ from functools import lru_cache
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.config import get_settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000  # API and worker write to one file; wait rather than fail.
+# What an unreachable or restarting database raises. Other DBAPI errors (bad data, broken
+# constraints) are bugs, not outages, and must not be reported as "retry later".
+UNAVAILABLE = (OperationalError, InterfaceError)
 
 
 def make_engine(url: str) -> Engine:

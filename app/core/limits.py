@@ -7,6 +7,10 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+# Pagination offsets past this are refused (422) rather than handed to the database, whose
+# integer range they could overflow; no listing here is anywhere near this long.
+MAX_LIST_OFFSET = 1_000_000_000
+
 
 class BodyTooLarge(Exception):
     pass

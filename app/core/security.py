@@ -1,4 +1,7 @@
-"""API keys and scopes. Keys come from TAILOR_API_KEYS; with none configured, auth is off."""
+"""API keys and scopes. Keys come from TAILOR_API_KEYS (bootstrap, hashed in memory) and from
+the api_keys table (created and revoked through /keys, stored as sha256). With neither, auth
+is off and Settings keeps the API on loopback.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +12,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from fastapi import Request
+from sqlalchemy import select
 
 from app.core.config import get_settings
+from app.core.db import session_scope
 from app.core.errors import Forbidden, Unauthorized
+from app.models import ApiKey
 
 SCOPES = ("classify", "train", "admin")
 
@@ -43,17 +49,36 @@ def _env_keys(raw: str) -> dict[str, frozenset[str]]:
     return keys
 
 
+def _stored_key(digest: str) -> ApiKey | None:
+    with session_scope() as db:
+        return db.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
+
+
+def _stored_keys_exist() -> bool:
+    with session_scope() as db:
+        return db.scalar(select(ApiKey.id).where(ApiKey.revoked_at.is_(None)).limit(1)) is not None
+
+
 def authenticate(authorization: str | None) -> Principal:
     """Map an Authorization header to a principal, or raise 401."""
-    keys = _env_keys(get_settings().api_keys)
-    if not keys:
+    env = _env_keys(get_settings().api_keys)
+    token = authorization[7:].strip() if authorization and authorization[:7].lower() == "bearer " \
+        else None
+    if not token:
+        if env or _stored_keys_exist():
+            raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
         return ANONYMOUS
-    if not authorization or not authorization.lower().startswith("bearer "):
-        raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
-    digest = hash_key(authorization[7:].strip())
-    for known, scopes in keys.items():
+    digest = hash_key(token)
+    for known, scopes in env.items():
         if hmac.compare_digest(known, digest):
-            return Principal(key_id=digest[:12], scopes=scopes)
+            return Principal(key_id=f"env:{digest[:12]}", scopes=scopes)
+    row = _stored_key(digest)
+    if row is not None and row.revoked_at is None:
+        return Principal(key_id=row.id, scopes=frozenset(row.scopes))
+    if row is not None:
+        raise Unauthorized(f"API key {row.id} was revoked", code="key_revoked")
+    if not env and not _stored_keys_exist():
+        return ANONYMOUS  # auth is off; a stray header changes nothing
     raise Unauthorized("unknown API key")
 
 

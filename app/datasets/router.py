@@ -10,6 +10,7 @@ from starlette.datastructures import UploadFile
 
 from app.core.deps import SessionDep, TrainScope
 from app.core.errors import BadRequest, Invalid
+from app.core.limits import MAX_LIST_OFFSET
 from app.datasets import service
 from app.datasets.schemas import DatasetCreate, DatasetList, DatasetOut
 
@@ -67,7 +68,7 @@ async def create_dataset(request: Request, db: SessionDep, _: TrainScope,
 
 @router.get("", response_model=DatasetList)
 def list_datasets(db: SessionDep, _: TrainScope, limit: Annotated[int, Query(ge=1, le=500)] = 50,
-                  offset: Annotated[int, Query(ge=0)] = 0) -> Any:
+                  offset: Annotated[int, Query(ge=0, le=MAX_LIST_OFFSET)] = 0) -> Any:
     return {"datasets": [d.summary() for d in service.list_datasets(db=db, limit=limit,
                                                                      offset=offset)]}
 

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from app.core.config import get_settings
 from app.core.errors import BadRequest, Invalid, NotFound, PayloadTooLarge
+from app.core.url_guard import NUL
 from app.datasets.schemas import DatasetCreate
 from app.models import Dataset, DatasetRecord
 from app.models.base import new_id
@@ -94,6 +95,8 @@ def validate_rows(rows: list[Row]) -> None:
     for i, row in enumerate(rows):
         if not isinstance(row.text, str) or not row.text.strip():
             raise Invalid(f"records[{i}].text", "text must be a non-empty string")
+        if NUL in row.text:
+            raise Invalid(f"records[{i}].text", "NUL characters are not allowed")
         if len(row.text) > settings.max_text_chars:
             raise Invalid(f"records[{i}].text",
                           f"{len(row.text)} characters exceed the limit of "
@@ -102,6 +105,8 @@ def validate_rows(rows: list[Row]) -> None:
         if labels is not None and (not isinstance(labels, list) or not all(
                 isinstance(x, str) and x.strip() for x in labels)):
             raise Invalid(f"records[{i}].label", "label must be a non-empty string or list")
+        if labels and any(NUL in x for x in labels):
+            raise Invalid(f"records[{i}].label", "NUL characters are not allowed")
 
 
 def canonical_sha256(rows: list[Row]) -> str:
@@ -117,6 +122,8 @@ def create_dataset(*, db: Session, name: str, rows: list[Row],
                    idempotency_key: str | None = None) -> Dataset:
     """Validate and store a dataset in one transaction; honour an Idempotency-Key."""
     validate_rows(rows)
+    if NUL in name:
+        raise Invalid("name", "NUL characters are not allowed")
     sha = canonical_sha256(rows)
     request_hash = hashlib.sha256(f"{name}\x1f{sha}".encode()).hexdigest()
     if idempotency_key:

@@ -24,18 +24,34 @@ def record_event(db: Session, job: Job, kind: str, data: dict[str, Any] | None =
 
 
 def claim(db: Session, job_id: str, owner: str, lease_seconds: int) -> Job | None:
-    """Take the job's lease if nobody holds a live one; count the attempt. None if taken."""
+    """Take the job's lease if nobody holds a live one and attempts remain; count the attempt.
+
+    None if another worker holds it, it is final or cancelled, or its attempts are spent.
+    """
     now = utcnow()
     result = db.execute(
         update(Job)
         .where(Job.id == job_id, Job.state.in_(NON_FINAL), Job.cancel_requested.is_(False),
+               Job.attempts < Job.max_attempts,
                or_(Job.lease_owner.is_(None), Job.lease_expires_at < now))
         .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_seconds),
                 attempts=Job.attempts + 1, started_at=now, updated_at=now))
-    db.commit()
     if result.rowcount != 1:  # type: ignore[attr-defined]
+        db.commit()
         return None
-    return db.get(Job, job_id, populate_existing=True)
+    job = db.get(Job, job_id, populate_existing=True)
+    assert job is not None
+    record_event(db, job, "claimed", {"owner": owner, "attempt": job.attempts})
+    db.commit()
+    return job
+
+
+def hold(db: Session, job_id: str, owner: str) -> Job:
+    """Lock the job row for the rest of the transaction; raise LeaseLost unless we own it."""
+    job = db.get(Job, job_id, populate_existing=True, with_for_update=True)
+    if job is None or job.lease_owner != owner or job.is_final:
+        raise LeaseLost(job_id)
+    return job
 
 
 def renew(db: Session, job_id: str, owner: str, lease_seconds: int) -> bool:
@@ -53,9 +69,7 @@ def advance(db: Session, job_id: str, owner: str, *, state: str, phase: str | No
             progress: float, metrics: dict[str, Any] | None = None,
             event_data: dict[str, Any] | None = None) -> Job:
     """Record progress (and a state change) for a job we hold; return the fresh row."""
-    job = db.get(Job, job_id, populate_existing=True, with_for_update=True)
-    if job is None or job.lease_owner != owner or job.is_final:
-        raise LeaseLost(job_id)
+    job = hold(db, job_id, owner)
     changed = job.state != state
     job.state, job.phase, job.progress = state, phase, progress
     if metrics is not None:
@@ -73,6 +87,15 @@ def finish(db: Session, job_id: str, owner: str | None, *, state: str,
     if job is None or job.is_final or (owner is not None and job.lease_owner != owner):
         db.rollback()
         return False
+    set_final(db, job, state=state, error=error, metrics=metrics, model=model)
+    db.commit()
+    return True
+
+
+def set_final(db: Session, job: Job, *, state: str, error: tuple[str, str] | None = None,
+              metrics: dict[str, Any] | None = None,
+              model: tuple[str, int] | None = None) -> None:
+    """Write a final state onto a locked job row and log it; the caller commits."""
     job.state = state
     job.finished_at = utcnow()
     job.lease_owner, job.lease_expires_at = None, None
@@ -86,15 +109,6 @@ def finish(db: Session, job_id: str, owner: str | None, *, state: str,
         job.model_name, job.model_version = model
     record_event(db, job, "state", {"error": {"code": error[0], "message": error[1]}}
                  if error else None)
-    db.commit()
-    return True
-
-
-def release(db: Session, job_id: str, owner: str) -> None:
-    """Give the lease back without finishing (the job will be picked up again)."""
-    db.execute(update(Job).where(Job.id == job_id, Job.lease_owner == owner)
-               .values(lease_owner=None, lease_expires_at=None))
-    db.commit()
 
 
 def is_cancel_requested(db: Session, job_id: str) -> bool:

@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.core.db import session_scope
 from app.core.deps import SessionDep, TrainScope
+from app.core.limits import MAX_LIST_OFFSET
 from app.jobs import service
 from app.jobs.schemas import JobCreate, JobList, JobOut
 from app.models import FINAL_STATES, JobState
@@ -38,7 +39,7 @@ def list_jobs(db: SessionDep, _: TrainScope,
               state: Annotated[JobState | None, Query()] = None,
               name: Annotated[str | None, Query(max_length=64)] = None,
               limit: Annotated[int, Query(ge=1, le=500)] = 50,
-              offset: Annotated[int, Query(ge=0)] = 0) -> Any:
+              offset: Annotated[int, Query(ge=0, le=MAX_LIST_OFFSET)] = 0) -> Any:
     jobs = service.list_jobs(db=db, state=state.value if state else None, name=name,
                              limit=limit, offset=offset)
     return {"jobs": [service.job_to_dict(j) for j in jobs],

@@ -68,7 +68,7 @@ class DistillationIn(Strict):
     learning_rate: float = Field(1e-3, gt=0, lt=1)
     temperature: float = Field(2.0, ge=0.5, le=20)
     holdout_fraction: float = Field(0.15, gt=0, lt=0.5)
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="Random seed (numpy's range).")
     representations: bool = True
     progressive: bool = True
     align_loss: Literal["contrastive", "mse"] = "contrastive"

@@ -79,7 +79,7 @@ def submit_job(*, db: Session, payload: JobCreate, idempotency_key: str | None =
     validate_spec(db, spec)
     job = Job(id=new_id("job"), name=payload.name, state=JobState.QUEUED, progress=0.0,
               spec=spec, metrics={}, attempts=0, max_attempts=get_settings().job_max_attempts,
-              idempotency_key=idempotency_key, request_hash=request_hash)
+              idempotency_key=idempotency_key, request_hash=request_hash, woken_at=utcnow())
     db.add(job)
     try:
         db.flush()
@@ -135,10 +135,10 @@ def cancel_job(*, db: Session, job_id: str) -> Job:
         raise Conflict(f"job {job_id} is already {job.state}", code="job_final")
     job.cancel_requested = True
     job.updated_at = utcnow()
-    if job.state == JobState.QUEUED and job.lease_owner is None:
+    if job.lease_owner is None:  # no worker runs it: stop it now rather than at a claim
+        lifecycle.set_final(db, job, state=JobState.CANCELLED, error=(
+            "cancelled", "cancelled by request while no worker was running it"))
         db.commit()
-        lifecycle.finish(db, job_id, None, state=JobState.CANCELLED,
-                         error=("cancelled", "cancelled by request before it started"))
     else:
         lifecycle.record_event(db, job, "cancel_requested")
         db.commit()

@@ -1,5 +1,6 @@
 """SQLAlchemy tables, one file per table; importable without FastAPI."""
 
+from app.models.api_key import ApiKey
 from app.models.base import Base
 from app.models.dataset import Dataset
 from app.models.dataset_record import DatasetRecord
@@ -9,5 +10,5 @@ from app.models.model_alias import ModelAlias
 from app.models.model_version import ModelVersion
 from app.models.registered_model import RegisteredModel
 
-__all__ = ["Base", "Dataset", "DatasetRecord", "FINAL_STATES", "Job", "JobEvent", "JobState",
-           "ModelAlias", "ModelVersion", "RegisteredModel"]
+__all__ = ["ApiKey", "Base", "Dataset", "DatasetRecord", "FINAL_STATES", "Job", "JobEvent",
+           "JobState", "ModelAlias", "ModelVersion", "RegisteredModel"]

@@ -19,6 +19,11 @@ NAMING = {
 }
 
 
+# The largest value of an INTEGER column (PostgreSQL int4). Inputs that are compared with
+# such columns are bounded by it, so a huge number is a 4xx, not a database error.
+MAX_INT = 2**31 - 1
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 

@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.models.base import MAX_INT
+
 
 class ModelSummary(BaseModel):
     name: str
@@ -56,7 +58,7 @@ class VersionDetail(BaseModel):
 
 class AliasIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=MAX_INT)
 
 
 class AliasOut(BaseModel):

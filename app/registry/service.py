@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from app.core.errors import Conflict, Invalid, NotFound
 from app.models import Job, ModelAlias, ModelVersion, RegisteredModel
+from app.models.base import MAX_INT
 from app.models.job import FINAL_STATES
 from app.registry.card import render_card
 
@@ -98,7 +99,10 @@ def resolve_ref(*, db: Session, ref: str) -> ModelVersion:
         raise Invalid("model", f"{ref!r} is not a model reference (name, name:3 or name@alias)")
     name = match.group("name")
     if match.group("version"):
-        return get_version(db=db, name=name, version=int(match.group("version")))
+        version = int(match.group("version"))
+        if version > MAX_INT:
+            raise NotFound(f"model {name!r} has no version {version}", code="version_not_found")
+        return get_version(db=db, name=name, version=version)
     if match.group("alias"):
         alias = db.get(ModelAlias, (name, match.group("alias")))
         if alias is None:

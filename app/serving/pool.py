@@ -133,11 +133,13 @@ class ModelPool:
     def predict(self, served: Served, texts: list[str]) -> Prediction:
         """Calibrated probabilities for `texts` (truncated to the version's max_length)."""
         base = self.bases[served.base_key]
-        enc = base.tokenizer(texts, padding=True, truncation=True, max_length=served.max_length,
-                             return_tensors="pt", return_overflowing_tokens=False,
-                             return_length=False)
-        lengths = [len(x) for x in base.tokenizer(texts, add_special_tokens=True)["input_ids"]]
         with base.lock:
+            # Inside the lock: a fast tokenizer keeps its padding/truncation settings in shared
+            # state, and concurrent requests tear each other's batches (found by the soak test).
+            enc = base.tokenizer(texts, padding=True, truncation=True,
+                                 max_length=served.max_length, return_tensors="pt",
+                                 return_overflowing_tokens=False, return_length=False)
+            lengths = [len(x) for x in base.tokenizer(texts, add_special_tokens=True)["input_ids"]]
             encoder = base.encoder
             if isinstance(encoder, PeftModel):
                 encoder.set_adapter(served.key)

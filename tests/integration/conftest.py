@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -12,23 +13,32 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from tests.conftest import service_url
+from tests.integration.faults import FAST, JobLog
 from tests.support import Stack, make_env
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
+@contextmanager
+def fresh_database() -> Iterator[str]:
     """A new, empty database on the test PostgreSQL server; dropped afterwards."""
     admin_url = service_url("TAILOR_TEST_DATABASE_URL")
     name = f"tailor_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    # pre-ping: fault tests restart the server, which kills pooled connections
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A new, empty database on the test PostgreSQL server; dropped afterwards."""
+    with fresh_database() as url:
+        yield url
 
 
 @pytest.fixture
@@ -55,3 +65,33 @@ def embedded_stack(tmp_path: Path) -> Iterator[Stack]:
     stack = Stack(home, make_env(home))
     yield stack
     stack.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_fault_api(tmp_path_factory: pytest.TempPathFactory
+                     ) -> Iterator[tuple[Stack, JobLog]]:
+    """One API process on its own database for a module of fault tests (starting it is the
+    slow part); short leases and fast sweeps for the workers the tests start."""
+    with fresh_database() as url:
+        home = tmp_path_factory.mktemp("faults") / "home"
+        home.mkdir()
+        broker = service_url("TAILOR_TEST_REDIS_URL")
+        stack = Stack(home, make_env(home, TAILOR_DATABASE_URL=url, TAILOR_BROKER_URL=broker,
+                                     **FAST))
+        stack.start_api()
+        log = JobLog(url)
+        yield stack, log
+        log.close()
+        stack.stop()
+
+
+@pytest.fixture
+def fault_stack(shared_fault_api: tuple[Stack, JobLog], redis_url: str
+                ) -> Iterator[tuple[Stack, JobLog]]:
+    """The module's API with an empty broker; the workers a test starts are stopped after it."""
+    stack, log = shared_fault_api
+    started = len(stack.procs)
+    yield stack, log
+    mine = Stack(stack.home, stack.env, procs=stack.procs[started:])
+    mine.stop()
+    del stack.procs[started:]

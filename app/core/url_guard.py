@@ -1,0 +1,51 @@
+"""Refuse ambiguous or unstorable URLs before any route sees them: NUL characters (PostgreSQL
+text cannot hold them; they would surface as a 500) and query parameters given twice (no route
+takes a list, and silently using the last one hides client bugs). Request bodies are checked
+by each service's validation.
+"""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import parse_qsl, unquote
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+NUL = "\x00"
+
+
+def url_problem(path: str, query: bytes) -> tuple[str, str] | None:
+    """Return (field, problem) for the first bad part of the URL, or None."""
+    if NUL in unquote(path):
+        return "path", "NUL characters are not allowed"
+    seen: set[str] = set()
+    for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        field = f"query.{name.replace(NUL, '')}"
+        if NUL in name or NUL in value:
+            return field, "NUL characters are not allowed"
+        if name in seen:
+            return field, "given more than once; send each parameter once"
+        seen.add(name)
+    return None
+
+
+class UrlGuardMiddleware:
+    """Answer 422 naming the parameter when the path or query string is refused."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            problem = url_problem(scope.get("path", ""), scope.get("query_string", b""))
+            if problem is not None:
+                field, message = problem
+                body = json.dumps({"error": {
+                    "code": "invalid", "message": f"{field}: {message}",
+                    "details": {"field": field}}}).encode()
+                await send({"type": "http.response.start", "status": 422,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)

@@ -1,0 +1,68 @@
+"""The reliability matrix: fault tests record what they injected, what held and their figures.
+
+Set TAILOR_RELIABILITY_REPORT to a markdown path (`make bench-reliability` does) and each
+fault test merges its row into <path>.json and rewrites the table; unset, nothing is written,
+so `make test` leaves the committed results alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REPORT_ENV = "TAILOR_RELIABILITY_REPORT"
+
+
+def record(number: int, scenario: str, injected: str, held: list[str],
+           figures: dict[str, Any]) -> None:
+    """Merge one scenario's row into the report (no-op unless TAILOR_RELIABILITY_REPORT)."""
+    target = os.environ.get(REPORT_ENV)
+    if not target:
+        return
+    md_path = Path(target)
+    json_path = md_path.with_suffix(".json")
+    data = json.loads(json_path.read_text()) if json_path.exists() else {"rows": {}}
+    data["rows"][str(number)] = {"scenario": scenario, "injected": injected, "held": held,
+                                 "figures": figures,
+                                 "recorded_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    data["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(),
+                       "python": platform.python_version()}
+    data["command"] = "make bench-reliability"
+    md_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    md_path.write_text(render(data))
+
+
+def _figures(figures: dict[str, Any]) -> str:
+    return "<br>".join(f"{k}: {v}" for k, v in figures.items())
+
+
+def render(data: dict[str, Any]) -> str:
+    """The markdown table of every recorded scenario, in scenario order."""
+    machine = data.get("machine", {})
+    lines = [
+        "# Reliability matrix",
+        "",
+        "Fault-injection tests on real processes (API and Celery workers as subprocesses, "
+        "PostgreSQL and Redis servers on loopback, SQLite + filesystem broker where noted). "
+        "Each row is written by the test that proves it, when run with "
+        f"`{data.get('command', 'make bench-reliability')}`; a failing assertion writes "
+        "no row. Leases are shortened for the tests (TAILOR_JOB_LEASE_SECONDS=5, sweeps "
+        "every second), so recovery times scale with those settings in production.",
+        "",
+        f"Machine: {machine.get('platform', '?')}, {machine.get('cpus', '?')} CPUs, "
+        f"Python {machine.get('python', '?')}, no GPU.",
+        "",
+        "| # | scenario | how injected | what held | figures |",
+        "|---|---|---|---|---|",
+    ]
+    for number in sorted(data["rows"], key=int):
+        row = data["rows"][number]
+        held = "<br>".join(f"✓ {h}" for h in row["held"])
+        lines.append(f"| {number} | {row['scenario']} | {row['injected']} | {held} | "
+                     f"{_figures(row['figures'])} |")
+    return "\n".join(lines) + "\n"
