@@ -83,9 +83,10 @@ def test_jobs_go_live_to_succeeded_and_the_model_page_classifies(stack: Stack, b
     assert still_same_page(browser), "the job page reloaded instead of updating live"
     assert browser.find_element(By.ID, "key-dialog").get_attribute("open") is None
     timeline = text(browser, "#timeline")
-    for step in ("queued", "annotate", "train", "evaluate"):
+    # The default (adaptive) strategy trains in phases: align -> easy -> full -> refine.
+    for step in ("queued", "annotate", "align", "full", "refine", "evaluate"):
         assert step in timeline, f"{step} missing from the phase timeline"
-    assert browser.find_elements(By.CSS_SELECTOR, "#phases figure[data-phase=train] svg")
+    assert browser.find_elements(By.CSS_SELECTOR, "#phases figure[data-phase=full] svg")
     assert browser.find_elements(By.CSS_SELECTOR, "#prompts meter")
     assert browser.find_elements(By.CSS_SELECTOR, "#confusion svg .cell")
     assert "crisis:1" in text(browser, "#status")

@@ -111,9 +111,11 @@ class Reporter:
     def __init__(self, callback: ProgressFn | None) -> None:
         self.callback = callback
         self._last = 0.0
+        self.state, self.phase, self.fraction = "annotating", "start", 0.0
 
     def __call__(self, state: str, phase: str, fraction: float,
                  metrics: dict[str, Any] | None = None) -> None:
+        self.state, self.phase, self.fraction = state, phase, fraction
         lo, hi = PROGRESS[state]
         overall = max(self._last, lo + (hi - lo) * min(1.0, max(0.0, fraction)))
         self._last = overall
@@ -153,12 +155,18 @@ def run(cfg: EngineConfig, data: DistillData, *, workdir: Path, cache_dir: Path,
 
     def on_texts(n: int) -> None:
         calls[0] += n
-        report("annotating", "annotate", 0.05 + 0.9 * min(1.0, calls[0] / expected))
+        if report.state == "annotating":
+            report("annotating", "annotate", 0.05 + 0.9 * min(1.0, calls[0] / expected))
+        else:  # the teacher answering during distillation (refine re-asks disagreements)
+            report(report.state, report.phase, report.fraction)
 
     timing: dict[str, float] = {}
 
     def load_teacher() -> HFTeacher | OpenAITeacher:
-        report("annotating", "load-teacher", 0.03)
+        if report.state == "annotating":
+            report("annotating", "load-teacher", 0.03)
+        else:
+            report(report.state, f"{report.phase}: load-teacher", report.fraction)
         started = time.perf_counter()
         teacher = (OpenAITeacher(teacher_uri) if is_openai_uri(teacher_uri)
                    else HFTeacher(teacher_src, torch_device))
