@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -44,10 +45,14 @@ class Settings(BaseSettings):
     job_lease_seconds: int = 120
     broker_timeout_seconds: float = 3.0
 
-    serving_max_loaded: int = Field(8, description="Student versions kept in memory (LRU).")
+    serving_max_loaded: int = Field(64, description="Student versions kept in memory (LRU).")
+    serving_memory_budget_mb: int = Field(
+        2048, description="MiB of served weights (bases + adapters + heads) before LRU eviction.")
     serving_max_batch: int = 32
     serving_max_wait_ms: float = 5.0
-    serving_max_queue: int = 1024
+    # Bounds the wait of an accepted text: ~max_queue / throughput (a few hundred texts/s on
+    # a 2-core CPU). Must fit one full request (max_classify_texts).
+    serving_max_queue: int = 256
 
     @field_validator("home", mode="after")
     @classmethod
@@ -63,6 +68,18 @@ class Settings(BaseSettings):
                 "set API keys or bind to 127.0.0.1"
             )
         return self
+
+    @model_validator(mode="after")
+    def _queue_fits_a_request(self) -> Settings:
+        if self.serving_max_queue < self.max_classify_texts:
+            raise ValueError("TAILOR_SERVING_MAX_QUEUE must be at least "
+                             "TAILOR_MAX_CLASSIFY_TEXTS, or the largest request is never served")
+        return self
+
+    @property
+    def serving_threads(self) -> int:
+        """Intra-op threads of the one model thread: all cores unless TAILOR_TORCH_THREADS."""
+        return self.torch_threads or os.cpu_count() or 1
 
     @property
     def db_url(self) -> str:

@@ -42,3 +42,14 @@ class MetricsMiddleware:
             route = getattr(scope.get("route"), "path", "unmatched")
             REQUESTS.labels(scope["method"], route, str(status[0])).inc()
             LATENCY.labels(scope["method"], route).observe(time.perf_counter() - started)
+SERVING_VERSIONS = Gauge("tailor_serving_loaded_versions", "Student versions loaded for serving",
+                         registry=REGISTRY)
+SERVING_BYTES = Gauge("tailor_serving_model_bytes",
+                      "Bytes of model weights loaded for serving (bases + adapters + heads)",
+                      registry=REGISTRY)
+SERVING_QUEUE = Gauge("tailor_serving_queued_texts", "Texts waiting for a micro-batch",
+                      registry=REGISTRY)
+SERVING_BATCH = Histogram("tailor_serving_batch_texts", "Texts per forward pass",
+                          registry=REGISTRY, buckets=(1, 2, 4, 8, 16, 32, 64, 128))
+SERVING_REJECTED = Counter("tailor_serving_rejected_total",
+                           "/classify requests refused with 429 (queue full)", registry=REGISTRY)

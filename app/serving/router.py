@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from starlette.concurrency import run_in_threadpool
 
 from app.core.deps import ClassifyScope
 from app.serving import service
@@ -15,6 +14,8 @@ router = APIRouter(tags=["serving"])
 
 
 @router.post("/classify", response_model=ClassifyOut,
-             summary="Classify texts with a registered student (name, name:v or name@alias)")
+             summary="Classify texts with a registered student (name, name:v or name@alias)",
+             responses={429: {"description": "The serving queue is full; see Retry-After"}})
 async def classify(body: ClassifyIn, request: Request, _: ClassifyScope) -> Any:
-    return await run_in_threadpool(service.classify, request.app.state.pool, body)
+    state = request.app.state
+    return await service.classify(state.pool, state.batcher, body)

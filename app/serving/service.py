@@ -1,16 +1,21 @@
-"""Classification: check the request, resolve the model reference, run the pool, shape results."""
+"""Classification: check the request, resolve the model reference, queue it, shape results."""
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from anyio import to_thread
 
 from app.core.config import get_settings
 from app.core.db import session_scope
 from app.core.errors import Invalid, PayloadTooLarge
+from app.ops.metrics import CLASSIFIED
 from app.registry.service import resolve_ref
-from app.serving.pool import ModelPool
+from app.serving.batcher import MicroBatcher
+from app.serving.pool import Encoded, ModelPool, Served
 from app.serving.schemas import ClassifyIn
 
 DEFAULT_MULTI_THRESHOLD = 0.5
@@ -30,18 +35,44 @@ def check_request(body: ClassifyIn) -> None:
                           f"{settings.max_text_chars}")
 
 
-def classify(pool: ModelPool, body: ClassifyIn) -> dict[str, Any]:
-    """Classify `body.texts` with the referenced model version."""
-    check_request(body)
+@dataclass
+class Prepared:
+    name: str
+    version: int
+    served: Served  # pinned: whoever holds a Prepared releases it or hands it to the batcher
+    encoded: Encoded
+
+
+def prepare(pool: ModelPool, body: ClassifyIn) -> Prepared:
+    """Resolve the reference, load (or find) the version and tokenize the texts."""
     with session_scope() as db:
         row = resolve_ref(db=db, ref=body.model)
         key, path, files = row.ref, row.artifact_path, dict(row.files)
         name, version = row.model_name, row.version
-    served = pool.get(key, path, files)
-    pred = pool.predict(served, body.texts)
+    served = pool.acquire(key, path, files)
+    try:
+        return Prepared(name, version, served, pool.encode(served, body.texts))
+    except BaseException:
+        pool.release(served)
+        raise
+
+
+async def classify(pool: ModelPool, batcher: MicroBatcher, body: ClassifyIn) -> dict[str, Any]:
+    """Classify `body.texts` with the referenced model version, micro-batched."""
+    check_request(body)
+    batcher.admit(len(body.texts))  # refuse before any database or tokenizer work
+    prepared = await to_thread.run_sync(prepare, pool, body)
+    try:
+        future = batcher.submit(prepared.served, prepared.encoded.ids)
+    except BaseException:
+        pool.release(prepared.served)
+        raise
+    probs = await asyncio.wrap_future(future)
+    served = prepared.served
+    CLASSIFIED.labels(prepared.name).inc(len(probs))
     results = [_result(p, served.labels, served.multi_label, body.threshold, body.top_k, trunc)
-               for p, trunc in zip(pred.probs, pred.truncated, strict=True)]
-    return {"model": name, "version": version, "results": results}
+               for p, trunc in zip(probs, prepared.encoded.truncated, strict=True)]
+    return {"model": prepared.name, "version": prepared.version, "results": results}
 
 
 def _result(probs: np.ndarray, labels: list[str], multi: bool, threshold: float | None,

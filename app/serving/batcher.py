@@ -1,0 +1,193 @@
+"""The micro-batcher: texts from concurrent /classify requests share forward passes.
+
+One thread runs the model. A batch starts when `max_batch` texts wait or the oldest has
+waited `max_wait_ms`; it takes texts of one base model in arrival order (versions may mix),
+sorts them by length and splits them where padding would grow past PAD_SLACK, so short texts
+do not pay for long ones. The queue is bounded in texts: a request that does not fit is
+refused at once with 429 and a Retry-After estimated from the measured throughput.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from app.core.errors import Overloaded, Unavailable
+from app.ops.metrics import SERVING_BATCH, SERVING_QUEUE, SERVING_REJECTED
+from app.serving.pool import ModelPool, Served
+
+log = logging.getLogger(__name__)
+# A chunk may hold up to 25% padding tokens before it is split; smaller chunks than
+# MIN_CHUNK cost more in per-call overhead than the padding they save.
+PAD_SLACK = 1.25
+MIN_CHUNK = 8
+THROUGHPUT_SMOOTHING = 0.2  # weight of the newest batch in the texts/s estimate
+
+
+@dataclass
+class Pending:
+    """One request: its version, its rows' results as they arrive, its future."""
+
+    served: Served
+    probs: list[np.ndarray | None]
+    remaining: int
+    future: Future[list[np.ndarray]]
+
+
+@dataclass
+class Item:
+    pending: Pending
+    index: int
+    ids: list[int]
+    enqueued: float
+
+
+def chunks(items: list[Item]) -> list[list[Item]]:
+    """Split length-sorted items where padding would exceed PAD_SLACK of the real tokens."""
+    out: list[list[Item]] = []
+    current: list[Item] = []
+    tokens = 0
+    for item in items:
+        n = len(item.ids)
+        if len(current) >= MIN_CHUNK and n * (len(current) + 1) > PAD_SLACK * (tokens + n):
+            out.append(current)
+            current, tokens = [], 0
+        current.append(item)
+        tokens += n
+    if current:
+        out.append(current)
+    return out
+
+
+class MicroBatcher:
+    """Queue + one model thread.
+
+    Args:
+        pool: the loaded versions.
+        max_batch: texts per batch at most.
+        max_wait_ms: how long the oldest text may wait for the batch to fill.
+        max_queue: texts queued at most; more are refused with 429.
+        threads: torch intra-op threads for the model thread (the only one running torch).
+    """
+
+    def __init__(self, pool: ModelPool, *, max_batch: int, max_wait_ms: float, max_queue: int,
+                 threads: int) -> None:
+        self.pool, self.max_batch, self.max_queue = pool, max_batch, max_queue
+        self.max_wait, self.threads = max_wait_ms / 1000, threads
+        self.throughput = 0.0  # texts per second, smoothed; 0 until the first batch
+        self._items: deque[Item] = deque()
+        self._cond = threading.Condition()
+        self._running = False
+        self._thread: threading.Thread | None = None
+
+    @property
+    def queued(self) -> int:
+        return len(self._items)
+
+    def start(self) -> None:
+        torch.set_num_threads(self.threads)
+        self._running = True
+        self._thread = threading.Thread(target=self._loop, name="tailor-batcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._running = False
+            self._cond.notify_all()
+            left, self._items = list(self._items), deque()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        self._fail(left, Unavailable("the server is shutting down", code="shutting_down"))
+
+    def admit(self, n: int) -> None:
+        """Raise Overloaded when `n` more texts would not fit in the queue."""
+        if self.queued + n > self.max_queue:
+            SERVING_REJECTED.inc()
+            wait = self.queued / self.throughput if self.throughput else 1.0
+            raise Overloaded(f"the serving queue is full ({self.queued} texts waiting, limit "
+                             f"{self.max_queue}); retry shortly", retry_after=wait)
+
+    def submit(self, served: Served, ids: list[list[int]]) -> Future[list[np.ndarray]]:
+        """Queue one request's texts; the future gets their probabilities, in order.
+
+        Takes over the caller's pin on `served` (released when the request is answered).
+        """
+        future: Future[list[np.ndarray]] = Future()
+        pending = Pending(served, [None] * len(ids), len(ids), future)
+        now = time.monotonic()
+        with self._cond:
+            if not self._running:
+                raise Unavailable("the server is shutting down", code="shutting_down")
+            self.admit(len(ids))
+            self._items.extend(Item(pending, i, x, now) for i, x in enumerate(ids))
+            SERVING_QUEUE.set(len(self._items))
+            self._cond.notify()
+        return future
+
+    def _loop(self) -> None:
+        while True:
+            batch = self._take()
+            if batch is None:
+                return
+            started = time.perf_counter()
+            for chunk in chunks(sorted(batch, key=lambda it: len(it.ids))):
+                self._run(chunk)
+            rate = len(batch) / max(time.perf_counter() - started, 1e-6)
+            self.throughput = (rate if not self.throughput else
+                               (1 - THROUGHPUT_SMOOTHING) * self.throughput
+                               + THROUGHPUT_SMOOTHING * rate)
+
+    def _take(self) -> list[Item] | None:
+        with self._cond:
+            while self._running and not self._items:
+                self._cond.wait()
+            if not self._running:
+                return None
+            deadline = self._items[0].enqueued + self.max_wait
+            while self._running and len(self._items) < self.max_batch:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            if not self._running:
+                return None
+            base = self._items[0].pending.served.base_key
+            batch: list[Item] = []
+            rest: deque[Item] = deque()
+            for item in self._items:
+                if len(batch) < self.max_batch and item.pending.served.base_key == base:
+                    batch.append(item)
+                else:
+                    rest.append(item)
+            self._items = rest
+            SERVING_QUEUE.set(len(rest))
+            return batch
+
+    def _run(self, chunk: list[Item]) -> None:
+        SERVING_BATCH.observe(len(chunk))
+        try:
+            probs = self.pool.forward([(it.pending.served, it.ids) for it in chunk])
+        except Exception as exc:  # a bug: answer these requests with 500, keep serving others
+            log.exception("forward pass failed")
+            self._fail(chunk, exc)
+            return
+        for item, p in zip(chunk, probs, strict=True):
+            pending = item.pending
+            pending.probs[item.index] = p
+            pending.remaining -= 1
+            if pending.remaining == 0 and not pending.future.done():
+                self.pool.release(pending.served)
+                pending.future.set_result([x for x in pending.probs if x is not None])
+
+    def _fail(self, items: list[Item], exc: BaseException) -> None:
+        for item in items:
+            if not item.pending.future.done():
+                self.pool.release(item.pending.served)
+                item.pending.future.set_exception(exc)
