@@ -85,7 +85,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.batcher = MicroBatcher(
         app.state.pool, max_batch=settings.serving_max_batch,
         max_wait_ms=settings.serving_max_wait_ms, max_queue=settings.serving_max_queue,
-        threads=settings.serving_threads)
+        max_queue_delay_ms=settings.serving_max_queue_delay_ms, threads=settings.serving_threads)
     app.state.batcher.start()
     yield
     app.state.batcher.stop()

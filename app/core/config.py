@@ -50,9 +50,10 @@ class Settings(BaseSettings):
         2048, description="MiB of served weights (bases + adapters + heads) before LRU eviction.")
     serving_max_batch: int = 32
     serving_max_wait_ms: float = 5.0
-    # Bounds the wait of an accepted text: ~max_queue / throughput (a few hundred texts/s on
-    # a 2-core CPU). Must fit one full request (max_classify_texts).
-    serving_max_queue: int = 256
+    serving_max_queue: int = Field(1024, description="Queued texts at most (429 beyond); at "
+                                   "least max_classify_texts, so any request can be served.")
+    # Whatever the hardware, an accepted text waits about this long at most before its batch.
+    serving_max_queue_delay_ms: float = 500.0
 
     @field_validator("home", mode="after")
     @classmethod
@@ -78,8 +79,12 @@ class Settings(BaseSettings):
 
     @property
     def serving_threads(self) -> int:
-        """Intra-op threads of the one model thread: all cores unless TAILOR_TORCH_THREADS."""
-        return self.torch_threads or os.cpu_count() or 1
+        """Intra-op threads of the one serving model thread (TAILOR_TORCH_THREADS if set).
+
+        By default all cores but one: the event loop, JSON and tokenisation need a core, and
+        OpenMP threads that lose their core to another process stall every parallel region.
+        """
+        return self.torch_threads or max(1, (os.cpu_count() or 1) - 1)
 
     @property
     def db_url(self) -> str:

@@ -3,8 +3,9 @@
 One thread runs the model. A batch starts when `max_batch` texts wait or the oldest has
 waited `max_wait_ms`; it takes texts of one base model in arrival order (versions may mix),
 sorts them by length and splits them where padding would grow past PAD_SLACK, so short texts
-do not pay for long ones. The queue is bounded in texts: a request that does not fit is
-refused at once with 429 and a Retry-After estimated from the measured throughput.
+do not pay for long ones. The queue is bounded twice: in texts, and in the time its texts
+would wait at the measured throughput. A request past either bound is refused at once with
+429 and a Retry-After from that estimate, so overload never turns into unbounded waiting.
 """
 
 from __future__ import annotations
@@ -74,13 +75,16 @@ class MicroBatcher:
         max_batch: texts per batch at most.
         max_wait_ms: how long the oldest text may wait for the batch to fill.
         max_queue: texts queued at most; more are refused with 429.
+        max_queue_delay_ms: refuse new texts while the queued ones need longer than this to
+            clear at the measured throughput.
         threads: torch intra-op threads for the model thread (the only one running torch).
     """
 
     def __init__(self, pool: ModelPool, *, max_batch: int, max_wait_ms: float, max_queue: int,
-                 threads: int) -> None:
+                 max_queue_delay_ms: float, threads: int) -> None:
         self.pool, self.max_batch, self.max_queue = pool, max_batch, max_queue
-        self.max_wait, self.threads = max_wait_ms / 1000, threads
+        self.max_wait, self.max_delay = max_wait_ms / 1000, max_queue_delay_ms / 1000
+        self.threads = threads
         self.throughput = 0.0  # texts per second, smoothed; 0 until the first batch
         self._items: deque[Item] = deque()
         self._cond = threading.Condition()
@@ -108,11 +112,12 @@ class MicroBatcher:
 
     def admit(self, n: int) -> None:
         """Raise Overloaded when `n` more texts would not fit in the queue."""
-        if self.queued + n > self.max_queue:
+        queued = self.queued
+        delay = queued / self.throughput if self.throughput else 0.0
+        if queued + n > self.max_queue or delay > self.max_delay:
             SERVING_REJECTED.inc()
-            wait = self.queued / self.throughput if self.throughput else 1.0
-            raise Overloaded(f"the serving queue is full ({self.queued} texts waiting, limit "
-                             f"{self.max_queue}); retry shortly", retry_after=wait)
+            raise Overloaded(f"the serving queue is full ({queued} texts waiting, about "
+                             f"{delay:.1f} s of work); retry shortly", retry_after=delay)
 
     def submit(self, served: Served, ids: list[list[int]]) -> Future[list[np.ndarray]]:
         """Queue one request's texts; the future gets their probabilities, in order.

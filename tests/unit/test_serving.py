@@ -208,3 +208,22 @@ def test_a_full_queue_answers_429_at_once_and_recovers(small_queue, client, tiny
     assert [a["results"] for a in answers] == [expected, expected]
     assert _classify(client, "crisis")["results"] == expected  # serving again
     assert pool.served["crisis:1"].pins == 0
+
+
+def test_the_queue_is_also_bounded_by_the_time_it_needs_to_clear(client, tiny_models):
+    from app.core.errors import Overloaded
+    from app.serving.batcher import MicroBatcher
+
+    register_tiny(tiny_models[1], seed=1)
+    pool = client.app.state.pool
+    served = pool.acquire(*_row("crisis", 1))
+    batcher = MicroBatcher(pool, max_batch=8, max_wait_ms=5, max_queue=1000,
+                           max_queue_delay_ms=500, threads=1)  # not started: nothing drains
+    batcher._running, batcher.throughput = True, 10.0  # as if measured: 10 texts/s
+    batcher.submit(served, [[1, 2]] * 6)  # 0.6 s of work queued, over the 0.5 s bound
+    with pytest.raises(Overloaded) as refused:
+        batcher.submit(served, [[1, 2]])
+    assert refused.value.headers["Retry-After"] == "1" and batcher.queued == 6
+    batcher.throughput = 100.0  # faster model: the same queue clears in 60 ms
+    batcher.submit(served, [[1, 2]])
+    assert batcher.queued == 7
