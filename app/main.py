@@ -26,6 +26,7 @@ from app.ops.router import router as ops_router
 from app.registry.router import router as registry_router
 from app.serving.batcher import MicroBatcher
 from app.serving.pool import ModelPool
+from app.serving.refs import RefCache
 from app.serving.router import router as serving_router
 
 log = logging.getLogger("tailor")
@@ -86,6 +87,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.pool, max_batch=settings.serving_max_batch,
         max_wait_ms=settings.serving_max_wait_ms, max_queue=settings.serving_max_queue,
         max_queue_delay_ms=settings.serving_max_queue_delay_ms, threads=settings.serving_threads)
+    app.state.refs = RefCache(settings.serving_ref_cache_seconds)
     app.state.batcher.start()
     yield
     app.state.batcher.stop()

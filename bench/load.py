@@ -8,6 +8,7 @@ overloaded server shows up as queueing or refusals rather than as a slower clien
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -93,7 +94,39 @@ def summarise(samples: list[Sample], wall: float) -> dict[str, Any]:
     """Throughput of successful requests and their latency percentiles."""
     ok = [s.latency for s in samples if s.status == 200]
     return {"requests": len(samples), "ok": len(ok),
-            "errors": sum(1 for s in samples if s.status != 200),
+            "refused_429": sum(1 for s in samples if s.status == 429),
+            "errors": sum(1 for s in samples if s.status not in (200, 429)),
             "seconds": round(wall, 2), "throughput_rps": round(len(ok) / wall, 2),
             "p50_ms": percentile_ms(ok, 50), "p95_ms": percentile_ms(ok, 95),
             "p99_ms": percentile_ms(ok, 99)}
+
+
+BUCKET = re.compile(r'^tailor_http_request_seconds_bucket\{(?P<labels>[^}]*)\} (?P<n>\S+)$')
+
+
+def server_buckets(metrics_text: str, route: str, status: int) -> dict[float, float]:
+    """Cumulative counts per latency bucket (seconds) the server recorded for route+status."""
+    out: dict[float, float] = {}
+    for line in metrics_text.splitlines():
+        m = BUCKET.match(line)
+        if not m:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group("labels")))
+        if labels.get("route") == route and labels.get("status") == str(status):
+            out[float(labels["le"])] = float(m.group("n"))
+    return out
+
+
+def server_side(before: str, after: str, route: str, status: int) -> dict[str, Any]:
+    """Server-measured latency of the requests between two /metrics scrapes: count, share
+    within 50 ms, and the bucket bounds that hold the median and the 99th percentile."""
+    b0, b1 = server_buckets(before, route, status), server_buckets(after, route, status)
+    counts = {le: n - b0.get(le, 0.0) for le, n in sorted(b1.items())}
+    total = counts.get(float("inf"), 0.0)
+
+    def bound(q: float) -> float | None:
+        return next((le * 1000 for le, n in counts.items() if total and n >= q * total), None)
+
+    return {"count": int(total),
+            "share_within_50ms": round(counts.get(0.05, 0.0) / total, 4) if total else None,
+            "p50_at_most_ms": bound(0.5), "p99_at_most_ms": bound(0.99)}

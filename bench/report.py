@@ -45,12 +45,20 @@ def targets(r: dict[str, Any]) -> dict[str, Any]:
         "extra_version_share_of_base": {
             "value": mem["per_extra_version_share_of_base_rss"], "target": "<= 0.05 (RSS)",
             "met": mem["per_extra_version_share_of_base_rss"] <= 0.05},
-        "overload_429_p99_ms": {"value": over["refused_p99_ms"], "target": "<= 50",
-                                "met": over["refused_p99_ms"] is not None
-                                and over["refused_p99_ms"] <= 50},
+        "overload_429_p99_ms_server_side": {
+            "value": over["server_side_429"]["p99_at_most_ms"], "target": "<= 50",
+            "met": (over["server_side_429"]["p99_at_most_ms"] or 1e9) <= 50},
+        "overload_429_p99_ms_client_side": {
+            "value": over["refused_p99_ms"], "target": "<= 50",
+            "met": over["refused_p99_ms"] is not None and over["refused_p99_ms"] <= 50},
         "overload_no_5xx": {"value": over["status_5xx"], "target": "0",
                             "met": over["status_5xx"] == 0},
     }
+
+
+def _server(s: dict[str, Any]) -> str:
+    return (f"{s['count']} requests, {100 * (s['share_within_50ms'] or 0):.1f}% within 50 ms, "
+            f"p50 <= {s['p50_at_most_ms']} ms, p99 <= {s['p99_at_most_ms']} ms")
 
 
 def _markdown(r: dict[str, Any]) -> str:
@@ -61,13 +69,14 @@ def _markdown(r: dict[str, Any]) -> str:
              f"Load average before: {m['load_avg']}; after: {r['machine_after']['load_avg']}.",
              "", "One text per request, texts from the disaster-response test split; each "
              "point runs for a fixed time after a 2 s warm-up.", "",
-             "| system | concurrency | req/s | p50 ms | p95 ms | p99 ms | errors | load 1m |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| system | concurrency | req/s | p50 ms | p95 ms | p99 ms | 429 | errors | "
+             "req per server CPU-s | load 1m |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, points in r["throughput"].items():
         for c, p in points.items():
             lines.append(f"| {name} | {c} | {p['throughput_rps']} | {p['p50_ms']} | "
-                         f"{p['p95_ms']} | {p['p99_ms']} | {p['errors']} | "
-                         f"{p['load_avg_1m']:.2f} |")
+                         f"{p['p95_ms']} | {p['p99_ms']} | {p['refused_429']} | "
+                         f"{p['errors']} | {p['ok_per_cpu_s']} | {p['load_avg_1m']:.2f} |")
     mem = r["memory"]
     lines += ["", "## Memory (one Tailor process, versions of one base)", "",
               "| versions loaded | RSS MiB | weights MiB (pool accounting) |", "|---|---|---|"]
@@ -85,9 +94,14 @@ def _markdown(r: dict[str, Any]) -> str:
               f"{o['accepted']} accepted, {o['refused_429']} refused with 429 "
               f"({100 * o['share_429']:.1f}%), {o['status_5xx']} 5xx, "
               f"{o['transport_errors']} transport errors.",
-              f"429 latency p50/p99/max: {o['refused_p50_ms']} / {o['refused_p99_ms']} / "
-              f"{o['refused_max_ms']} ms. Accepted p50/p99: {o['accepted_p50_ms']} / "
-              f"{o['accepted_p99_ms']} ms.",
+              f"Client-side 429 latency p50/p99/max: {o['refused_p50_ms']} / "
+              f"{o['refused_p99_ms']} / {o['refused_max_ms']} ms; accepted p50/p99: "
+              f"{o['accepted_p50_ms']} / {o['accepted_p99_ms']} ms.",
+              f"Server-side (Prometheus histogram, from the app receiving the request to its "
+              f"response): 429s {_server(o['server_side_429'])}; accepted "
+              f"{_server(o['server_side_200'])}. The difference to the client-side numbers is "
+              "time in the client and the kernel before the app sees the request: the load "
+              "generator shares the 2 cores with the server and with other engineers' jobs.",
               f"Recovery (c=8 for 5 s right after): {o['recovery_c8']['ok']} ok, "
               f"{o['recovery_c8']['errors']} errors, p99 {o['recovery_c8']['p99_ms']} ms.", "",
               "## Targets", "", "| target | value | wanted | met |", "|---|---|---|---|"]

@@ -30,7 +30,13 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.load import closed_loop, open_loop, percentile_ms, summarise  # noqa: E402
+from bench.load import (  # noqa: E402
+    closed_loop,
+    open_loop,
+    percentile_ms,
+    server_side,
+    summarise,
+)
 from bench.report import machine, write_report  # noqa: E402
 
 CONCURRENCY = (1, 8, 32)
@@ -129,6 +135,11 @@ class Server:
                 return int(line.split()[1]) / 1024
         raise RuntimeError("no VmRSS")
 
+    def cpu_seconds(self) -> float:
+        """CPU time the server process used so far (all its threads, user + system)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         self.proc.terminate()
         try:
@@ -143,10 +154,16 @@ def throughput(server: Server, texts: list[str], body: Any, seconds: float) -> d
     for c in CONCURRENCY:
         asyncio.run(closed_loop(server.url, "/classify", texts, body, concurrency=c,
                                 seconds=2, max_requests=MAX_REQUESTS))
+        cpu = server.cpu_seconds()
         samples, wall = asyncio.run(closed_loop(server.url, "/classify", texts, body,
                                                 concurrency=c, seconds=seconds,
                                                 max_requests=MAX_REQUESTS))
-        out[str(c)] = {**summarise(samples, wall), "load_avg_1m": os.getloadavg()[0]}
+        cpu = server.cpu_seconds() - cpu
+        stats = summarise(samples, wall)
+        # Requests per CPU-second of the server: what the machine's load cannot distort much.
+        out[str(c)] = {**stats, "server_cpu_s": round(cpu, 2),
+                       "ok_per_cpu_s": round(stats["ok"] / max(cpu, 1e-9), 2),
+                       "load_avg_1m": round(os.getloadavg()[0], 2)}
         print(f"  {server.name} c={c}: {out[str(c)]}", flush=True)
     return out
 
@@ -184,13 +201,16 @@ def memory(server: Server, model: str) -> dict[str, Any]:
 
 def overload(server: Server, texts: list[str], body: Any, capacity: float) -> dict[str, Any]:
     rate = OVERLOAD_FACTOR * capacity
+    before = httpx.get(f"{server.url}/metrics").text
     samples, skipped = asyncio.run(open_loop(server.url, "/classify", texts, body, rate=rate,
                                              seconds=OVERLOAD_SECONDS, max_outstanding=2000))
+    after = httpx.get(f"{server.url}/metrics").text
     ok = [s.latency for s in samples if s.status == 200]
     refused = [s.latency for s in samples if s.status == 429]
     time.sleep(2)
-    after, wall = asyncio.run(closed_loop(server.url, "/classify", texts, body, concurrency=8,
-                                          seconds=5, max_requests=MAX_REQUESTS))
+    recovery, wall = asyncio.run(closed_loop(server.url, "/classify", texts, body,
+                                             concurrency=8, seconds=5,
+                                             max_requests=MAX_REQUESTS))
     return {"offered_rps": round(rate, 1), "seconds": OVERLOAD_SECONDS, "sent": len(samples),
             "not_sent_client_bound": skipped, "accepted": len(ok), "refused_429": len(refused),
             "share_429": round(len(refused) / max(1, len(samples)), 4),
@@ -200,7 +220,9 @@ def overload(server: Server, texts: list[str], body: Any, capacity: float) -> di
             "refused_p50_ms": percentile_ms(refused, 50),
             "refused_p99_ms": percentile_ms(refused, 99),
             "refused_max_ms": percentile_ms(refused, 100),
-            "recovery_c8": summarise(after, wall)}
+            "server_side_429": server_side(before, after, "/classify", 429),
+            "server_side_200": server_side(before, after, "/classify", 200),
+            "recovery_c8": summarise(recovery, wall)}
 
 
 def main() -> None:

@@ -46,15 +46,18 @@ def get_card(name: NamePath, version: int, db: SessionDep, _: ClassifyScope) -> 
 def archive(name: NamePath, version: int, request: Request, db: SessionDep,
             _: AdminScope) -> Any:
     row = service.set_archived(db=db, name=name, version=version, archived=True)
+    request.app.state.refs.clear()  # /classify must stop resolving to it now
     request.app.state.pool.evict(row.ref)
     return service.version_detail(row)
 
 
 @router.post("/{name}/versions/{version}/unarchive", response_model=VersionDetail,
              summary="Make an archived version listable and aliasable again")
-def unarchive(name: NamePath, version: int, db: SessionDep, _: AdminScope) -> Any:
-    return service.version_detail(
-        service.set_archived(db=db, name=name, version=version, archived=False))
+def unarchive(name: NamePath, version: int, request: Request, db: SessionDep,
+              _: AdminScope) -> Any:
+    row = service.set_archived(db=db, name=name, version=version, archived=False)
+    request.app.state.refs.clear()
+    return service.version_detail(row)
 
 
 @router.put("/{name}/aliases/{alias}", response_model=AliasOut,
@@ -66,4 +69,6 @@ def set_alias(name: NamePath, alias: Annotated[str, Path(max_length=64)], body: 
     def warm(row: ModelVersion) -> None:
         pool.warm(row.ref, row.artifact_path, dict(row.files))
 
-    return service.set_alias(db=db, name=name, alias=alias, version=body.version, warm=warm)
+    moved = service.set_alias(db=db, name=name, alias=alias, version=body.version, warm=warm)
+    request.app.state.refs.clear()  # the next request through the alias gets the new version
+    return moved

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from app.core.errors import Conflict, Invalid, NotFound
 from app.models import Job, ModelAlias, ModelVersion, RegisteredModel
@@ -19,6 +19,9 @@ from app.registry.card import render_card
 MODEL_REF = re.compile(r"^(?P<name>[a-z0-9][a-z0-9_.\-]{0,63})"
                        r"(?::(?P<version>\d+)|@(?P<alias>[A-Za-z0-9_.\-]{1,64}))?$")
 ALIAS_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")
+# /classify resolves a reference per request: leave the large JSON columns unread.
+SERVING_ONLY = (defer(ModelVersion.metrics), defer(ModelVersion.lineage),
+                defer(ModelVersion.card))
 
 
 def register_version(*, db: Session, job_id: str, name: str, result: Any,
@@ -85,10 +88,11 @@ def get_model(*, db: Session, name: str, include_archived: bool = False) -> dict
             "versions": [version_summary(v) for v in (versions if include_archived else live)]}
 
 
-def get_version(*, db: Session, name: str, version: int) -> ModelVersion:
+def get_version(*, db: Session, name: str, version: int, options: Sequence[Any] = ()
+                ) -> ModelVersion:
     """One version, archived or not (404 when it does not exist)."""
-    row = db.scalar(select(ModelVersion).where(ModelVersion.model_name == name,
-                                               ModelVersion.version == version))
+    row = db.scalar(select(ModelVersion).options(*options).where(
+        ModelVersion.model_name == name, ModelVersion.version == version))
     if row is None:
         if db.get(RegisteredModel, name) is None:
             raise NotFound(f"no model named {name!r}", code="model_not_found")
@@ -103,7 +107,8 @@ def resolve_ref(*, db: Session, ref: str) -> ModelVersion:
         raise Invalid("model", f"{ref!r} is not a model reference (name, name:3 or name@alias)")
     name = match.group("name")
     if match.group("version"):
-        row = get_version(db=db, name=name, version=int(match.group("version")))
+        row = get_version(db=db, name=name, version=int(match.group("version")),
+                          options=SERVING_ONLY)
         if row.archived:
             raise Conflict(f"{row.ref} is archived; serve it through an alias or unarchive it",
                            code="version_archived")
@@ -113,9 +118,9 @@ def resolve_ref(*, db: Session, ref: str) -> ModelVersion:
         if alias is None:
             raise NotFound(f"model {name!r} has no alias {match.group('alias')!r}",
                            code="alias_not_found")
-        return get_version(db=db, name=name, version=alias.version)
-    latest = db.scalar(select(ModelVersion).where(ModelVersion.model_name == name,
-                                                  ModelVersion.archived.is_(False))
+        return get_version(db=db, name=name, version=alias.version, options=SERVING_ONLY)
+    latest = db.scalar(select(ModelVersion).options(*SERVING_ONLY)
+                       .where(ModelVersion.model_name == name, ModelVersion.archived.is_(False))
                        .order_by(ModelVersion.version.desc()).limit(1))
     if latest is None:
         running = db.scalar(select(Job).where(Job.name == name,

@@ -2,10 +2,13 @@
 
 One thread runs the model. A batch starts when `max_batch` texts wait or the oldest has
 waited `max_wait_ms`; it takes texts of one base model in arrival order (versions may mix),
-sorts them by length and splits them where padding would grow past PAD_SLACK, so short texts
-do not pay for long ones. The queue is bounded twice: in texts, and in the time its texts
-would wait at the measured throughput. A request past either bound is refused at once with
-429 and a Retry-After from that estimate, so overload never turns into unbounded waiting.
+tokenizes them, sorts them by length and splits them where padding would grow past
+PAD_SLACK, so short texts do not pay for long ones. Tokenizing here keeps that work off the
+event loop and out of the request threads.
+
+The queue is bounded twice: in texts, and in the time its texts would wait at the measured
+throughput. A request past either bound is refused at once with 429 and a Retry-After from
+that estimate, so overload never turns into unbounded waiting.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -32,22 +35,27 @@ MIN_CHUNK = 8
 THROUGHPUT_SMOOTHING = 0.2  # weight of the newest batch in the texts/s estimate
 
 
+Result = list[tuple[np.ndarray, bool]]  # per text: calibrated probabilities, truncated
+
+
 @dataclass
 class Pending:
-    """One request: its version, its rows' results as they arrive, its future."""
+    """One request: its version, its texts' results as they arrive, its future."""
 
     served: Served
-    probs: list[np.ndarray | None]
+    results: list[tuple[np.ndarray, bool] | None]
     remaining: int
-    future: Future[list[np.ndarray]]
+    future: Future[Result]
 
 
 @dataclass
 class Item:
     pending: Pending
     index: int
-    ids: list[int]
+    text: str
     enqueued: float
+    ids: list[int] = field(default_factory=list)  # filled by the model thread
+    truncated: bool = False
 
 
 def chunks(items: list[Item]) -> list[list[Item]]:
@@ -87,13 +95,15 @@ class MicroBatcher:
         self.threads = threads
         self.throughput = 0.0  # texts per second, smoothed; 0 until the first batch
         self._items: deque[Item] = deque()
+        self._reserved = 0  # texts admitted whose request is still resolving and tokenizing
         self._cond = threading.Condition()
         self._running = False
         self._thread: threading.Thread | None = None
 
     @property
     def queued(self) -> int:
-        return len(self._items)
+        """Texts waiting for the model, including admitted ones not yet submitted."""
+        return len(self._items) + self._reserved
 
     def start(self) -> None:
         torch.set_num_threads(self.threads)
@@ -111,27 +121,38 @@ class MicroBatcher:
         self._fail(left, Unavailable("the server is shutting down", code="shutting_down"))
 
     def admit(self, n: int) -> None:
-        """Raise Overloaded when `n` more texts would not fit in the queue."""
-        queued = self.queued
-        delay = queued / self.throughput if self.throughput else 0.0
-        if queued + n > self.max_queue or delay > self.max_delay:
-            SERVING_REJECTED.inc()
-            raise Overloaded(f"the serving queue is full ({queued} texts waiting, about "
-                             f"{delay:.1f} s of work); retry shortly", retry_after=delay)
+        """Reserve room for `n` texts, or raise Overloaded at once when they do not fit.
 
-    def submit(self, served: Served, ids: list[list[int]]) -> Future[list[np.ndarray]]:
-        """Queue one request's texts; the future gets their probabilities, in order.
+        Admitting before the request is resolved and tokenized bounds that stage too. Every
+        admit is followed by one `submit` of the `n` texts or one `cancel(n)`.
+        """
+        with self._cond:
+            queued = self.queued
+            delay = queued / self.throughput if self.throughput else 0.0
+            if queued + n > self.max_queue or delay > self.max_delay:
+                SERVING_REJECTED.inc()
+                raise Overloaded(f"the serving queue is full ({queued} texts waiting, about "
+                                 f"{delay:.1f} s of work); retry shortly", retry_after=delay)
+            self._reserved += n
+
+    def cancel(self, n: int) -> None:
+        """Give back an admitted reservation whose request failed before `submit`."""
+        with self._cond:
+            self._reserved -= n
+
+    def submit(self, served: Served, texts: list[str]) -> Future[Result]:
+        """Queue one admitted request's texts; the future gets their results, in order.
 
         Takes over the caller's pin on `served` (released when the request is answered).
         """
-        future: Future[list[np.ndarray]] = Future()
-        pending = Pending(served, [None] * len(ids), len(ids), future)
+        future: Future[Result] = Future()
+        pending = Pending(served, [None] * len(texts), len(texts), future)
         now = time.monotonic()
         with self._cond:
             if not self._running:
                 raise Unavailable("the server is shutting down", code="shutting_down")
-            self.admit(len(ids))
-            self._items.extend(Item(pending, i, x, now) for i, x in enumerate(ids))
+            self._reserved -= len(texts)
+            self._items.extend(Item(pending, i, t, now) for i, t in enumerate(texts))
             SERVING_QUEUE.set(len(self._items))
             self._cond.notify()
         return future
@@ -142,6 +163,7 @@ class MicroBatcher:
             if batch is None:
                 return
             started = time.perf_counter()
+            batch = self._encode(batch)
             for chunk in chunks(sorted(batch, key=lambda it: len(it.ids))):
                 self._run(chunk)
             rate = len(batch) / max(time.perf_counter() - started, 1e-6)
@@ -175,6 +197,24 @@ class MicroBatcher:
             SERVING_QUEUE.set(len(rest))
             return batch
 
+    def _encode(self, batch: list[Item]) -> list[Item]:
+        """Tokenize each version's texts at its max_length; return the items that encoded."""
+        by_version: dict[str, list[Item]] = {}
+        for item in batch:
+            by_version.setdefault(item.pending.served.key, []).append(item)
+        done: list[Item] = []
+        for items in by_version.values():
+            try:
+                encoded = self.pool.encode(items[0].pending.served, [it.text for it in items])
+            except Exception as exc:  # a bug: answer these requests with 500
+                log.exception("tokenization failed")
+                self._fail(items, exc)
+                continue
+            for item, ids, cut in zip(items, encoded.ids, encoded.truncated, strict=True):
+                item.ids, item.truncated = ids, cut
+            done += items
+        return done
+
     def _run(self, chunk: list[Item]) -> None:
         SERVING_BATCH.observe(len(chunk))
         try:
@@ -185,11 +225,11 @@ class MicroBatcher:
             return
         for item, p in zip(chunk, probs, strict=True):
             pending = item.pending
-            pending.probs[item.index] = p
+            pending.results[item.index] = (p, item.truncated)
             pending.remaining -= 1
             if pending.remaining == 0 and not pending.future.done():
                 self.pool.release(pending.served)
-                pending.future.set_result([x for x in pending.probs if x is not None])
+                pending.future.set_result([x for x in pending.results if x is not None])
 
     def _fail(self, items: list[Item], exc: BaseException) -> None:
         for item in items:

@@ -107,14 +107,19 @@ class ModelPool:
         self._lock = threading.Lock()  # guards the two dicts; held briefly
         self._loading = threading.Lock()  # one load at a time; loads are rare and slow
 
+    def pin(self, key: str) -> Served | None:
+        """Version `key` pinned against eviction if it is loaded, else None (never loads)."""
+        with self._lock:
+            return self._pin(key) if key in self.served else None
+
     def acquire(self, key: str, artifact_path: str, files: dict[str, str]) -> Served:
         """Return version `key` (e.g. "crisis:3") pinned against eviction, loading it if needed.
 
         Call `release` when the request is done with it.
         """
-        with self._lock:
-            if key in self.served:
-                return self._pin(key)
+        served = self.pin(key)
+        if served is not None:
+            return served
         with self._loading:
             with self._lock:
                 if key in self.served:  # loaded by the request we waited for

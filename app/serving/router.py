@@ -18,4 +18,4 @@ router = APIRouter(tags=["serving"])
              responses={429: {"description": "The serving queue is full; see Retry-After"}})
 async def classify(body: ClassifyIn, request: Request, _: ClassifyScope) -> Any:
     state = request.app.state
-    return await service.classify(state.pool, state.batcher, body)
+    return await service.classify(state.pool, state.batcher, state.refs, body)

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from anyio import to_thread
 
 from app.core.config import get_settings
-from app.core.db import session_scope
 from app.core.errors import Invalid, PayloadTooLarge
 from app.ops.metrics import CLASSIFIED
-from app.registry.service import resolve_ref
 from app.serving.batcher import MicroBatcher
-from app.serving.pool import Encoded, ModelPool, Served
+from app.serving.pool import ModelPool, Served
+from app.serving.refs import RefCache, Target
 from app.serving.schemas import ClassifyIn
 
 DEFAULT_MULTI_THRESHOLD = 0.5
@@ -35,44 +33,38 @@ def check_request(body: ClassifyIn) -> None:
                           f"{settings.max_text_chars}")
 
 
-@dataclass
-class Prepared:
-    name: str
-    version: int
-    served: Served  # pinned: whoever holds a Prepared releases it or hands it to the batcher
-    encoded: Encoded
+def _load(pool: ModelPool, refs: RefCache, ref: str) -> tuple[Target, Served]:
+    target = refs.resolve(ref)
+    return target, pool.acquire(target.key, target.artifact_path, target.files)
 
 
-def prepare(pool: ModelPool, body: ClassifyIn) -> Prepared:
-    """Resolve the reference, load (or find) the version and tokenize the texts."""
-    with session_scope() as db:
-        row = resolve_ref(db=db, ref=body.model)
-        key, path, files = row.ref, row.artifact_path, dict(row.files)
-        name, version = row.model_name, row.version
-    served = pool.acquire(key, path, files)
-    try:
-        return Prepared(name, version, served, pool.encode(served, body.texts))
-    except BaseException:
-        pool.release(served)
-        raise
+async def classify(pool: ModelPool, batcher: MicroBatcher, refs: RefCache,
+                   body: ClassifyIn) -> dict[str, Any]:
+    """Classify `body.texts` with the referenced model version, micro-batched.
 
-
-async def classify(pool: ModelPool, batcher: MicroBatcher, body: ClassifyIn) -> dict[str, Any]:
-    """Classify `body.texts` with the referenced model version, micro-batched."""
+    The usual request (reference recently resolved, version loaded) never leaves the event
+    loop before its texts are queued; the database and model loading run in a thread.
+    """
     check_request(body)
-    batcher.admit(len(body.texts))  # refuse before any database or tokenizer work
-    prepared = await to_thread.run_sync(prepare, pool, body)
+    n = len(body.texts)
+    batcher.admit(n)  # refuse before any database or model work
+    served: Served | None = None
     try:
-        future = batcher.submit(prepared.served, prepared.encoded.ids)
+        target = refs.get(body.model)
+        served = pool.pin(target.key) if target is not None else None
+        if target is None or served is None:
+            target, served = await to_thread.run_sync(_load, pool, refs, body.model)
+        future = batcher.submit(served, list(body.texts))
     except BaseException:
-        pool.release(prepared.served)
+        batcher.cancel(n)
+        if served is not None:
+            pool.release(served)
         raise
-    probs = await asyncio.wrap_future(future)
-    served = prepared.served
-    CLASSIFIED.labels(prepared.name).inc(len(probs))
-    results = [_result(p, served.labels, served.multi_label, body.threshold, body.top_k, trunc)
-               for p, trunc in zip(probs, prepared.encoded.truncated, strict=True)]
-    return {"model": prepared.name, "version": prepared.version, "results": results}
+    results = await asyncio.wrap_future(future)
+    CLASSIFIED.labels(target.name).inc(n)
+    shaped = [_result(p, served.labels, served.multi_label, body.threshold, body.top_k, cut)
+              for p, cut in results]
+    return {"model": target.name, "version": target.version, "results": shaped}
 
 
 def _result(probs: np.ndarray, labels: list[str], multi: bool, threshold: float | None,

@@ -220,10 +220,13 @@ def test_the_queue_is_also_bounded_by_the_time_it_needs_to_clear(client, tiny_mo
     batcher = MicroBatcher(pool, max_batch=8, max_wait_ms=5, max_queue=1000,
                            max_queue_delay_ms=500, threads=1)  # not started: nothing drains
     batcher._running, batcher.throughput = True, 10.0  # as if measured: 10 texts/s
+    batcher.admit(6)
     batcher.submit(served, [[1, 2]] * 6)  # 0.6 s of work queued, over the 0.5 s bound
     with pytest.raises(Overloaded) as refused:
-        batcher.submit(served, [[1, 2]])
+        batcher.admit(1)
     assert refused.value.headers["Retry-After"] == "1" and batcher.queued == 6
     batcher.throughput = 100.0  # faster model: the same queue clears in 60 ms
-    batcher.submit(served, [[1, 2]])
+    batcher.admit(1)  # admitted texts count before they are submitted
     assert batcher.queued == 7
+    batcher.cancel(1)
+    assert batcher.queued == 6
