@@ -158,18 +158,24 @@ class MicroBatcher:
         return future
 
     def _loop(self) -> None:
+        busy_since: float | None = None  # end of the last batch, if work was waiting then
         while True:
             batch = self._take()
             if batch is None:
                 return
             started = time.perf_counter()
+            n = len(batch)
             batch = self._encode(batch)
             for chunk in chunks(sorted(batch, key=lambda it: len(it.ids))):
                 self._run(chunk)
-            rate = len(batch) / max(time.perf_counter() - started, 1e-6)
+            ended = time.perf_counter()
+            # While work keeps waiting, time between batches (CPU and GIL contention, other
+            # processes) slows the drain too: measure from the previous batch's end.
+            rate = n / max(ended - (busy_since or started), 1e-6)
             self.throughput = (rate if not self.throughput else
                                (1 - THROUGHPUT_SMOOTHING) * self.throughput
                                + THROUGHPUT_SMOOTHING * rate)
+            busy_since = ended if self._items else None
 
     def _take(self) -> list[Item] | None:
         with self._cond:
