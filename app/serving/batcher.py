@@ -127,13 +127,17 @@ class MicroBatcher:
         admit is followed by one `submit` of the `n` texts or one `cancel(n)`.
         """
         with self._cond:
-            queued = self.queued
-            delay = queued / self.throughput if self.throughput else 0.0
-            if queued + n > self.max_queue or delay > self.max_delay:
-                SERVING_REJECTED.inc()
-                raise Overloaded(f"the serving queue is full ({queued} texts waiting, about "
-                                 f"{delay:.1f} s of work); retry shortly", retry_after=delay)
+            self.check_open(n)
             self._reserved += n
+
+    def check_open(self, n: int = 0) -> None:
+        """Raise Overloaded when `n` more texts do not fit (n=0: when the queue is full)."""
+        queued = self.queued
+        delay = queued / self.throughput if self.throughput else 0.0
+        if queued + max(n, 1) > self.max_queue or delay > self.max_delay:
+            SERVING_REJECTED.inc()
+            raise Overloaded(f"the serving queue is full ({queued} texts waiting, about "
+                             f"{delay:.1f} s of work); retry shortly", retry_after=delay)
 
     def cancel(self, n: int) -> None:
         """Give back an admitted reservation whose request failed before `submit`."""

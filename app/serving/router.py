@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 
 from app.core.deps import ClassifyScope
 from app.serving import service
@@ -13,9 +13,15 @@ from app.serving.schemas import ClassifyIn, ClassifyOut
 router = APIRouter(tags=["serving"])
 
 
+async def queue_open(request: Request) -> None:
+    """429 at once while the queue is full: before authentication, body parsing or a thread."""
+    request.app.state.batcher.check_open()
+
+
 @router.post("/classify", response_model=ClassifyOut,
              summary="Classify texts with a registered student (name, name:v or name@alias)",
              responses={429: {"description": "The serving queue is full; see Retry-After"}})
-async def classify(body: ClassifyIn, request: Request, _: ClassifyScope) -> Any:
+async def classify(_open: Annotated[None, Depends(queue_open)], body: ClassifyIn,
+                   request: Request, _: ClassifyScope) -> Any:
     state = request.app.state
     return await service.classify(state.pool, state.batcher, state.refs, body)
