@@ -52,8 +52,10 @@ class Settings(BaseSettings):
     serving_max_wait_ms: float = 5.0
     serving_max_queue: int = Field(1024, description="Queued texts at most (429 beyond); at "
                                    "least max_classify_texts, so any request can be served.")
-    # Whatever the hardware, an accepted text waits about this long at most before its batch.
-    serving_max_queue_delay_ms: float = 2000.0
+    serving_max_queue_delay_ms: float = Field(
+        2000.0, description="429 while the queued texts need longer than this to clear at the "
+                            "measured throughput: on any hardware, an accepted text waits "
+                            "about this long at most.")
     serving_ref_cache_seconds: float = Field(
         1.0, description="How long /classify reuses a resolved model reference; alias moves "
                          "made through another API process show within this time.")

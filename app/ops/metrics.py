@@ -17,6 +17,17 @@ LATENCY = Histogram("tailor_http_request_seconds", "HTTP request latency",
 JOBS = Gauge("tailor_jobs", "Jobs by state", ["state"], registry=REGISTRY)
 CLASSIFIED = Counter("tailor_classified_texts_total", "Texts classified", ["model"],
                      registry=REGISTRY)
+SERVING_VERSIONS = Gauge("tailor_serving_loaded_versions", "Student versions loaded for serving",
+                         registry=REGISTRY)
+SERVING_BYTES = Gauge("tailor_serving_model_bytes",
+                      "Bytes of model weights loaded for serving (bases + adapters + heads)",
+                      registry=REGISTRY)
+SERVING_QUEUE = Gauge("tailor_serving_queued_texts", "Texts waiting for a micro-batch",
+                      registry=REGISTRY)
+SERVING_BATCH = Histogram("tailor_serving_batch_texts", "Texts per forward pass",
+                          registry=REGISTRY, buckets=(1, 2, 4, 8, 16, 32, 64, 128))
+SERVING_REJECTED = Counter("tailor_serving_rejected_total",
+                           "/classify requests refused with 429 (queue full)", registry=REGISTRY)
 
 
 class MetricsMiddleware:
@@ -44,14 +55,3 @@ class MetricsMiddleware:
             REQUESTS.labels(scope["method"], route, str(status[0])).inc()
             LATENCY.labels(scope["method"], route, str(status[0])).observe(
                 time.perf_counter() - started)
-SERVING_VERSIONS = Gauge("tailor_serving_loaded_versions", "Student versions loaded for serving",
-                         registry=REGISTRY)
-SERVING_BYTES = Gauge("tailor_serving_model_bytes",
-                      "Bytes of model weights loaded for serving (bases + adapters + heads)",
-                      registry=REGISTRY)
-SERVING_QUEUE = Gauge("tailor_serving_queued_texts", "Texts waiting for a micro-batch",
-                      registry=REGISTRY)
-SERVING_BATCH = Histogram("tailor_serving_batch_texts", "Texts per forward pass",
-                          registry=REGISTRY, buckets=(1, 2, 4, 8, 16, 32, 64, 128))
-SERVING_REJECTED = Counter("tailor_serving_rejected_total",
-                           "/classify requests refused with 429 (queue full)", registry=REGISTRY)
