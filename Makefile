@@ -27,6 +27,14 @@ bench-reliability: setup
 	TAILOR_RELIABILITY_REPORT=$(CURDIR)/bench/results/reliability.md ./scripts/test.sh \
 		tests/integration -m reliability
 
+# Serving benchmark (never part of `make test`): needs a real student, made once by a
+# small demo run in var/bench-demo; results go to bench/results/serving.{json,md,png}.
+bench-serving: setup
+	TAILOR_CACHE_DIR=$(CURDIR)/var/cache .venv/bin/python scripts/fetch_assets.py
+	test -f var/bench-demo/tailor.db || TAILOR_CACHE_DIR=$(CURDIR)/var/cache \
+	  .venv/bin/python scripts/demo.py --train 200 --eval 50 --home var/bench-demo
+	TAILOR_CACHE_DIR=$(CURDIR)/var/cache .venv/bin/python bench/serving.py
+
 clean:
 	rm -rf var/demo var/bench
 

@@ -27,7 +27,9 @@ from app.keys.router import router as keys_router
 from app.ops.metrics import MetricsMiddleware
 from app.ops.router import router as ops_router
 from app.registry.router import router as registry_router
+from app.serving.batcher import MicroBatcher
 from app.serving.pool import ModelPool
+from app.serving.refs import RefCache
 from app.serving.router import router as serving_router
 from app.ui.router import router as ui_router
 
@@ -84,8 +86,16 @@ def install_error_handlers(app: FastAPI) -> None:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
-    app.state.pool = ModelPool(settings.artifacts, settings.cache, settings.serving_max_loaded)
+    app.state.pool = ModelPool(settings.artifacts, settings.cache, settings.serving_max_loaded,
+                               settings.serving_memory_budget_mb * 1024 * 1024)
+    app.state.batcher = MicroBatcher(
+        app.state.pool, max_batch=settings.serving_max_batch,
+        max_wait_ms=settings.serving_max_wait_ms, max_queue=settings.serving_max_queue,
+        max_queue_delay_ms=settings.serving_max_queue_delay_ms, threads=settings.serving_threads)
+    app.state.refs = RefCache(settings.serving_ref_cache_seconds)
+    app.state.batcher.start()
     yield
+    app.state.batcher.stop()
 
 
 def create_app() -> FastAPI:

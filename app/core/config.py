@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -48,10 +49,20 @@ class Settings(BaseSettings):
     job_requeue_seconds: float = Field(60.0, gt=0)
     broker_timeout_seconds: float = 3.0
 
-    serving_max_loaded: int = Field(8, description="Student versions kept in memory (LRU).")
+    serving_max_loaded: int = Field(64, description="Student versions kept in memory (LRU).")
+    serving_memory_budget_mb: int = Field(
+        2048, description="MiB of served weights (bases + adapters + heads) before LRU eviction.")
     serving_max_batch: int = 32
     serving_max_wait_ms: float = 5.0
-    serving_max_queue: int = 1024
+    serving_max_queue: int = Field(1024, description="Queued texts at most (429 beyond); at "
+                                   "least max_classify_texts, so any request can be served.")
+    serving_max_queue_delay_ms: float = Field(
+        2000.0, description="429 while the queued texts need longer than this to clear at the "
+                            "measured throughput: on any hardware, an accepted text waits "
+                            "about this long at most.")
+    serving_ref_cache_seconds: float = Field(
+        1.0, description="How long /classify reuses a resolved model reference; alias moves "
+                         "made through another API process show within this time.")
 
     @field_validator("home", mode="after")
     @classmethod
@@ -67,6 +78,22 @@ class Settings(BaseSettings):
                 "set API keys or bind to 127.0.0.1"
             )
         return self
+
+    @model_validator(mode="after")
+    def _queue_fits_a_request(self) -> Settings:
+        if self.serving_max_queue < self.max_classify_texts:
+            raise ValueError("TAILOR_SERVING_MAX_QUEUE must be at least "
+                             "TAILOR_MAX_CLASSIFY_TEXTS, or the largest request is never served")
+        return self
+
+    @property
+    def serving_threads(self) -> int:
+        """Intra-op threads of the one serving model thread (TAILOR_TORCH_THREADS if set).
+
+        By default all cores but one: the event loop, JSON and tokenisation need a core, and
+        OpenMP threads that lose their core to another process stall every parallel region.
+        """
+        return self.torch_threads or max(1, (os.cpu_count() or 1) - 1)
 
     @property
     def db_url(self) -> str:

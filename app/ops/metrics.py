@@ -10,12 +10,24 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 REGISTRY = CollectorRegistry()
 REQUESTS = Counter("tailor_http_requests_total", "HTTP requests", ["method", "route", "status"],
                    registry=REGISTRY)
-LATENCY = Histogram("tailor_http_request_seconds", "HTTP request latency", ["method", "route"],
+LATENCY = Histogram("tailor_http_request_seconds", "HTTP request latency",
+                    ["method", "route", "status"],
                     registry=REGISTRY,
                     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 JOBS = Gauge("tailor_jobs", "Jobs by state", ["state"], registry=REGISTRY)
 CLASSIFIED = Counter("tailor_classified_texts_total", "Texts classified", ["model"],
                      registry=REGISTRY)
+SERVING_VERSIONS = Gauge("tailor_serving_loaded_versions", "Student versions loaded for serving",
+                         registry=REGISTRY)
+SERVING_BYTES = Gauge("tailor_serving_model_bytes",
+                      "Bytes of model weights loaded for serving (bases + adapters + heads)",
+                      registry=REGISTRY)
+SERVING_QUEUE = Gauge("tailor_serving_queued_texts", "Texts waiting for a micro-batch",
+                      registry=REGISTRY)
+SERVING_BATCH = Histogram("tailor_serving_batch_texts", "Texts per forward pass",
+                          registry=REGISTRY, buckets=(1, 2, 4, 8, 16, 32, 64, 128))
+SERVING_REJECTED = Counter("tailor_serving_rejected_total",
+                           "/classify requests refused with 429 (queue full)", registry=REGISTRY)
 
 
 class MetricsMiddleware:
@@ -41,4 +53,5 @@ class MetricsMiddleware:
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
             REQUESTS.labels(scope["method"], route, str(status[0])).inc()
-            LATENCY.labels(scope["method"], route).observe(time.perf_counter() - started)
+            LATENCY.labels(scope["method"], route, str(status[0])).observe(
+                time.perf_counter() - started)

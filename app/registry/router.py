@@ -1,13 +1,14 @@
-"""HTTP routes for the registry: models, versions, aliases."""
+"""HTTP routes for the registry: models, versions, aliases, archiving."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import PlainTextResponse
 
 from app.core.deps import AdminScope, ClassifyScope, SessionDep
+from app.models import ModelVersion
 from app.models.base import MAX_INT
 from app.registry import service
 from app.registry.schemas import AliasIn, AliasOut, ModelDetail, ModelList, VersionDetail
@@ -15,20 +16,22 @@ from app.registry.schemas import AliasIn, AliasOut, ModelDetail, ModelList, Vers
 router = APIRouter(prefix="/models", tags=["registry"])
 NamePath = Annotated[str, Path(max_length=64)]
 VersionPath = Annotated[int, Path(ge=1, le=MAX_INT)]
+ArchivedQuery = Annotated[bool, Query(description="Also list archived versions.")]
 
 
 @router.get("", response_model=ModelList)
-def list_models(db: SessionDep, _: ClassifyScope,
-                include_archived: Annotated[bool, Query()] = False) -> Any:
+def list_models(db: SessionDep, _: ClassifyScope, include_archived: ArchivedQuery = False) -> Any:
     return {"models": service.list_models(db=db, include_archived=include_archived)}
 
 
 @router.get("/{name}", response_model=ModelDetail)
-def get_model(name: NamePath, db: SessionDep, _: ClassifyScope) -> Any:
-    return service.get_model(db=db, name=name)
+def get_model(name: NamePath, db: SessionDep, _: ClassifyScope,
+              include_archived: ArchivedQuery = False) -> Any:
+    return service.get_model(db=db, name=name, include_archived=include_archived)
 
 
-@router.get("/{name}/versions/{version}", response_model=VersionDetail)
+@router.get("/{name}/versions/{version}", response_model=VersionDetail,
+            summary="One version (archived ones too): metrics, lineage, files, markdown card")
 def get_version(name: NamePath, version: VersionPath, db: SessionDep, _: ClassifyScope) -> Any:
     return service.version_detail(service.get_version(db=db, name=name, version=version))
 
@@ -40,7 +43,34 @@ def get_card(name: NamePath, version: VersionPath, db: SessionDep, _: ClassifySc
     return PlainTextResponse(card, media_type="text/markdown")
 
 
-@router.put("/{name}/aliases/{alias}", response_model=AliasOut)
+@router.post("/{name}/versions/{version}/archive", response_model=VersionDetail,
+             summary="Hide a version from listings and refuse new aliases; files are kept")
+def archive(name: NamePath, version: VersionPath, request: Request, db: SessionDep,
+            _: AdminScope) -> Any:
+    row = service.set_archived(db=db, name=name, version=version, archived=True)
+    request.app.state.refs.clear()  # /classify must stop resolving to it now
+    request.app.state.pool.evict(row.ref)
+    return service.version_detail(row)
+
+
+@router.post("/{name}/versions/{version}/unarchive", response_model=VersionDetail,
+             summary="Make an archived version listable and aliasable again")
+def unarchive(name: NamePath, version: VersionPath, request: Request, db: SessionDep,
+              _: AdminScope) -> Any:
+    row = service.set_archived(db=db, name=name, version=version, archived=False)
+    request.app.state.refs.clear()
+    return service.version_detail(row)
+
+
+@router.put("/{name}/aliases/{alias}", response_model=AliasOut,
+            summary="Move an alias; the version is loaded for serving before the move")
 def set_alias(name: NamePath, alias: Annotated[str, Path(max_length=64)], body: AliasIn,
-              db: SessionDep, _: AdminScope) -> Any:
-    return service.set_alias(db=db, name=name, alias=alias, version=body.version)
+              request: Request, db: SessionDep, _: AdminScope) -> Any:
+    pool = request.app.state.pool
+
+    def warm(row: ModelVersion) -> None:
+        pool.warm(row.ref, row.artifact_path, dict(row.files))
+
+    moved = service.set_alias(db=db, name=name, alias=alias, version=body.version, warm=warm)
+    request.app.state.refs.clear()  # the next request through the alias gets the new version
+    return moved

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from app.core.errors import Conflict, Invalid, NotFound
 from app.models import Job, ModelAlias, ModelVersion, RegisteredModel
@@ -19,6 +20,9 @@ from app.registry.card import render_card
 MODEL_REF = re.compile(r"^(?P<name>[a-z0-9][a-z0-9_.\-]{0,63})"
                        r"(?::(?P<version>\d+)|@(?P<alias>[A-Za-z0-9_.\-]{1,64}))?$")
 ALIAS_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")
+# /classify resolves a reference per request: leave the large JSON columns unread.
+SERVING_ONLY = (defer(ModelVersion.metrics), defer(ModelVersion.lineage),
+                defer(ModelVersion.card))
 
 
 def register_version(*, db: Session, job_id: str, name: str, result: Any,
@@ -73,7 +77,8 @@ def list_models(*, db: Session, include_archived: bool = False) -> list[dict[str
     return out
 
 
-def get_model(*, db: Session, name: str) -> dict[str, Any]:
+def get_model(*, db: Session, name: str, include_archived: bool = False) -> dict[str, Any]:
+    """A model with its aliases and versions (archived ones only when asked for)."""
     model = db.get(RegisteredModel, name)
     if model is None:
         raise NotFound(f"no model named {name!r}", code="model_not_found")
@@ -81,13 +86,17 @@ def get_model(*, db: Session, name: str) -> dict[str, Any]:
     live = [v for v in versions if not v.archived]
     return {"name": name, "latest_version": max((v.version for v in live), default=None),
             "aliases": _aliases(db).get(name, {}),
-            "versions": [version_summary(v) for v in versions]}
+            "versions": [version_summary(v) for v in (versions if include_archived else live)]}
 
 
-def get_version(*, db: Session, name: str, version: int) -> ModelVersion:
-    row = db.scalar(select(ModelVersion).where(ModelVersion.model_name == name,
-                                               ModelVersion.version == version))
+def get_version(*, db: Session, name: str, version: int, options: Sequence[Any] = ()
+                ) -> ModelVersion:
+    """One version, archived or not (404 when it does not exist)."""
+    row = db.scalar(select(ModelVersion).options(*options).where(
+        ModelVersion.model_name == name, ModelVersion.version == version))
     if row is None:
+        if db.get(RegisteredModel, name) is None:
+            raise NotFound(f"no model named {name!r}", code="model_not_found")
         raise NotFound(f"model {name!r} has no version {version}", code="version_not_found")
     return row
 
@@ -102,15 +111,19 @@ def resolve_ref(*, db: Session, ref: str) -> ModelVersion:
         version = int(match.group("version"))
         if version > MAX_INT:
             raise NotFound(f"model {name!r} has no version {version}", code="version_not_found")
-        return get_version(db=db, name=name, version=version)
+        row = get_version(db=db, name=name, version=version, options=SERVING_ONLY)
+        if row.archived:
+            raise Conflict(f"{row.ref} is archived; serve it through an alias or unarchive it",
+                           code="version_archived")
+        return row
     if match.group("alias"):
         alias = db.get(ModelAlias, (name, match.group("alias")))
         if alias is None:
             raise NotFound(f"model {name!r} has no alias {match.group('alias')!r}",
                            code="alias_not_found")
-        return get_version(db=db, name=name, version=alias.version)
-    latest = db.scalar(select(ModelVersion).where(ModelVersion.model_name == name,
-                                                  ModelVersion.archived.is_(False))
+        return get_version(db=db, name=name, version=alias.version, options=SERVING_ONLY)
+    latest = db.scalar(select(ModelVersion).options(*SERVING_ONLY)
+                       .where(ModelVersion.model_name == name, ModelVersion.archived.is_(False))
                        .order_by(ModelVersion.version.desc()).limit(1))
     if latest is None:
         running = db.scalar(select(Job).where(Job.name == name,
@@ -120,18 +133,28 @@ def resolve_ref(*, db: Session, ref: str) -> ModelVersion:
             raise Conflict(f"model {name!r} is still being trained by job {running.id} "
                            f"(state {running.state}); no version is registered yet",
                            code="model_not_ready")
+        if db.get(RegisteredModel, name) is not None:
+            raise NotFound(f"every version of model {name!r} is archived; unarchive one or "
+                           "name it through an alias", code="model_not_found")
         raise NotFound(f"no model named {name!r}", code="model_not_found")
     return latest
 
 
-def set_alias(*, db: Session, name: str, alias: str, version: int) -> dict[str, Any]:
-    """Point `alias` at `version` (creating or moving it)."""
+def set_alias(*, db: Session, name: str, alias: str, version: int,
+              warm: Callable[[ModelVersion], None] | None = None) -> dict[str, Any]:
+    """Point `alias` at `version` (creating or moving it); `warm` loads it first.
+
+    If warming fails (e.g. a checksum mismatch) the alias stays where it was.
+    """
     if not ALIAS_NAME.match(alias):
         raise Invalid("alias", "an alias is 1-64 letters, digits, _ . - and starts with a letter")
     row = get_version(db=db, name=name, version=version)
-    if row.archived:
-        raise Conflict(f"{name}:{version} is archived; it cannot take an alias",
-                       code="version_archived")
+    _refuse_archived(row)
+    if warm is not None:  # before the lock: loading may take seconds
+        warm(row)
+    _lock_model(db, name)
+    db.refresh(row)  # archived meanwhile?
+    _refuse_archived(row)
     current = db.get(ModelAlias, (name, alias))
     if current is None:
         db.add(ModelAlias(model_name=name, alias=alias, version=version))
@@ -139,6 +162,37 @@ def set_alias(*, db: Session, name: str, alias: str, version: int) -> dict[str, 
         current.version = version
     db.commit()
     return {"name": name, "alias": alias, "version": version}
+
+
+def set_archived(*, db: Session, name: str, version: int, archived: bool) -> ModelVersion:
+    """Archive (hide, refuse new aliases; files stay) or unarchive a version.
+
+    A version an alias points at cannot be archived: move the alias first, so that archiving
+    never silently breaks the traffic an alias carries.
+    """
+    row = get_version(db=db, name=name, version=version)
+    _lock_model(db, name)
+    if archived:
+        pointing = sorted(a.alias for a in db.scalars(select(ModelAlias).where(
+            ModelAlias.model_name == name, ModelAlias.version == version)))
+        if pointing:
+            raise Conflict(f"{row.ref} is served by alias(es) {', '.join(pointing)}; move them "
+                           "to another version first", code="version_aliased",
+                           details={"aliases": pointing})
+    row.archived = archived
+    db.commit()
+    return row
+
+
+def _lock_model(db: Session, name: str) -> None:
+    # The model's row lock orders alias moves, archiving and registration of one model.
+    db.get(RegisteredModel, name, with_for_update=True, populate_existing=True)
+
+
+def _refuse_archived(row: ModelVersion) -> None:
+    if row.archived:
+        raise Conflict(f"{row.ref} is archived; it cannot take an alias",
+                       code="version_archived")
 
 
 def version_summary(v: ModelVersion) -> dict[str, Any]:

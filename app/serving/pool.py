@@ -1,11 +1,15 @@
 """Loaded students: one copy of each base encoder, one adapter + head per served version.
 
-Versions are attached to their base as named peft adapters, checksum-verified first; the
-least recently used version is detached when more than `max_loaded` are in memory.
+Versions are attached to their base as named peft LoRA adapters, checksum-verified first.
+Beyond `max_loaded` versions or `memory_budget` bytes of weights, the least recently used
+version that no queued request needs is detached; a base with no version left is dropped.
+A forward pass may mix versions of one base: peft's `adapter_names` routes each row
+through its own adapter, and each row then goes through its own version's head.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -15,10 +19,11 @@ from typing import Any
 import numpy as np
 import torch
 from peft import PeftModel
+from tokenizers import Tokenizer
 from torch import nn
-from transformers import PreTrainedTokenizerBase
 
 from app.core.errors import Unavailable
+from app.ops.metrics import SERVING_BYTES, SERVING_VERSIONS
 from worker.distill.sources import ModelSourceError, resolve
 from worker.distill.student import (
     ArtifactError,
@@ -30,15 +35,35 @@ from worker.distill.student import (
     read_artifact,
 )
 
+log = logging.getLogger(__name__)
+
+
+def _nbytes(tensors: Any) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
 
 @dataclass
 class Base:
-    """One shared encoder with its tokenizer; `lock` serialises adapter switching."""
+    """One shared encoder with its tokenizer; `lock` serialises forwards and adapter changes."""
 
+    key: str
     encoder: nn.Module | PeftModel
-    tokenizer: PreTrainedTokenizerBase
+    tokenizer: Tokenizer  # the fast tokenizer's backend: thread-safe, no padding
+    pad_id: int
+    nbytes: int
     lock: threading.Lock = field(default_factory=threading.Lock)
     adapters: set[str] = field(default_factory=set)
+    truncating: dict[int, Tokenizer] = field(default_factory=dict)
+
+    def tokenizer_for(self, max_length: int) -> Tokenizer:
+        """A copy of the tokenizer that truncates at `max_length` (never mutated afterwards)."""
+        tok = self.truncating.get(max_length)
+        if tok is None:
+            tok = Tokenizer.from_str(self.tokenizer.to_str())
+            tok.no_padding()
+            tok.enable_truncation(max_length)
+            self.truncating[max_length] = tok
+        return tok
 
 
 @dataclass
@@ -52,11 +77,13 @@ class Served:
     multi_label: bool
     max_length: int
     temperature: float
+    nbytes: int
+    pins: int = 0  # queued requests that need this version; it is not evicted while > 0
 
 
 @dataclass
-class Prediction:
-    probs: np.ndarray  # [N, L] calibrated probabilities
+class Encoded:
+    ids: list[list[int]]
     truncated: list[bool]
 
 
@@ -66,33 +93,68 @@ class ModelPool:
     Args:
         artifacts_root: the artifact store (versions' paths are relative to it).
         cache_dir: where base models are fetched to.
-        max_loaded: versions kept attached; older ones are evicted (LRU).
+        max_loaded: versions kept attached at most.
+        memory_budget: bytes of weights (bases + adapters + heads) kept loaded at most; the
+            version just requested is always kept, even alone over the budget.
     """
 
-    def __init__(self, artifacts_root: Path, cache_dir: Path, max_loaded: int) -> None:
-        self.artifacts_root, self.cache_dir, self.max_loaded = artifacts_root, cache_dir, max_loaded
+    def __init__(self, artifacts_root: Path, cache_dir: Path, max_loaded: int,
+                 memory_budget: int) -> None:
+        self.artifacts_root, self.cache_dir = artifacts_root.resolve(), cache_dir
+        self.max_loaded, self.memory_budget = max_loaded, memory_budget
         self.bases: dict[str, Base] = {}
         self.served: OrderedDict[str, Served] = OrderedDict()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the two dicts; held briefly
+        self._loading = threading.Lock()  # one load at a time; loads are rare and slow
 
-    def get(self, key: str, artifact_path: str, files: dict[str, str]) -> Served:
-        """Return the served version `key` (e.g. "crisis:3"), loading it on first use."""
+    def pin(self, key: str) -> Served | None:
+        """Version `key` pinned against eviction if it is loaded, else None (never loads)."""
         with self._lock:
-            if key in self.served:
-                self.served.move_to_end(key)
-                return self.served[key]
-            directory = (self.artifacts_root / artifact_path).resolve()
-            if not directory.is_relative_to(self.artifacts_root.resolve()):
-                raise Unavailable(f"{key}: artifact path escapes the store", code="artifact_path")
-            try:
-                artifact = read_artifact(directory, files)
-                served = self._attach(key, artifact)
-            except (ArtifactError, ModelSourceError) as exc:
-                raise Unavailable(f"{key} cannot be served: {exc.message}", code=exc.code) from exc
-            self.served[key] = served
-            while len(self.served) > self.max_loaded:
-                self._evict(next(iter(self.served)))
+            return self._pin(key) if key in self.served else None
+
+    def acquire(self, key: str, artifact_path: str, files: dict[str, str]) -> Served:
+        """Return version `key` (e.g. "crisis:3") pinned against eviction, loading it if needed.
+
+        Call `release` when the request is done with it.
+        """
+        served = self.pin(key)
+        if served is not None:
             return served
+        with self._loading:
+            with self._lock:
+                if key in self.served:  # loaded by the request we waited for
+                    return self._pin(key)
+            served = self._load(key, artifact_path, files)
+            with self._lock:
+                self.served[key] = served
+                pinned = self._pin(key)
+                self._evict_over_limits()
+            return pinned
+
+    def release(self, served: Served) -> None:
+        with self._lock:
+            served.pins -= 1
+
+    def warm(self, key: str, artifact_path: str, files: dict[str, str]) -> None:
+        """Load `key` now (verifying its files) so that its first request finds it ready."""
+        self.release(self.acquire(key, artifact_path, files))
+
+    def _pin(self, key: str) -> Served:
+        self.served.move_to_end(key)
+        served = self.served[key]
+        served.pins += 1
+        return served
+
+    def _load(self, key: str, artifact_path: str, files: dict[str, str]) -> Served:
+        directory = (self.artifacts_root / artifact_path).resolve()
+        if not directory.is_relative_to(self.artifacts_root):
+            raise Unavailable(f"{key}: artifact path escapes the store", code="artifact_path")
+        try:
+            artifact = read_artifact(directory, files)  # every sha256 checked first
+            return self._attach(key, artifact)
+        except (ArtifactError, ModelSourceError) as exc:
+            log.error("refusing to serve %s: %s", key, exc.message)
+            raise Unavailable(f"{key} cannot be served: {exc.message}", code=exc.code) from exc
 
     def _attach(self, key: str, artifact: StudentArtifact) -> Served:
         meta = artifact.meta
@@ -104,50 +166,83 @@ class ModelPool:
                 raise ArtifactError("base_mismatch", f"base model {meta['base_model']} changed "
                                     "since training (sha256 differs)")
             encoder, tokenizer = load_base(resolved)
-            base = Base(encoder.eval(), tokenizer)
-            self.bases[base_key] = base
+            nbytes = _nbytes([*encoder.parameters(), *encoder.buffers()])
+            base = Base(base_key, encoder.eval(), tokenizer.backend_tokenizer,
+                        int(tokenizer.pad_token_id or 0), nbytes)
         with base.lock:
-            base.encoder = attach(base.encoder, artifact, key)
-            base.encoder.eval()
+            base.encoder = attach(base.encoder, artifact, key).eval()
             base.adapters.add(key)
-        return Served(key, base_key, head_from(artifact), artifact.labels,
-                      bool(meta["multi_label"]), int(meta["max_length"]),
-                      float(meta.get("temperature", 1.0)))
+        with self._lock:
+            self.bases[base_key] = base
+        head = head_from(artifact)
+        return Served(key, base_key, head, artifact.labels, bool(meta["multi_label"]),
+                      int(meta["max_length"]), float(meta.get("temperature", 1.0)),
+                      _nbytes(artifact.adapter.values()) + _nbytes(head.parameters()))
+
+    def _evict_over_limits(self) -> None:
+        # Called with self._lock held, right after the newest version went to the end.
+        while len(self.served) > 1 and (len(self.served) > self.max_loaded
+                                        or self.nbytes() > self.memory_budget):
+            victim = next((k for k, s in self.served.items() if s.pins == 0), None)
+            if victim is None or victim == next(reversed(self.served)):
+                break  # everything else is in use: over the limit until requests finish
+            self._evict(victim)
+        SERVING_VERSIONS.set(len(self.served))
+        SERVING_BYTES.set(self.nbytes())
 
     def _evict(self, key: str) -> None:
         served = self.served.pop(key)
         base = self.bases[served.base_key]
         with base.lock:
-            if isinstance(base.encoder, PeftModel) and len(base.adapters) > 1:
-                base.encoder.delete_adapter(key)
             base.adapters.discard(key)
             if not base.adapters:
                 del self.bases[served.base_key]
+            elif isinstance(base.encoder, PeftModel):
+                base.encoder.delete_adapter(key)
+        log.info("evicted %s from the serving pool", key)
 
     def evict(self, key: str) -> None:
-        with self._lock:
-            if key in self.served:
+        """Forget `key` (e.g. when it is archived) unless queued requests still need it."""
+        with self._loading, self._lock:
+            if key in self.served and self.served[key].pins == 0:
                 self._evict(key)
+            SERVING_VERSIONS.set(len(self.served))
+            SERVING_BYTES.set(self.nbytes())
+
+    def nbytes(self) -> int:
+        return (sum(b.nbytes for b in self.bases.values())
+                + sum(s.nbytes for s in self.served.values()))
+
+    def encode(self, served: Served, texts: list[str]) -> Encoded:
+        """Token ids per text, cut to the version's max_length, and which texts were cut."""
+        tok = self.bases[served.base_key].tokenizer_for(served.max_length)
+        encodings = tok.encode_batch(texts)
+        return Encoded([e.ids for e in encodings], [bool(e.overflowing) for e in encodings])
 
     @torch.inference_mode()
-    def predict(self, served: Served, texts: list[str]) -> Prediction:
-        """Calibrated probabilities for `texts` (truncated to the version's max_length)."""
-        base = self.bases[served.base_key]
+    def forward(self, rows: list[tuple[Served, list[int]]]) -> list[np.ndarray]:
+        """Calibrated probabilities per row; all rows share one base, versions may differ."""
+        base = self.bases[rows[0][0].base_key]
+        width = max(len(ids) for _, ids in rows)
+        input_ids = torch.full((len(rows), width), base.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, (_, ids) in enumerate(rows):
+            input_ids[i, :len(ids)] = torch.tensor(ids)
+            mask[i, :len(ids)] = 1
         with base.lock:
-            # Inside the lock: a fast tokenizer keeps its padding/truncation settings in shared
-            # state, and concurrent requests tear each other's batches (found by the soak test).
-            enc = base.tokenizer(texts, padding=True, truncation=True,
-                                 max_length=served.max_length, return_tensors="pt",
-                                 return_overflowing_tokens=False, return_length=False)
-            lengths = [len(x) for x in base.tokenizer(texts, add_special_tokens=True)["input_ids"]]
-            encoder = base.encoder
-            if isinstance(encoder, PeftModel):
-                encoder.set_adapter(served.key)
-            out = encoder(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
-            pooled = mean_pool(out.last_hidden_state, enc["attention_mask"])
-        logits = served.head(pooled).float() / served.temperature
-        probs = torch.sigmoid(logits) if served.multi_label else torch.softmax(logits, -1)
-        return Prediction(probs.numpy(), [n > served.max_length for n in lengths])
+            out = base.encoder(input_ids=input_ids, attention_mask=mask,
+                               adapter_names=[s.key for s, _ in rows])
+        pooled = mean_pool(out.last_hidden_state, mask)
+        probs: list[np.ndarray] = [np.empty(0)] * len(rows)
+        for served in {s.key: s for s, _ in rows}.values():
+            idx = [i for i, (s, _) in enumerate(rows) if s.key == served.key]
+            logits = served.head(pooled[idx]).float() / served.temperature
+            p = torch.sigmoid(logits) if served.multi_label else torch.softmax(logits, -1)
+            for i, row in zip(idx, p.numpy(), strict=True):
+                probs[i] = row
+        return probs
 
     def stats(self) -> dict[str, Any]:
-        return {"bases": len(self.bases), "versions": list(self.served)}
+        with self._lock:
+            return {"bases": len(self.bases), "versions": list(self.served),
+                    "bytes": self.nbytes()}

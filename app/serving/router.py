@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
-from starlette.concurrency import run_in_threadpool
+from fastapi import APIRouter, Depends, Request
 
 from app.core.deps import ClassifyScope
 from app.serving import service
@@ -14,7 +13,15 @@ from app.serving.schemas import ClassifyIn, ClassifyOut
 router = APIRouter(tags=["serving"])
 
 
+async def queue_open(request: Request) -> None:
+    """429 at once while the queue is full: before authentication, body parsing or a thread."""
+    request.app.state.batcher.check_open()
+
+
 @router.post("/classify", response_model=ClassifyOut,
-             summary="Classify texts with a registered student (name, name:v or name@alias)")
-async def classify(body: ClassifyIn, request: Request, _: ClassifyScope) -> Any:
-    return await run_in_threadpool(service.classify, request.app.state.pool, body)
+             summary="Classify texts with a registered student (name, name:v or name@alias)",
+             responses={429: {"description": "The serving queue is full; see Retry-After"}})
+async def classify(_open: Annotated[None, Depends(queue_open)], body: ClassifyIn,
+                   request: Request, _: ClassifyScope) -> Any:
+    state = request.app.state
+    return await service.classify(state.pool, state.batcher, state.refs, body)

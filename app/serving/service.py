@@ -1,16 +1,19 @@
-"""Classification: check the request, resolve the model reference, run the pool, shape results."""
+"""Classification: check the request, resolve the model reference, queue it, shape results."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import numpy as np
+from anyio import to_thread
 
 from app.core.config import get_settings
-from app.core.db import session_scope
 from app.core.errors import Invalid, PayloadTooLarge
-from app.registry.service import resolve_ref
-from app.serving.pool import ModelPool
+from app.ops.metrics import CLASSIFIED
+from app.serving.batcher import MicroBatcher
+from app.serving.pool import ModelPool, Served
+from app.serving.refs import RefCache, Target
 from app.serving.schemas import ClassifyIn
 
 DEFAULT_MULTI_THRESHOLD = 0.5
@@ -30,18 +33,38 @@ def check_request(body: ClassifyIn) -> None:
                           f"{settings.max_text_chars}")
 
 
-def classify(pool: ModelPool, body: ClassifyIn) -> dict[str, Any]:
-    """Classify `body.texts` with the referenced model version."""
+def _load(pool: ModelPool, refs: RefCache, ref: str) -> tuple[Target, Served]:
+    target = refs.resolve(ref)
+    return target, pool.acquire(target.key, target.artifact_path, target.files)
+
+
+async def classify(pool: ModelPool, batcher: MicroBatcher, refs: RefCache,
+                   body: ClassifyIn) -> dict[str, Any]:
+    """Classify `body.texts` with the referenced model version, micro-batched.
+
+    The usual request (reference recently resolved, version loaded) never leaves the event
+    loop before its texts are queued; the database and model loading run in a thread.
+    """
     check_request(body)
-    with session_scope() as db:
-        row = resolve_ref(db=db, ref=body.model)
-        key, path, files = row.ref, row.artifact_path, dict(row.files)
-        name, version = row.model_name, row.version
-    served = pool.get(key, path, files)
-    pred = pool.predict(served, body.texts)
-    results = [_result(p, served.labels, served.multi_label, body.threshold, body.top_k, trunc)
-               for p, trunc in zip(pred.probs, pred.truncated, strict=True)]
-    return {"model": name, "version": version, "results": results}
+    n = len(body.texts)
+    batcher.admit(n)  # refuse before any database or model work
+    served: Served | None = None
+    try:
+        target = refs.get(body.model)
+        served = pool.pin(target.key) if target is not None else None
+        if target is None or served is None:
+            target, served = await to_thread.run_sync(_load, pool, refs, body.model)
+        future = batcher.submit(served, list(body.texts))
+    except BaseException:
+        batcher.cancel(n)
+        if served is not None:
+            pool.release(served)
+        raise
+    results = await asyncio.wrap_future(future)
+    CLASSIFIED.labels(target.name).inc(n)
+    shaped = [_result(p, served.labels, served.multi_label, body.threshold, body.top_k, cut)
+              for p, cut in results]
+    return {"model": target.name, "version": target.version, "results": shaped}
 
 
 def _result(probs: np.ndarray, labels: list[str], multi: bool, threshold: float | None,

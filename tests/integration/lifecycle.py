@@ -59,6 +59,8 @@ def run_lifecycle(client: httpx.Client, tiny_models: tuple[str, str],
     pinned = client.post("/classify", json={"model": f"{name}@production", "texts": texts})
     assert pinned.json()["results"] == body["results"]
     assert client.post("/classify", json={"model": f"{name}:1", "texts": texts}).status_code == 200
+    archive = client.post(f"/models/{name}/versions/1/archive")  # production still serves it
+    assert archive.status_code == 409 and archive.json()["error"]["code"] == "version_aliased"
 
     with client.stream("GET", f"/jobs/{job_id}/events") as stream:
         lines = [line for line in stream.iter_lines() if line.startswith("data:")]

@@ -141,14 +141,33 @@ def test_job_is_queued_with_location_and_can_be_cancelled(client, dataset_id, ti
     assert _error(client.get("/jobs/job_nope"), 404)["code"] == "not_found"
 
 
+@pytest.mark.parametrize("over, status, field", [
+    ({"texts": []}, 422, "texts"),
+    ({"texts": [1]}, 422, "texts.0"),
+    ({"texts": "flood"}, 422, "texts"),
+    ({"texts": ["flood", None]}, 422, "texts.1"),
+    ({"texts": ["flood", ""]}, 422, "texts[1]"),
+    ({"texts": ["   \n"]}, 422, "texts[0]"),
+    ({"texts": ["x" * 20_001]}, 422, "texts[0]"),
+    ({"texts": ["x"] * 257}, 413, "texts"),
+    ({"threshold": 2}, 422, "threshold"),
+    ({"threshold": -0.1}, 422, "threshold"),
+    ({"threshold": "high"}, 422, "threshold"),
+    ({"top_k": 0}, 422, "top_k"),
+    ({"model": ""}, 422, "model"),
+    ({"model": "ghost:x"}, 422, "model"),
+    ({"surprise": 1}, 422, "surprise"),
+])
+def test_bad_classify_requests_name_the_field(client, over, status, field):
+    body = {"model": "ghost", "texts": ["flood"], **over}
+    err = _error(client.post("/classify", json=body), status)
+    assert err["message"].startswith(field), err
+    assert client.app.state.batcher.queued == 0 and not client.app.state.pool.stats()["versions"]
+
+
 def test_classify_errors(client, dataset_id, tiny_models):
     assert _error(client.post("/classify", json={"model": "ghost", "texts": ["x"]}),
                   404)["code"] == "model_not_found"
-    _error(client.post("/classify", json={"model": "ghost", "texts": []}), 422)
-    _error(client.post("/classify", json={"model": "ghost", "texts": [1]}), 422)
-    _error(client.post("/classify", json={"model": "ghost", "texts": ["x"], "threshold": 2}), 422)
-    _error(client.post("/classify", json={"model": "ghost", "texts": ["x"] * 1000}), 413)
-    _error(client.post("/classify", json={"model": "ghost:x", "texts": ["x"]}), 422)
     client.post("/jobs", json=_job(dataset_id, tiny_models))
     err = _error(client.post("/classify", json={"model": "crisis", "texts": ["x"]}), 409)
     assert err["code"] == "model_not_ready"

@@ -56,10 +56,10 @@ def test_artifact_paths_cannot_escape_the_store(tmp_path):
     from app.core.errors import Unavailable
     from app.serving.pool import ModelPool
 
-    pool = ModelPool(tmp_path / "artifacts", tmp_path / "cache", 2)
+    pool = ModelPool(tmp_path / "artifacts", tmp_path / "cache", 2, memory_budget=1 << 30)
     for path in ("../outside", "/etc", "jobs/../../x"):
         with pytest.raises(Unavailable) as err:
-            pool.get("crisis:1", path, {})
+            pool.acquire("crisis:1", path, {})
         assert err.value.code == "artifact_path"
 
 
