@@ -70,7 +70,9 @@ class JobProgress:
             raise lifecycle.LeaseLost(self.job_id)
         now = time.monotonic()
         step = (state, phase)
-        if step == self._last_step and now - self._last_write < PROGRESS_MIN_INTERVAL_S:
+        # Calls that carry metrics (losses) may be written more often than plain ticks.
+        interval = PROGRESS_MIN_INTERVAL_S / 4 if metrics else PROGRESS_MIN_INTERVAL_S
+        if step == self._last_step and now - self._last_write < interval:
             return
         self._last_write, self._last_step = now, step
         try:

@@ -203,6 +203,7 @@ def run(cfg: EngineConfig, data: DistillData, *, workdir: Path, cache_dir: Path,
                     "id": ann_meta["teacher_id"]},
         "student_base": {"uri": student_uri, "sha256": student_src.sha256},
         "prompts": [p for p in metrics["prompts"] if p.get("kept", True)],
+        "strategy": metrics["strategy"],
         "data": {"corpus_sha256": _digest(corpus), "corpus_texts": len(corpus),
                  "eval_sha256": (_digest(eval_texts, list(data.eval_labels))
                                  if eval_texts else None)},
