@@ -122,6 +122,10 @@ def run_job(job_id: str) -> str:
     try:
         progress("annotating", "start", 0.0)
         cfg = engine_config(spec)
+        if settings.torch_threads:  # else torch's own choice: every core of this machine
+            import torch
+
+            torch.set_num_threads(settings.torch_threads)
         labeled = [(t, lab) for t, lab in evals if lab is not None]
         data = DistillData(corpus, [t for t, _ in labeled], [lab for _, lab in labeled])
         result = run(cfg, data, workdir=workdir, cache_dir=settings.cache,

@@ -113,7 +113,7 @@ def resolve_ref(*, db: Session, ref: str) -> ModelVersion:
             raise NotFound(f"model {name!r} has no version {version}", code="version_not_found")
         row = get_version(db=db, name=name, version=version, options=SERVING_ONLY)
         if row.archived:
-            raise Conflict(f"{row.ref} is archived; serve it through an alias or unarchive it",
+            raise Conflict(f"{row.ref} is archived; unarchive it to serve it",
                            code="version_archived")
         return row
     if match.group("alias"):
@@ -134,8 +134,8 @@ def resolve_ref(*, db: Session, ref: str) -> ModelVersion:
                            f"(state {running.state}); no version is registered yet",
                            code="model_not_ready")
         if db.get(RegisteredModel, name) is not None:
-            raise NotFound(f"every version of model {name!r} is archived; unarchive one or "
-                           "name it through an alias", code="model_not_found")
+            raise NotFound(f"every version of model {name!r} is archived; unarchive one",
+                           code="model_not_found")
         raise NotFound(f"no model named {name!r}", code="model_not_found")
     return latest
 
