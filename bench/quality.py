@@ -104,8 +104,24 @@ def load(task: str, n_corpus: int, n_eval: int) -> tuple[list[str], list[str], l
     return train[:n_corpus], [r["message"] for r in test], [gold(task, r) for r in test]
 
 
+def run_path(task: str, row: str, seed: int) -> Path:
+    return WORK / "runs" / f"{task}-{row}-{seed}.json"
+
+
+def finished_run(task: str, row: str, seed: int, n_corpus: int, n_eval: int
+                 ) -> dict[str, Any] | None:
+    """A finished run of this size, if there is one (runs of other sizes are not mixed in)."""
+    path = run_path(task, row, seed)
+    if not path.exists():
+        return None
+    record = json.loads(path.read_text())
+    m = record["metrics"]
+    same = m["corpus"]["texts"] == n_corpus and m["student"]["eval"]["n"] == n_eval
+    return record if same else None
+
+
 def run_one(task: str, row: str, seed: int, data: DistillData, epochs: int) -> dict[str, Any]:
-    out = WORK / "runs" / f"{task}-{row}-{seed}.json"
+    out = run_path(task, row, seed)
     if out.exists():
         return json.loads(out.read_text())
     spec: dict[str, Any] = {"task": TASKS[task], "distillation": {"seed": seed, "epochs": epochs}}
@@ -287,11 +303,9 @@ def main() -> None:
     records = []
     for task in args.tasks:
         if args.aggregate_only:
-            for seed in range(args.seeds):
-                for row in args.rows:
-                    path = WORK / "runs" / f"{task}-{row}-{seed}.json"
-                    if path.exists():
-                        records.append(json.loads(path.read_text()))
+            found = (finished_run(task, row, seed, args.corpus, args.eval)
+                     for seed in range(args.seeds) for row in args.rows)
+            records += [r for r in found if r is not None]
             continue
         corpus, eval_texts, eval_labels = load(task, args.corpus, args.eval)
         data = DistillData(corpus, eval_texts, eval_labels)
