@@ -25,7 +25,7 @@ lint: setup
 bench-reliability: setup
 	rm -f bench/results/reliability.json bench/results/reliability.md
 	TAILOR_RELIABILITY_REPORT=$(CURDIR)/bench/results/reliability.md ./scripts/test.sh \
-		tests/integration -m reliability
+		tests -m reliability
 
 # Serving benchmark (never part of `make test`): needs a real student, made once by a
 # small demo run in var/bench-demo; results go to bench/results/serving.{json,md,png}.

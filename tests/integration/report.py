@@ -37,6 +37,32 @@ def record(number: int, scenario: str, injected: str, held: list[str],
     md_path.write_text(render(data))
 
 
+def record_input(kind: str, paths: list[str], inputs: list[str], held: list[str]) -> None:
+    """Merge one input kind's row into the report's "Inputs" table (no-op unless enabled).
+
+    Args:
+        kind: the kind of input, e.g. "text that is not valid Unicode".
+        paths: the entry points tried, e.g. ["POST /classify", "JSONL upload"].
+        inputs: the concrete inputs tried, described briefly.
+        held: what the test asserted and saw hold.
+    """
+    target = os.environ.get(REPORT_ENV)
+    if not target:
+        return
+    md_path = Path(target)
+    json_path = md_path.with_suffix(".json")
+    data = json.loads(json_path.read_text()) if json_path.exists() else {"rows": {}}
+    inputs_table = data.setdefault("inputs", {})
+    row = inputs_table.setdefault(kind, {"paths": [], "inputs": [], "held": []})
+    for key, values in (("paths", paths), ("inputs", inputs), ("held", held)):
+        row[key] = list(dict.fromkeys([*row[key], *values]))
+    row["recorded_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    data["command"] = "make bench-reliability"
+    md_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    md_path.write_text(render(data))
+
+
 def _figures(figures: dict[str, Any]) -> str:
     return "<br>".join(f"{k}: {v}" for k, v in figures.items())
 
@@ -65,4 +91,14 @@ def render(data: dict[str, Any]) -> str:
         held = "<br>".join(f"✓ {h}" for h in row["held"])
         lines.append(f"| {number} | {row['scenario']} | {row['injected']} | {held} | "
                      f"{_figures(row['figures'])} |")
+    if data.get("inputs"):
+        lines += ["", "## Inputs", "",
+                  "Hostile and malformed inputs (shared/INPUTS.md), each kind tried on every "
+                  "path that takes it; a row is written only by tests that passed.", "",
+                  "| kind | paths | inputs tried | what held |", "|---|---|---|---|"]
+        for kind in sorted(data["inputs"]):
+            row = data["inputs"][kind]
+            lines.append(f"| {kind} | {', '.join(row['paths'])} | "
+                         f"{'<br>'.join(row['inputs'])} | "
+                         f"{'<br>'.join('✓ ' + h for h in row['held'])} |")
     return "\n".join(lines) + "\n"
