@@ -120,6 +120,11 @@ def test_keys_see_use_and_cancel_only_their_own(distributed: Stack, tiny_models,
             assert_same_as_absent(seen, missing, row_id, ABSENT["ds"])
             probes += 1
 
+        # Models are shared (a train key holds classify) but never name another key's job.
+        not_ready = http.post("/classify", json={"model": "ajob", "texts": ["flood"]},
+                              headers=bearer(key_b))
+        assert not_ready.status_code == 409 and a_job not in not_ready.text, not_ready.text
+
         # Lists and their filters show only the caller's own; admin sees every owner's.
         assert ids(http.get("/jobs", headers=bearer(KEY_A)), "jobs") == {a_job}
         assert ids(http.get("/jobs", headers=bearer(key_b)), "jobs") == {b_job}
