@@ -37,7 +37,7 @@ RAW_TYPES = {"application/x-ndjson": "upload.jsonl", "application/jsonl": "uploa
 
 @router.post("", status_code=201, response_model=DatasetOut, openapi_extra=_UPLOAD_DOC,
              summary="Upload a dataset (JSON records, or a JSONL/CSV file)")
-async def create_dataset(request: Request, db: SessionDep, _: TrainScope,
+async def create_dataset(request: Request, db: SessionDep, principal: TrainScope,
                          name: Annotated[str | None, Query(max_length=200)] = None,
                          idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
                          ) -> Any:
@@ -61,21 +61,22 @@ async def create_dataset(request: Request, db: SessionDep, _: TrainScope,
         raise BadRequest(f"unsupported Content-Type {content_type or '(none)'!r}; use "
                          "application/json, multipart/form-data, application/x-ndjson or text/csv",
                          code="unsupported_media_type")
-    dataset = service.create_dataset(db=db, name=ds_name, rows=rows,
+    dataset = service.create_dataset(db=db, name=ds_name, rows=rows, owner=principal.key_id,
                                      idempotency_key=idempotency_key)
     return dataset.summary()
 
 
 @router.get("", response_model=DatasetList)
-def list_datasets(db: SessionDep, _: TrainScope, limit: Annotated[int, Query(ge=1, le=500)] = 50,
+def list_datasets(db: SessionDep, principal: TrainScope,
+                  limit: Annotated[int, Query(ge=1, le=500)] = 50,
                   offset: Annotated[int, Query(ge=0, le=MAX_LIST_OFFSET)] = 0) -> Any:
-    return {"datasets": [d.summary() for d in service.list_datasets(db=db, limit=limit,
-                                                                     offset=offset)]}
+    datasets = service.list_datasets(db=db, viewer=principal, limit=limit, offset=offset)
+    return {"datasets": [d.summary() for d in datasets]}
 
 
 @router.get("/{dataset_id}", response_model=DatasetOut)
-def get_dataset(dataset_id: str, db: SessionDep, _: TrainScope) -> Any:
-    return service.get_dataset(db=db, dataset_id=dataset_id).summary()
+def get_dataset(dataset_id: str, db: SessionDep, principal: TrainScope) -> Any:
+    return service.get_dataset(db=db, dataset_id=dataset_id, viewer=principal).summary()
 
 
 # Referenced by _UPLOAD_DOC so that the schema is emitted into components.

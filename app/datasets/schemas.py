@@ -29,6 +29,8 @@ class DatasetOut(BaseModel):
     labeled_rows: int
     sha256: str = Field(description="sha256 of the canonical JSONL of the records.")
     labels: list[str] = Field(default_factory=list, description="Distinct labels in the rows.")
+    owner: str = Field(description="Id of the API key that uploaded it ('local' with auth off, "
+                                   "'admin' for datasets older than ownership).")
     created_at: datetime
 
 

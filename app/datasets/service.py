@@ -16,6 +16,8 @@ from sqlalchemy.orm import Session
 
 from app.core.config import get_settings
 from app.core.errors import BadRequest, Invalid, NotFound, PayloadTooLarge
+from app.core.ownership import only_visible, visible
+from app.core.security import Principal
 from app.core.url_guard import NUL
 from app.datasets.schemas import DatasetCreate
 from app.models import Dataset, DatasetRecord
@@ -118,16 +120,17 @@ def canonical_sha256(rows: list[Row]) -> str:
     return digest.hexdigest()
 
 
-def create_dataset(*, db: Session, name: str, rows: list[Row],
+def create_dataset(*, db: Session, name: str, rows: list[Row], owner: str,
                    idempotency_key: str | None = None) -> Dataset:
-    """Validate and store a dataset in one transaction; honour an Idempotency-Key."""
+    """Validate and store a dataset owned by `owner` (a key id) in one transaction; honour an
+    Idempotency-Key, which is scoped to the owner."""
     validate_rows(rows)
     if NUL in name:
         raise Invalid("name", "NUL characters are not allowed")
     sha = canonical_sha256(rows)
     request_hash = hashlib.sha256(f"{name}\x1f{sha}".encode()).hexdigest()
     if idempotency_key:
-        existing = db.scalar(select(Dataset).where(Dataset.idempotency_key == idempotency_key))
+        existing = _by_idempotency_key(db, owner, idempotency_key)
         if existing is not None:
             return _replay(existing, request_hash)
     labels: set[str] = set()
@@ -136,14 +139,14 @@ def create_dataset(*, db: Session, name: str, rows: list[Row],
             labels.update([row.label] if isinstance(row.label, str) else row.label)
     dataset = Dataset(id=new_id("ds"), name=name, rows=len(rows),
                       labeled_rows=sum(r.label is not None for r in rows), sha256=sha,
-                      label_set=sorted(labels), idempotency_key=idempotency_key,
+                      label_set=sorted(labels), owner=owner, idempotency_key=idempotency_key,
                       request_hash=request_hash)
     db.add(dataset)
     try:
         db.flush()
     except IntegrityError:  # a concurrent request with the same key won the race
         db.rollback()
-        existing = db.scalar(select(Dataset).where(Dataset.idempotency_key == idempotency_key))
+        existing = _by_idempotency_key(db, owner, idempotency_key)
         if existing is None:
             raise
         return _replay(existing, request_hash)
@@ -155,6 +158,11 @@ def create_dataset(*, db: Session, name: str, rows: list[Row],
     return dataset
 
 
+def _by_idempotency_key(db: Session, owner: str, key: str | None) -> Dataset | None:
+    return db.scalar(select(Dataset).where(Dataset.owner == owner,
+                                           Dataset.idempotency_key == key))
+
+
 def _replay(existing: Dataset, request_hash: str) -> Dataset:
     if existing.request_hash != request_hash:
         raise Invalid("Idempotency-Key", "this key was used with a different request body",
@@ -162,15 +170,18 @@ def _replay(existing: Dataset, request_hash: str) -> Dataset:
     return existing
 
 
-def get_dataset(*, db: Session, dataset_id: str) -> Dataset:
-    dataset = db.get(Dataset, dataset_id)
+def get_dataset(*, db: Session, dataset_id: str, viewer: Principal) -> Dataset:
+    """The dataset if `viewer` may see it; NotFound otherwise (absent or another key's)."""
+    dataset = visible(db.get(Dataset, dataset_id), viewer)
     if dataset is None:
         raise NotFound(f"no dataset with id {dataset_id!r}")
     return dataset
 
 
-def list_datasets(*, db: Session, limit: int, offset: int) -> list[Dataset]:
-    stmt = select(Dataset).order_by(Dataset.created_at.desc()).limit(limit).offset(offset)
+def list_datasets(*, db: Session, viewer: Principal, limit: int, offset: int) -> list[Dataset]:
+    """The datasets `viewer` may see, newest first."""
+    stmt = only_visible(select(Dataset), Dataset, viewer)
+    stmt = stmt.order_by(Dataset.created_at.desc(), Dataset.id).limit(limit).offset(offset)
     return list(db.scalars(stmt))
 
 

@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from app.core.db import session_scope
 from app.core.deps import SessionDep, TrainScope
 from app.core.limits import MAX_LIST_OFFSET
+from app.core.security import Principal
 from app.jobs import service
 from app.jobs.schemas import JobCreate, JobList, JobOut
 from app.models import FINAL_STATES, JobState
@@ -26,59 +27,59 @@ SSE_KEEPALIVE_SECONDS = 15
 
 @router.post("", status_code=202, response_model=JobOut,
              summary="Submit a distillation job (202; honours Idempotency-Key)")
-def submit_job(payload: JobCreate, response: Response, db: SessionDep, _: TrainScope,
+def submit_job(payload: JobCreate, response: Response, db: SessionDep, principal: TrainScope,
                idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> Any:
-    job, _created = service.submit_job(db=db, payload=payload, idempotency_key=idempotency_key,
-                                       enqueue=enqueue_job)
+    job, _created = service.submit_job(db=db, payload=payload, principal=principal,
+                                       idempotency_key=idempotency_key, enqueue=enqueue_job)
     response.headers["Location"] = f"/jobs/{job.id}"
     return service.job_to_dict(job)
 
 
 @router.get("", response_model=JobList)
-def list_jobs(db: SessionDep, _: TrainScope,
+def list_jobs(db: SessionDep, principal: TrainScope,
               state: Annotated[JobState | None, Query()] = None,
               name: Annotated[str | None, Query(max_length=64)] = None,
               limit: Annotated[int, Query(ge=1, le=500)] = 50,
               offset: Annotated[int, Query(ge=0, le=MAX_LIST_OFFSET)] = 0) -> Any:
-    jobs = service.list_jobs(db=db, state=state.value if state else None, name=name,
-                             limit=limit, offset=offset)
+    jobs = service.list_jobs(db=db, viewer=principal, state=state.value if state else None,
+                             name=name, limit=limit, offset=offset)
     return {"jobs": [service.job_to_dict(j) for j in jobs],
             "next_offset": offset + limit if len(jobs) == limit else None}
 
 
 @router.get("/{job_id}", response_model=JobOut)
-def get_job(job_id: str, db: SessionDep, _: TrainScope) -> Any:
-    return service.job_to_dict(service.get_job(db=db, job_id=job_id))
+def get_job(job_id: str, db: SessionDep, principal: TrainScope) -> Any:
+    return service.job_to_dict(service.get_job(db=db, job_id=job_id, viewer=principal))
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut, summary="Cancel (409 if already final)")
-def cancel_job(job_id: str, db: SessionDep, _: TrainScope) -> Any:
-    return service.job_to_dict(service.cancel_job(db=db, job_id=job_id))
+def cancel_job(job_id: str, db: SessionDep, principal: TrainScope) -> Any:
+    return service.job_to_dict(service.cancel_job(db=db, job_id=job_id, viewer=principal))
 
 
 @router.get("/{job_id}/events", summary="Server-Sent Events: state changes and progress",
             response_class=StreamingResponse,
             responses={200: {"content": {"text/event-stream": {}}}})
-async def job_events(job_id: str, db: SessionDep, _: TrainScope,
+async def job_events(job_id: str, db: SessionDep, principal: TrainScope,
                      last_event_id: Annotated[str | None, Header()] = None) -> StreamingResponse:
-    service.get_job(db=db, job_id=job_id)  # 404 before the stream starts
+    service.get_job(db=db, job_id=job_id, viewer=principal)  # 404 before the stream starts
     start = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
-    return StreamingResponse(_stream(job_id, start), media_type="text/event-stream",
+    return StreamingResponse(_stream(job_id, start, principal), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-def _poll(job_id: str, after: int) -> tuple[list[dict[str, Any]], str]:
+def _poll(job_id: str, after: int, viewer: Principal) -> tuple[list[dict[str, Any]], str]:
     with session_scope() as db:
         events = [e.to_dict() for e in service.events_after(db=db, job_id=job_id,
                                                             after_id=after)]
-        state = service.get_job(db=db, job_id=job_id).state
+        state = service.get_job(db=db, job_id=job_id, viewer=viewer).state
     return events, state
 
 
-async def _stream(job_id: str, after: int) -> AsyncIterator[str]:
+async def _stream(job_id: str, after: int, viewer: Principal) -> AsyncIterator[str]:
     idle = 0.0
     while True:
-        events, state = await run_in_threadpool(_poll, job_id, after)
+        events, state = await run_in_threadpool(_poll, job_id, after, viewer)
         for event in events:
             after = event["id"]
             yield f"id: {after}\nevent: {event['kind']}\ndata: {json.dumps(event)}\n\n"

@@ -107,6 +107,8 @@ class JobOut(BaseModel):
     attempts: int
     cancel_requested: bool
     spec: dict[str, Any]
+    owner: str = Field(description="Id of the API key that submitted it ('local' with auth "
+                                   "off, 'admin' for jobs older than ownership).")
     created_at: datetime
     updated_at: datetime
     started_at: datetime | None

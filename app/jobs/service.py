@@ -12,6 +12,8 @@ from sqlalchemy.orm import Session
 
 from app.core.config import get_settings
 from app.core.errors import Conflict, Invalid, NotFound, Unavailable
+from app.core.ownership import only_visible, visible
+from app.core.security import Principal
 from app.jobs import lifecycle
 from app.jobs.schemas import JobCreate
 from app.models import Dataset, Job, JobEvent, JobState
@@ -35,8 +37,9 @@ def engine_config(spec: dict[str, Any]) -> EngineConfig:
                                    ("task", "teacher", "student", "distillation")})
 
 
-def validate_spec(db: Session, spec: dict[str, Any]) -> None:
-    """Refuse at submission whatever can be refused cheaply, naming the field."""
+def validate_spec(db: Session, spec: dict[str, Any], viewer: Principal) -> None:
+    """Refuse at submission whatever can be refused cheaply, naming the field. Datasets that
+    `viewer` may not see are refused exactly like absent ones."""
     try:
         cfg = engine_config(spec)
     except ConfigError as exc:
@@ -50,11 +53,11 @@ def validate_spec(db: Session, spec: dict[str, Any]) -> None:
         raise Invalid("student.model", "the student must be a local encoder, not a server",
                       code="invalid_model_uri")
     data = spec["data"]
-    if db.get(Dataset, data["dataset_id"]) is None:
+    if visible(db.get(Dataset, data["dataset_id"]), viewer) is None:
         raise Invalid("data.dataset_id", f"no dataset with id {data['dataset_id']!r}",
                       code="dataset_not_found")
     if data.get("eval_dataset_id"):
-        eval_ds = db.get(Dataset, data["eval_dataset_id"])
+        eval_ds = visible(db.get(Dataset, data["eval_dataset_id"]), viewer)
         if eval_ds is None:
             raise Invalid("data.eval_dataset_id", f"no dataset with id {data['eval_dataset_id']!r}",
                           code="dataset_not_found")
@@ -67,25 +70,27 @@ def validate_spec(db: Session, spec: dict[str, Any]) -> None:
                           f"{cfg.task.label_names}")
 
 
-def submit_job(*, db: Session, payload: JobCreate, idempotency_key: str | None = None,
-               enqueue: Any) -> tuple[Job, bool]:
-    """Create a queued job and wake a worker; return (job, created). Replays on a reused key."""
+def submit_job(*, db: Session, payload: JobCreate, principal: Principal,
+               idempotency_key: str | None = None, enqueue: Any) -> tuple[Job, bool]:
+    """Create a queued job owned by `principal` and wake a worker; return (job, created).
+    Replays on a key the same principal reused."""
     spec = normalized_spec(payload)
     request_hash = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
     if idempotency_key:
-        existing = db.scalar(select(Job).where(Job.idempotency_key == idempotency_key))
+        existing = _by_idempotency_key(db, principal.key_id, idempotency_key)
         if existing is not None:
             return _replay(existing, request_hash), False
-    validate_spec(db, spec)
+    validate_spec(db, spec, principal)
     job = Job(id=new_id("job"), name=payload.name, state=JobState.QUEUED, progress=0.0,
               spec=spec, metrics={}, attempts=0, max_attempts=get_settings().job_max_attempts,
-              idempotency_key=idempotency_key, request_hash=request_hash, woken_at=utcnow())
+              owner=principal.key_id, idempotency_key=idempotency_key,
+              request_hash=request_hash, woken_at=utcnow())
     db.add(job)
     try:
         db.flush()
     except IntegrityError:
         db.rollback()
-        existing = db.scalar(select(Job).where(Job.idempotency_key == idempotency_key))
+        existing = _by_idempotency_key(db, principal.key_id, idempotency_key)
         if existing is None:
             raise
         return _replay(existing, request_hash), False
@@ -102,6 +107,10 @@ def submit_job(*, db: Session, payload: JobCreate, idempotency_key: str | None =
     return job, True
 
 
+def _by_idempotency_key(db: Session, owner: str, key: str | None) -> Job | None:
+    return db.scalar(select(Job).where(Job.owner == owner, Job.idempotency_key == key))
+
+
 def _replay(existing: Job, request_hash: str) -> Job:
     if existing.request_hash != request_hash:
         raise Invalid("Idempotency-Key", "this key was used with a different request body",
@@ -109,16 +118,18 @@ def _replay(existing: Job, request_hash: str) -> Job:
     return existing
 
 
-def get_job(*, db: Session, job_id: str) -> Job:
-    job = db.get(Job, job_id)
+def get_job(*, db: Session, job_id: str, viewer: Principal) -> Job:
+    """The job if `viewer` may see it; NotFound otherwise (absent or another key's)."""
+    job = visible(db.get(Job, job_id), viewer)
     if job is None:
         raise NotFound(f"no job with id {job_id!r}")
     return job
 
 
-def list_jobs(*, db: Session, state: str | None, name: str | None, limit: int,
-              offset: int) -> list[Job]:
-    stmt = select(Job).order_by(Job.created_at.desc(), Job.id)
+def list_jobs(*, db: Session, viewer: Principal, state: str | None, name: str | None,
+              limit: int, offset: int) -> list[Job]:
+    """The jobs `viewer` may see, newest first, optionally of one state and name."""
+    stmt = only_visible(select(Job), Job, viewer).order_by(Job.created_at.desc(), Job.id)
     if state:
         stmt = stmt.where(Job.state == state)
     if name:
@@ -126,9 +137,10 @@ def list_jobs(*, db: Session, state: str | None, name: str | None, limit: int,
     return list(db.scalars(stmt.limit(limit).offset(offset)))
 
 
-def cancel_job(*, db: Session, job_id: str) -> Job:
-    """Ask a job to stop; a queued job stops at once, a running one at its next step."""
-    job = db.get(Job, job_id, with_for_update=True)
+def cancel_job(*, db: Session, job_id: str, viewer: Principal) -> Job:
+    """Ask a job to stop; a queued job stops at once, a running one at its next step.
+    Another key's job is NotFound, like an absent one."""
+    job = visible(db.get(Job, job_id, with_for_update=True), viewer)
     if job is None:
         raise NotFound(f"no job with id {job_id!r}")
     if job.is_final:
@@ -142,7 +154,7 @@ def cancel_job(*, db: Session, job_id: str) -> Job:
     else:
         lifecycle.record_event(db, job, "cancel_requested")
         db.commit()
-    return get_job(db=db, job_id=job_id)
+    return get_job(db=db, job_id=job_id, viewer=viewer)
 
 
 def events_after(*, db: Session, job_id: str, after_id: int) -> list[JobEvent]:
@@ -160,6 +172,7 @@ def job_to_dict(job: Job) -> dict[str, Any]:
         "model": ({"name": job.model_name, "version": job.model_version}
                   if job.model_version is not None else None),
         "attempts": job.attempts, "cancel_requested": job.cancel_requested, "spec": job.spec,
+        "owner": job.owner,
         "created_at": job.created_at, "updated_at": job.updated_at,
         "started_at": job.started_at, "finished_at": job.finished_at,
     }

@@ -10,6 +10,7 @@ from sqlalchemy import Boolean, Float, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, JSONType, UTCDateTime, utcnow
+from app.models.owned import Owned, idempotency_unique
 
 
 class JobState(enum.StrEnum):
@@ -43,8 +44,9 @@ def can_transition(current: str, target: str) -> bool:
     return target in order and order.index(target) >= order.index(current)
 
 
-class Job(Base):
+class Job(Owned, Base):
     __tablename__ = "jobs"
+    __table_args__ = (idempotency_unique("jobs"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     name: Mapped[str] = mapped_column(String(64), index=True)
@@ -65,7 +67,7 @@ class Job(Base):
     # When a wake-up message was last published; the worker sweeper re-wakes jobs whose
     # message was lost (broker restart, worker killed) once this is old enough.
     woken_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))  # unique per owner
     request_hash: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -130,9 +130,9 @@ def resolve_ref(*, db: Session, ref: str) -> ModelVersion:
                                               Job.state.not_in([s.value for s in FINAL_STATES]))
                             .limit(1))
         if running is not None:
-            raise Conflict(f"model {name!r} is still being trained by job {running.id} "
-                           f"(state {running.state}); no version is registered yet",
-                           code="model_not_ready")
+            # Models are shared but jobs are owned: name neither the job nor its state.
+            raise Conflict(f"model {name!r} is still being trained; no version is "
+                           "registered yet", code="model_not_ready")
         if db.get(RegisteredModel, name) is not None:
             raise NotFound(f"every version of model {name!r} is archived; unarchive one",
                            code="model_not_found")

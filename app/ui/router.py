@@ -66,14 +66,15 @@ def model_shell(request: Request, name: str,
 
 
 @router.get("/parts/jobs", response_class=HTMLResponse)
-def jobs_part(request: Request, db: SessionDep, _: TrainScope,
+def jobs_part(request: Request, db: SessionDep, principal: TrainScope,
               offset: Annotated[int, Query(ge=0)] = 0) -> HTMLResponse:
-    return render(request, "jobs.html", **views.jobs_page(db, JOBS_PER_PAGE, offset))
+    return render(request, "jobs.html", **views.jobs_page(db, principal, JOBS_PER_PAGE, offset))
 
 
 @router.get("/parts/jobs/{job_id}", response_class=HTMLResponse)
-def job_part(request: Request, job_id: str, db: SessionDep, _: TrainScope) -> HTMLResponse:
-    return render(request, "job.html", **views.job_page(db, job_id))
+def job_part(request: Request, job_id: str, db: SessionDep, principal: TrainScope
+             ) -> HTMLResponse:
+    return render(request, "job.html", **views.job_page(db, principal, job_id))
 
 
 @router.get("/parts/models", response_class=HTMLResponse)

@@ -10,6 +10,7 @@ from markdown_it import MarkdownIt
 from markupsafe import Markup
 from sqlalchemy.orm import Session
 
+from app.core.security import Principal
 from app.jobs import service as jobs
 from app.models import FINAL_STATES, JobEvent
 from app.models.base import utcnow
@@ -117,8 +118,8 @@ def _edges(bins: dict[str, Any]) -> list[float]:
     return edges if len(edges) == len(bins["count"]) + 1 else [*edges, 1.0]
 
 
-def job_page(db: Session, job_id: str) -> dict[str, Any]:
-    job = jobs.job_to_dict(jobs.get_job(db=db, job_id=job_id))
+def job_page(db: Session, viewer: Principal, job_id: str) -> dict[str, Any]:
+    job = jobs.job_to_dict(jobs.get_job(db=db, job_id=job_id, viewer=viewer))
     events = job_events(db, job_id)
     segments = timeline(events, now=utcnow())
     return {"job": job, "final": job["state"] in FINAL_STATES, "segments": segments,
@@ -126,9 +127,9 @@ def job_page(db: Session, job_id: str) -> dict[str, Any]:
             "phases": phase_views(job["metrics"], events), **metric_sections(job["metrics"])}
 
 
-def jobs_page(db: Session, limit: int, offset: int) -> dict[str, Any]:
-    rows = [jobs.job_to_dict(j) for j in jobs.list_jobs(db=db, state=None, name=None,
-                                                         limit=limit, offset=offset)]
+def jobs_page(db: Session, viewer: Principal, limit: int, offset: int) -> dict[str, Any]:
+    rows = [jobs.job_to_dict(j) for j in jobs.list_jobs(db=db, viewer=viewer, state=None,
+                                                         name=None, limit=limit, offset=offset)]
     return {"jobs": rows, "final_states": [s.value for s in FINAL_STATES],
             "next_offset": offset + limit if len(rows) == limit else None,
             "prev_offset": max(0, offset - limit) if offset else None}
