@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.core.config import get_settings
+from app.core.db import lock_row
 from app.core.errors import Conflict, Invalid, NotFound, Unavailable
 from app.jobs import lifecycle
 from app.jobs.schemas import JobCreate
@@ -128,7 +129,7 @@ def list_jobs(*, db: Session, state: str | None, name: str | None, limit: int,
 
 def cancel_job(*, db: Session, job_id: str) -> Job:
     """Ask a job to stop; a queued job stops at once, a running one at its next step."""
-    job = db.get(Job, job_id, with_for_update=True)
+    job = lock_row(db, Job, job_id)
     if job is None:
         raise NotFound(f"no job with id {job_id!r}")
     if job.is_final:
