@@ -35,6 +35,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 PROCS, ROUNDS = 4, 25
 WAIT_S = 60  # a round that takes this long has deadlocked: fail instead of hanging
 FIGURES: dict[str, Any] = {}  # gathered across tests; scenario 17 is rewritten after each
+HELD: dict[str, None] = {}  # what the tests that passed so far proved, in order
 
 Op = Callable[[Session, int, int], Any]  # (session, process index, round) -> outcome
 
@@ -116,20 +117,17 @@ def _register(db: Session, tmp: Path, name: str, job_id: str) -> int:
                             artifacts_root=tmp)
 
 
-def _record(db_url: str, key: str, value: Any) -> None:
+def _record(db_url: str, key: str, value: Any, held: str, path: str, tried: str) -> None:
+    """Add what one test proved to scenario 17 and to the Inputs table (after its asserts)."""
     FIGURES[f"{db_url.split(':', 1)[0].split('+')[0]}: {key}"] = value
+    HELD[held] = None
     record(17, "registry and job writes racing across processes (SQLite and PostgreSQL)",
-           f"{PROCS} processes x {ROUNDS} rounds released together by a barrier: "
-           "registering versions of one model (and of a new one; one job registered twice), "
-           "archiving a version while aliases move onto it, cancelling a job while its "
-           "worker finishes it, revoking one API key at once",
-           ["no error in any round, in either database (no UNIQUE violation, no 'database "
-            "is locked')", "version numbers unique and contiguous (1..N), per-process "
-            "increasing; a job registered twice at once gets one version",
-            "no alias ever left on an archived version",
-            "a cancel answered 'requested' never leaves a job succeeded; one final event",
-            "a key revoked twice at once keeps one revocation time"],
+           f"{PROCS} processes x {ROUNDS} rounds released together by a barrier, each with "
+           "its own engine, on a SQLite file and on a PostgreSQL server",
+           ["no error in any round (no UNIQUE violation, no 'database is locked')", *HELD],
            dict(sorted(FIGURES.items())))
+    record_input("two requests racing on one record", [path], [tried],
+                 [f"SQLite and PostgreSQL alike: {held}"])
 
 
 def test_parallel_registrations_number_versions_without_collision(db_url, tmp_path):
@@ -164,17 +162,11 @@ def test_parallel_registrations_number_versions_without_collision(db_url, tmp_pa
             assert outcomes[3][0] == outcomes[0][0]  # the same job: the same version, no error
         assert sorted(o[1] for o in outcomes) == list(range(1, PROCS + 1))
     _record(db_url, "registrations", f"{jobs + ROUNDS * PROCS} versions in {seconds:.1f}s, "
-                                     "0 errors, numbers 1..N")
-    record_input("two requests racing on one record",
-                 ["registration (worker)", "PUT /models/{name}/aliases/{alias}",
-                  "POST /models/{name}/versions/{v}/archive", "POST /jobs/{id}/cancel",
-                  "DELETE /keys/{id}"],
-                 [f"{PROCS} processes registering one model (existing and new) at once",
-                  "one job registered by two processes at once",
-                  "archive v while two aliases move to v", "cancel while the worker finishes",
-                  "one key revoked by four processes at once"],
-                 ["SQLite and PostgreSQL alike: zero errors, contiguous version numbers, no "
-                  "alias on an archived version, one final state per job"])
+                                     "0 errors, numbers 1..N",
+            "version numbers unique and contiguous (1..N), increasing per process; one job "
+            "registered twice at once gets one version", "registration (worker)",
+            f"{PROCS} processes registering versions of one model (existing and new), one "
+            "job registered by two of them")
 
 
 def test_an_alias_never_ends_on_an_archived_version(db_url, tmp_path):
@@ -220,7 +212,10 @@ def test_an_alias_never_ends_on_an_archived_version(db_url, tmp_path):
     archive_won = sum(1 for o in rounds if "archived" in (o[0], o[3]))
     _record(db_url, "alias vs archive", f"{ROUNDS} rounds in {seconds:.1f}s: archive won "
                                         f"{archive_won}, aliases won {ROUNDS - archive_won}; "
-                                        "0 aliases on archived versions")
+                                        "0 aliases on archived versions",
+            "no alias ever left on an archived version",
+            "PUT /models/{name}/aliases/{alias} + POST .../versions/{v}/archive",
+            "two archives while two aliases move onto the same version")
 
 
 def test_a_cancel_that_was_accepted_is_never_lost(db_url):
@@ -258,7 +253,9 @@ def test_a_cancel_that_was_accepted_is_never_lost(db_url):
     cancelled = sum(o[0] == "cancelled" for o in rounds)
     _record(db_url, "cancel vs finish", f"{ROUNDS} rounds in {seconds:.1f}s: cancelled "
                                         f"{cancelled}, succeeded {ROUNDS - cancelled}; "
-                                        "0 accepted cancels lost")
+                                        "0 accepted cancels lost",
+            "an accepted cancel never ends as succeeded; one final event per job",
+            "POST /jobs/{id}/cancel", "three cancels while the worker checks and finishes")
 
 
 def test_a_key_revoked_twice_at_once_keeps_one_time(db_url):
@@ -278,7 +275,9 @@ def test_a_key_revoked_twice_at_once_keeps_one_time(db_url):
             stored = db.get(ApiKey, ids[r]).revoked_at.isoformat()
             assert outcomes == [stored] * PROCS, (r, outcomes, stored)
     engine.dispose()
-    _record(db_url, "key revocation", f"{ROUNDS} keys x {PROCS} revokers: one time each")
+    _record(db_url, "key revocation", f"{ROUNDS} keys x {PROCS} revokers: one time each",
+            "a key revoked four times at once keeps one revocation time", "DELETE /keys/{id}",
+            "one key revoked by four processes at once")
 
 
 def test_the_race_harness_sees_a_lost_update(tmp_path):
