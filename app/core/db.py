@@ -2,7 +2,7 @@
 
 Row locks that work in both databases: `lock_row` (and `write_lock` underneath it) give a
 read-check-write the same guarantee on SQLite that `SELECT ... FOR UPDATE` gives on
-PostgreSQL, where SQLAlchemy's `with_for_update` is silently a no-op.
+PostgreSQL (on SQLite, SQLAlchemy's `with_for_update` is silently a no-op).
 """
 
 from __future__ import annotations
