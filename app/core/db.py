@@ -1,4 +1,9 @@
-"""Database engine and session scope. One owner per session: whoever opens it commits it."""
+"""Database engine and session scope. One owner per session: whoever opens it commits it.
+
+Row locks that work in both databases: `lock_row` (and `write_lock` underneath it) give a
+read-check-write the same guarantee on SQLite that `SELECT ... FOR UPDATE` gives on
+PostgreSQL (on SQLite, SQLAlchemy's `with_for_update` is silently a no-op).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -14,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.core.config import get_settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000  # API and worker write to one file; wait rather than fail.
+Row = TypeVar("Row")
 # What an unreachable or restarting database raises. Other DBAPI errors (bad data, broken
 # constraints) are bugs, not outages, and must not be reported as "retry later".
 UNAVAILABLE = (OperationalError, InterfaceError)
@@ -25,7 +32,8 @@ def make_engine(url: str) -> Engine:
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(url, connect_args={"check_same_thread": False,
+                                                  "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
@@ -64,6 +72,36 @@ def session_scope() -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def write_lock(db: Session) -> None:
+    """On SQLite, take the database write lock now, for the rest of the session's transaction.
+
+    pysqlite (in its default, legacy transaction mode) runs SELECTs outside any transaction
+    and opens one lazily at the first INSERT/UPDATE/DELETE, so a read-check-write sees no
+    lock: two processes both read "latest version 3" and both write 4. `BEGIN IMMEDIATE`
+    takes the write lock before anything is read; a second writer waits for it (busy
+    timeout, SQLITE_BUSY_TIMEOUT_MS) instead of failing. A connection already in a
+    transaction holds the write lock already (pysqlite only opens one at a write). On
+    PostgreSQL this does nothing: lock rows there with `FOR UPDATE` (see `lock_row`).
+    """
+    conn = db.connection()
+    if conn.dialect.name != "sqlite":
+        return
+    raw: Any = conn.connection.driver_connection
+    if not raw.in_transaction:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def lock_row(db: Session, model: type[Row], key: Any) -> Row | None:
+    """Fetch the row with primary key `key`, fresh and locked until the session commits.
+
+    PostgreSQL: `SELECT ... FOR UPDATE` on that row. SQLite: the database write lock (the
+    only lock it has) taken before the read. Either way a concurrent caller of `lock_row`
+    on the same row waits, then reads what this transaction committed. None if absent.
+    """
+    write_lock(db)
+    return db.get(model, key, with_for_update=True, populate_existing=True)
 
 
 def ping() -> None:

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from app.core.db import lock_row
 from app.models import FINAL_STATES, Job, JobEvent, JobState
 from app.models.base import utcnow
 
@@ -48,7 +49,7 @@ def claim(db: Session, job_id: str, owner: str, lease_seconds: int) -> Job | Non
 
 def hold(db: Session, job_id: str, owner: str) -> Job:
     """Lock the job row for the rest of the transaction; raise LeaseLost unless we own it."""
-    job = db.get(Job, job_id, populate_existing=True, with_for_update=True)
+    job = lock_row(db, Job, job_id)
     if job is None or job.lease_owner != owner or job.is_final:
         raise LeaseLost(job_id)
     return job
@@ -83,7 +84,7 @@ def finish(db: Session, job_id: str, owner: str | None, *, state: str,
            error: tuple[str, str] | None = None, metrics: dict[str, Any] | None = None,
            model: tuple[str, int] | None = None) -> bool:
     """Move a job to a final state (guarded by our lease when `owner` is given)."""
-    job = db.get(Job, job_id, populate_existing=True, with_for_update=True)
+    job = lock_row(db, Job, job_id)
     if job is None or job.is_final or (owner is not None and job.lease_owner != owner):
         db.rollback()
         return False

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.core.db import write_lock
 from app.jobs import lifecycle
 from app.models import Job, JobState
 from app.models.base import utcnow
@@ -61,6 +62,9 @@ def sweep(db: Session, *, requeue_after_s: float, waiting: Collection[str] | Non
 
 def _locked(db: Session, stmt: object) -> list[Job]:
     # SKIP LOCKED: two sweepers (one per worker) split the work instead of both acting.
+    # SQLite has no row locks: the sweep holds the database write lock instead, so a worker
+    # renewing its lease waits for the sweep rather than being settled mid-renewal.
+    write_lock(db)
     query = stmt.order_by(Job.created_at).limit(SWEEP_BATCH)  # type: ignore[attr-defined]
     return list(db.scalars(query.with_for_update(skip_locked=True)))
 

@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.core.config import get_settings
+from app.core.db import lock_row
 from app.core.errors import Conflict, Invalid, NotFound, Unavailable
 from app.core.ownership import only_visible, visible
 from app.core.security import Principal
@@ -140,7 +141,7 @@ def list_jobs(*, db: Session, viewer: Principal, state: str | None, name: str | 
 def cancel_job(*, db: Session, job_id: str, viewer: Principal) -> Job:
     """Ask a job to stop; a queued job stops at once, a running one at its next step.
     Another key's job is NotFound, like an absent one."""
-    job = visible(db.get(Job, job_id, with_for_update=True), viewer)
+    job = visible(lock_row(db, Job, job_id), viewer)
     if job is None:
         raise NotFound(f"no job with id {job_id!r}")
     if job.is_final:

@@ -7,6 +7,7 @@ import secrets
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.core.db import lock_row
 from app.core.errors import NotFound
 from app.core.security import hash_key
 from app.models import ApiKey
@@ -35,7 +36,7 @@ def list_keys(*, db: Session) -> list[ApiKey]:
 
 def revoke_key(*, db: Session, key_id: str) -> ApiKey:
     """Revoke a key at once (idempotent: revoking twice keeps the first time)."""
-    row = db.get(ApiKey, key_id, with_for_update=True)
+    row = lock_row(db, ApiKey, key_id)
     if row is None:
         raise NotFound(f"no API key with id {key_id!r}", code="key_not_found")
     if row.revoked_at is None:

@@ -15,7 +15,8 @@ class RegisteredModel(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     description: Mapped[str | None] = mapped_column(Text)
-    # Bumped under a row lock when a version is registered, so numbers never collide.
+    # Bumped by one UPDATE ... RETURNING under the model's lock (app/registry/service.py),
+    # so numbers never collide, in SQLite as in PostgreSQL.
     latest_version: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

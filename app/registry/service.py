@@ -7,13 +7,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, defer
 
+from app.core.db import lock_row
 from app.core.errors import Conflict, Invalid, NotFound
 from app.models import Job, ModelAlias, ModelVersion, RegisteredModel
-from app.models.base import MAX_INT
+from app.models.base import MAX_INT, utcnow
 from app.models.job import FINAL_STATES
 from app.registry.card import render_card
 
@@ -27,38 +29,51 @@ SERVING_ONLY = (defer(ModelVersion.metrics), defer(ModelVersion.lineage),
 
 def register_version(*, db: Session, job_id: str, name: str, result: Any,
                      artifacts_root: Path) -> int:
-    """Record a finished student as the next version of `name`; idempotent per job."""
+    """Record a finished student as the next version of `name`; idempotent per job.
+
+    Numbers come from one atomic step in both databases (`_next_number`), taken under the
+    model's row lock, so parallel registrations get 1, 2, 3 ... with no gap and no
+    collision. The caller commits.
+    """
+    _ensure_model(db, name)
+    lock_row(db, RegisteredModel, name)
     existing = db.scalar(select(ModelVersion).where(ModelVersion.job_id == job_id))
     if existing is not None:  # a retried job that crashed after registering
         return existing.version
-    model = _lock_or_create(db, name)
-    model.latest_version += 1
+    number = _next_number(db, name)
     rel_path = str(Path(result.student_dir).resolve().relative_to(artifacts_root.resolve()))
     task = result.lineage["config"]["task"]
     version = ModelVersion(
-        model_name=name, version=model.latest_version, job_id=job_id, artifact_path=rel_path,
+        model_name=name, version=number, job_id=job_id, artifact_path=rel_path,
         files=result.files, base_model=result.base_model,
         labels=[lab["name"] for lab in task["labels"]], multi_label=bool(task["multi_label"]),
         metrics=result.metrics, lineage={**result.lineage, "job_id": job_id})
-    version.card = render_card(name, model.latest_version, version.metrics, version.lineage)
+    version.card = render_card(name, number, version.metrics, version.lineage)
     db.add(version)
     db.flush()
     return version.version
 
 
-def _lock_or_create(db: Session, name: str) -> RegisteredModel:
-    # Row lock (PostgreSQL) or the database write lock (SQLite) serialises numbering.
-    model = db.get(RegisteredModel, name, with_for_update=True)
-    if model is not None:
-        return model
-    try:
-        with db.begin_nested():
-            db.add(RegisteredModel(name=name, latest_version=0))
-    except IntegrityError:  # created concurrently; lock the winner's row
-        pass
-    model = db.get(RegisteredModel, name, with_for_update=True, populate_existing=True)
-    assert model is not None
-    return model
+def _ensure_model(db: Session, name: str) -> None:
+    # INSERT ... ON CONFLICT DO NOTHING: creating a model twice at once is not an error in
+    # either database (PostgreSQL waits for the other insert to commit, then skips).
+    dialect = db.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    now = utcnow()
+    db.execute(insert(RegisteredModel).values(name=name, latest_version=0, created_at=now,
+                                              updated_at=now)
+               .on_conflict_do_nothing(index_elements=["name"]))
+
+
+def _next_number(db: Session, name: str) -> int:
+    # One statement reads and bumps the counter, so no reader ever sees a number another
+    # writer is about to take (SQLite >= 3.35 and PostgreSQL both support RETURNING).
+    number = db.execute(update(RegisteredModel).where(RegisteredModel.name == name)
+                        .values(latest_version=RegisteredModel.latest_version + 1,
+                                updated_at=utcnow())
+                        .returning(RegisteredModel.latest_version)
+                        .execution_options(synchronize_session=False)).scalar_one()
+    return int(number)
 
 
 def list_models(*, db: Session, include_archived: bool = False) -> list[dict[str, Any]]:
@@ -155,7 +170,7 @@ def set_alias(*, db: Session, name: str, alias: str, version: int,
     _lock_model(db, name)
     db.refresh(row)  # archived meanwhile?
     _refuse_archived(row)
-    current = db.get(ModelAlias, (name, alias))
+    current = db.get(ModelAlias, (name, alias), populate_existing=True)
     if current is None:
         db.add(ModelAlias(model_name=name, alias=alias, version=version))
     else:
@@ -172,6 +187,7 @@ def set_archived(*, db: Session, name: str, version: int, archived: bool) -> Mod
     """
     row = get_version(db=db, name=name, version=version)
     _lock_model(db, name)
+    db.refresh(row)
     if archived:
         pointing = sorted(a.alias for a in db.scalars(select(ModelAlias).where(
             ModelAlias.model_name == name, ModelAlias.version == version)))
@@ -185,8 +201,9 @@ def set_archived(*, db: Session, name: str, version: int, archived: bool) -> Mod
 
 
 def _lock_model(db: Session, name: str) -> None:
-    # The model's row lock orders alias moves, archiving and registration of one model.
-    db.get(RegisteredModel, name, with_for_update=True, populate_existing=True)
+    # The model's row lock orders alias moves, archiving and registration of one model, in
+    # both databases; whatever was read before it must be re-read (or refreshed) after it.
+    lock_row(db, RegisteredModel, name)
 
 
 def _refuse_archived(row: ModelVersion) -> None:
