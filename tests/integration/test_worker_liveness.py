@@ -118,7 +118,6 @@ def test_embedded_worker_sigkilled_mid_job_is_replaced_and_finishes_it(embedded_
         joblog.close()
     assert len(claims) == 2 and reasons == ["lease_expired"]
     assert timeline["/readyz 503"] <= FRESH_S + 3
-    print("timeline", timeline)
     record(16, "embedded worker SIGKILLed (app.serve)",
            "SIGKILL to the Celery worker's main process started by `python -m app.serve` "
            "(SQLite + filesystem broker) while a job is distilling",
