@@ -1,7 +1,9 @@
 """`python -m app.serve`: embedded Tailor in one command — migrate, one worker, the API.
 
 Distributed deployments run the pieces separately (see docker-compose.yml); this launcher is
-for one machine: SQLite + filesystem broker by default, or whatever TAILOR_* URLs say.
+for one machine: SQLite + filesystem broker by default, or whatever TAILOR_* URLs say. The
+worker runs under a supervisor (app.supervisor) that restarts it when it dies; when it gives
+up on a crash loop, the API stops too and the exit status is 1.
 """
 
 from __future__ import annotations
@@ -10,16 +12,36 @@ import argparse
 import logging
 import os
 import signal
-import subprocess
 import sys
+from collections.abc import Callable
 from types import FrameType
 
 import uvicorn
 
 from app.core.config import get_settings
 from app.core.migrate import upgrade
+from app.supervisor import RestartPolicy, WorkerSupervisor
 
 log = logging.getLogger("tailor.serve")
+STARTUP_FAILURE = 3  # uvicorn's own exit status when the server could not start (port taken)
+GAVE_UP = 1
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server that first tells the supervisor to restart nothing on SIGINT/SIGTERM:
+    a Ctrl-C reaches the worker too, and its exit must not read as a crash."""
+
+    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
+        super().__init__(config)
+        self.on_exit = on_exit
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.on_exit()
+        super().handle_exit(sig, frame)
+
+    def request_exit(self) -> None:
+        """Shut down as if signalled (safe from another thread: the loop polls the flag)."""
+        self.should_exit = True
 
 
 def worker_command(concurrency: int = 1) -> list[str]:
@@ -43,7 +65,14 @@ def main(argv: list[str] | None = None) -> int:
     settings.home.mkdir(parents=True, exist_ok=True)
     if not args.skip_migrations:
         upgrade()
-    worker = None if args.no_worker else subprocess.Popen(worker_command(), env=os.environ.copy())
+    config = uvicorn.Config("app.main:create_app", factory=True, host=host, port=port,
+                            log_level="warning", timeout_graceful_shutdown=5)
+    supervisor = None if args.no_worker else WorkerSupervisor(
+        worker_command(), RestartPolicy.from_settings(settings), env=os.environ.copy())
+    server = _Server(config, on_exit=supervisor.begin_stop if supervisor else lambda: None)
+    if supervisor is not None:
+        supervisor.on_give_up = server.request_exit
+        supervisor.start()
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt
@@ -51,18 +80,17 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     try:
         log.info("Tailor on http://%s:%d (home %s)", host, port, settings.home)
-        uvicorn.run("app.main:create_app", factory=True, host=host, port=port,
-                    log_level="warning", timeout_graceful_shutdown=5)
+        config.load_app()
+        server.run()
     except KeyboardInterrupt:
         pass
     finally:
-        if worker is not None:
-            worker.terminate()
-            try:
-                worker.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-    return 0
+        if supervisor is not None:
+            supervisor.stop()
+    if supervisor is not None and supervisor.gave_up:
+        log.error("Tailor stopped: %s", supervisor.gave_up)
+        return GAVE_UP
+    return 0 if server.started else STARTUP_FAILURE
 
 
 if __name__ == "__main__":

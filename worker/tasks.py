@@ -8,7 +8,7 @@ from celery import Task
 
 import worker.distill.engine  # noqa: F401  (see below)
 from app.core.db import UNAVAILABLE
-from worker import sweeper
+from worker import heartbeat, sweeper
 from worker.celery_app import TASK_NAME, app
 from worker.runner import DB_DOWN, run_job
 
@@ -18,6 +18,7 @@ from worker.runner import DB_DOWN, run_job
 
 log = logging.getLogger(__name__)
 sweeper.install()
+heartbeat.install()
 
 
 @app.task(name=TASK_NAME, bind=True, acks_late=True)

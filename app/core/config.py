@@ -49,6 +49,28 @@ class Settings(BaseSettings):
     job_requeue_seconds: float = Field(60.0, gt=0)
     broker_timeout_seconds: float = 3.0
 
+    # Worker liveness. Each worker writes a heartbeat row this often; /readyz wants one no
+    # older than the window. The window spans several beats so that a worker starved of CPU
+    # for a beat or two (a 2-core box while torch trains) is not reported dead, and is short
+    # enough that a load balancer or operator learns of a dead worker within half a minute.
+    worker_heartbeat_seconds: float = Field(5.0, gt=0, description="How often each worker "
+                                            "records its heartbeat.")
+    worker_fresh_seconds: float = Field(20.0, gt=0, description="/readyz needs a worker "
+                                        "heartbeat at most this old (at least 2 beats).")
+    # The embedded supervisor (app.serve) restarts a worker that died after a delay that
+    # doubles with each crash in the window (1 s, 2 s, 4 s ... at most the cap): a crash from
+    # a passing cause (OOM kill) is repaired at once, a crash loop does not burn the CPU.
+    # More than max_crashes within the window means the cause is not passing (bad config, a
+    # broken install): it gives up and says so rather than restart forever.
+    worker_restart_backoff_seconds: float = Field(1.0, ge=0, description="Delay before the "
+                                                  "first restart; doubles per recent crash.")
+    worker_restart_backoff_max_seconds: float = Field(30.0, ge=0, description="Longest delay "
+                                                      "between restarts.")
+    worker_restart_max_crashes: int = Field(5, ge=1, description="Crashes tolerated within "
+                                            "the window; one more and serve gives up.")
+    worker_restart_window_seconds: float = Field(300.0, gt=0, description="How far back "
+                                                 "crashes count towards giving up.")
+
     serving_max_loaded: int = Field(64, description="Student versions kept in memory (LRU).")
     serving_memory_budget_mb: int = Field(
         2048, description="MiB of served weights (bases + adapters + heads) before LRU eviction.")
@@ -84,6 +106,15 @@ class Settings(BaseSettings):
         if self.serving_max_queue < self.max_classify_texts:
             raise ValueError("TAILOR_SERVING_MAX_QUEUE must be at least "
                              "TAILOR_MAX_CLASSIFY_TEXTS, or the largest request is never served")
+        return self
+
+    @model_validator(mode="after")
+    def _window_spans_beats(self) -> Settings:
+        # With a window under two beats, one late beat would flap /readyz to 503.
+        if self.worker_fresh_seconds < 2 * self.worker_heartbeat_seconds:
+            raise ValueError("TAILOR_WORKER_FRESH_SECONDS must be at least twice "
+                             "TAILOR_WORKER_HEARTBEAT_SECONDS, or one late beat reads as a "
+                             "dead worker")
         return self
 
     @property

@@ -9,6 +9,7 @@ from app.models.job_event import JobEvent
 from app.models.model_alias import ModelAlias
 from app.models.model_version import ModelVersion
 from app.models.registered_model import RegisteredModel
+from app.models.worker_heartbeat import WorkerHeartbeat
 
 __all__ = ["ApiKey", "Base", "Dataset", "DatasetRecord", "FINAL_STATES", "Job", "JobEvent",
-           "JobState", "ModelAlias", "ModelVersion", "RegisteredModel"]
+           "JobState", "ModelAlias", "ModelVersion", "RegisteredModel", "WorkerHeartbeat"]

@@ -15,6 +15,7 @@ from app.core.config import get_settings
 from app.core.db import ping, session_scope
 from app.core.deps import AdminScope
 from app.models import Job
+from app.ops import workers
 from app.ops.metrics import JOBS, REGISTRY
 from worker.celery_app import broker_reachable
 
@@ -26,8 +27,20 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-def _checks() -> dict[str, Any]:
+def _worker_check(fresh_s: float) -> tuple[str, int]:
+    """The `worker` check and the number of workers with a heartbeat in the window."""
+    with session_scope() as db:
+        seen = workers.liveness(db, fresh_s=fresh_s)
+    if seen.live:
+        return "ok", seen.live
+    last = ("no worker has ever beaten" if seen.last_seen_s is None
+            else f"the last beat was {seen.last_seen_s:.0f} s ago")
+    return f"error: no worker heartbeat in the last {fresh_s:g} s ({last})", 0
+
+
+def _checks() -> tuple[dict[str, Any], int | None]:
     checks: dict[str, Any] = {}
+    live: int | None = None
     try:
         ping()
         checks["database"] = "ok"
@@ -43,15 +56,26 @@ def _checks() -> dict[str, Any]:
         checks["artifacts"] = "ok"
     except OSError as exc:
         checks["artifacts"] = f"error: {exc.strerror}"
-    return checks
+    if checks["database"] != "ok":  # the heartbeats live in the database
+        checks["worker"] = "error: unknown while the database is unreachable"
+    else:
+        try:
+            checks["worker"], live = _worker_check(get_settings().worker_fresh_seconds)
+        except Exception as exc:
+            checks["worker"] = f"error: {type(exc).__name__}"
+    return checks, live
 
 
-@router.get("/readyz", summary="Database, broker and artifact store are reachable")
+@router.get("/readyz", summary="Database, broker, artifact store reachable; a worker alive")
 async def readyz() -> JSONResponse:
-    checks = await run_in_threadpool(_checks)
+    """200 when every check is "ok", else 503; `workers` counts fresh worker heartbeats.
+
+    The checks block on I/O (database, broker, disk), so they run in the thread pool.
+    """
+    checks, live = await run_in_threadpool(_checks)
     ready = all(v == "ok" for v in checks.values())
-    return JSONResponse({"status": "ready" if ready else "unavailable", "checks": checks},
-                        status_code=200 if ready else 503)
+    return JSONResponse({"status": "ready" if ready else "unavailable", "checks": checks,
+                         "workers": live}, status_code=200 if ready else 503)
 
 
 def _job_counts() -> None:
