@@ -122,8 +122,8 @@ def small_splits(metrics: dict[str, Any]) -> list[RunWarning]:
     if isinstance(train, int) and train < MIN_TRAIN_TEXTS:
         found.append(RunWarning(
             "corpus_too_small",
-            f"the student trained on {train} texts (fewer than {MIN_TRAIN_TEXTS}): it can "
-            "have seen too few examples to generalise beyond them"))
+            f"the student trained on {train} texts (fewer than {MIN_TRAIN_TEXTS}): it has "
+            "seen too few examples to generalise beyond them"))
     if isinstance(holdout, int) and holdout < MIN_MEASURED_TEXTS:
         agreement = (metrics.get("student") or {}).get("holdout_agreement")
         seen = f" agreement {agreement:.3f}" if isinstance(agreement, int | float) else ""
