@@ -145,7 +145,7 @@ def main() -> None:
             for text, result in zip(HEADLINES, out["results"], strict=True):
                 score = result["scores"][result["label"]]
                 print(f"  {result['label']:<10} {score:5.2f}  {text}")
-            metrics = job["metrics"]
+            metrics, warnings = job["metrics"], job.get("warnings") or []
     finally:
         server.terminate()
         try:
@@ -163,10 +163,13 @@ def main() -> None:
           f"{student['total_params'] / 1e6:.0f}M")
     print(f"agreement with the teacher on held-out texts: {student['holdout_agreement']:.3f}; "
           f"demo took {time.perf_counter() - started:.0f} s; services stopped")
+    for w in warnings:
+        print(f"WARNING {w['code']}: {w['message']}")
     print(json.dumps({
         "model": model["name"], "version": model["version"],
         "teacher": {"macro_f1": round(t_f1, 4), "ms_per_text": teacher["ms_per_text"]},
         "student": {"macro_f1": round(s_f1, 4), "ms_per_text": student["ms_per_text"]},
+        "warnings": [w["code"] for w in warnings],
     }))
 
 

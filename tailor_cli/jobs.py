@@ -62,8 +62,8 @@ def report(job: dict[str, Any]) -> int:
     if job.get("model"):
         model = job["model"]
         out.print(f"model [bold]{model['name']}:{model['version']}[/bold] registered")
-    if job.get("metrics"):
-        show_metrics(job["metrics"])
+    if job.get("metrics") or job.get("warnings"):
+        show_metrics(job.get("metrics") or {}, job.get("warnings"))
     return 0 if job["state"] == "succeeded" else 1
 
 

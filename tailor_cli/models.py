@@ -8,7 +8,14 @@ from typing import Annotated
 import typer
 
 from tailor_cli.client import Api, CliError
-from tailor_cli.render import models_table, out, show_metrics, versions_table
+from tailor_cli.render import (
+    err,
+    models_table,
+    out,
+    show_metrics,
+    versions_table,
+    warnings_panel,
+)
 
 models = typer.Typer(help="The model registry: list, show, alias.", no_args_is_help=True)
 datasets = typer.Typer(help="Upload datasets (JSONL or CSV with a text column).",
@@ -52,14 +59,28 @@ def show(ctx: typer.Context,
     lineage = detail.get("lineage") or {}
     if lineage.get("job_id"):
         out.print(f"trained by job {lineage['job_id']}")
-    show_metrics(detail.get("metrics") or {})
+    show_metrics(detail.get("metrics") or {}, detail.get("warnings"))
 
 
 @models.command()
 def alias(ctx: typer.Context, name: str, alias_name: Annotated[str, typer.Argument(
-        metavar="ALIAS")], version: int) -> None:
+        metavar="ALIAS")], version: int,
+          force: Annotated[bool, typer.Option(
+              "--force", help="move it even though the version has warnings")] = False
+          ) -> None:
     """Point ALIAS (e.g. production) at a version of NAME."""
-    body = ctx.obj.put(f"/models/{name}/aliases/{alias_name}", json={"version": version})
+    body = {"version": version, **({"force": True} if force else {})}
+    try:
+        body = ctx.obj.put(f"/models/{name}/aliases/{alias_name}", json=body)
+    except CliError as exc:
+        if exc.code != "version_has_warnings":
+            raise
+        detail = ctx.obj.get(f"/models/{name}/versions/{version}")
+        panel = warnings_panel(detail.get("warnings") or [])
+        if panel is not None:
+            err.print(panel)
+        raise CliError(f"{exc.message} (tailor: pass --force)", code=exc.code,
+                       status=exc.status) from exc
     out.print(f"{body['name']}@{body['alias']} → version {body['version']}")
 
 

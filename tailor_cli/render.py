@@ -7,6 +7,8 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
+from rich.panel import Panel
 from rich.table import Table
 
 from tailor_cli.metrics import comparison, eval_report, fmt
@@ -56,26 +58,40 @@ def versions_table(model: dict[str, Any]) -> Table:
     for alias, version in model.get("aliases", {}).items():
         by_version.setdefault(version, []).append(alias)
     table = Table("version", "aliases", "student macro-F1", "teacher macro-F1",
-                  "agreement", "created", title=f"{model['name']}")
+                  "agreement", "warnings", "created", title=f"{model['name']}")
     table.add_column("job", no_wrap=True)
     for v in model["versions"]:
+        codes = ", ".join(str(w.get("code")) for w in v.get("warnings") or [])
         table.add_row(str(v["version"]), ", ".join(sorted(by_version.get(v["version"], []))),
                       fmt(v.get("student_macro_f1")), fmt(v.get("teacher_macro_f1")),
-                      fmt(v.get("holdout_agreement")), short_time(v["created_at"]),
-                      v.get("job_id") or "")
+                      fmt(v.get("holdout_agreement")),
+                      f"[red]{escape(codes)}[/red]" if codes else "",
+                      short_time(v["created_at"]), v.get("job_id") or "")
     return table
 
 
-def comparison_table(metrics: dict[str, Any]) -> Table | None:
-    """Teacher vs student, the better side of each figure in bold; None without metrics."""
+def warnings_panel(warnings: list[dict[str, Any]]) -> Panel | None:
+    """The run's warnings, boxed in red so they come before any figure; None without."""
+    if not warnings:
+        return None
+    lines = [f"[bold]{escape(str(w.get('code')))}[/bold]: {escape(str(w.get('message')))}"
+             for w in warnings]
+    return Panel("\n".join(lines), title=f"{len(warnings)} warning(s): do not trust these "
+                 "figures as they stand", title_align="left", border_style="red")
+
+
+def comparison_table(metrics: dict[str, Any], warned: bool = False) -> Table | None:
+    """Teacher vs student, the better side of each figure in bold (green unless the run has
+    warnings: a degenerate run's "better" figure is no good news); None without metrics."""
     rows = comparison(metrics)
     if not rows:
         return None
     table = Table("", "teacher", "student", title="teacher vs student")
+    style = "bold" if warned else "bold green"
     for row in rows:
         cells = {side: fmt(getattr(row, side)) for side in ("teacher", "student")}
         if row.winner:
-            cells[row.winner] = f"[bold green]{cells[row.winner]}[/bold green]"
+            cells[row.winner] = f"[{style}]{cells[row.winner]}[/{style}]"
         table.add_row(row.name, cells["teacher"], cells["student"])
     return table
 
@@ -105,8 +121,13 @@ def prompts_table(prompts: list[dict[str, Any]]) -> Table:
     return table
 
 
-def show_metrics(metrics: dict[str, Any]) -> None:
-    for table in (comparison_table(metrics), per_class_table(metrics)):
+def show_metrics(metrics: dict[str, Any], warnings: list[dict[str, Any]] | None = None
+                 ) -> None:
+    """Warnings first, then teacher vs student, per class and the prompts kept."""
+    panel = warnings_panel(warnings or [])
+    if panel is not None:
+        out.print(panel)
+    for table in (comparison_table(metrics, warned=bool(warnings)), per_class_table(metrics)):
         if table is not None:
             out.print(table)
     if metrics.get("prompts"):

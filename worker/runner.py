@@ -140,7 +140,8 @@ def run_job(job_id: str) -> str:
             version = register_version(db=db, job_id=job_id, name=spec["name"], result=result,
                                        artifacts_root=settings.artifacts)
             lifecycle.finish(db, job_id, owner, state=JobState.SUCCEEDED,
-                             metrics=result.metrics, model=(spec["name"], version))
+                             metrics=result.metrics, model=(spec["name"], version),
+                             warnings=result.warnings)
         return f"succeeded as {spec['name']}:{version} (attempt {attempts})"
     except Cancelled:
         _finish(job_id, owner, JobState.CANCELLED, ("cancelled", "cancelled by request"))

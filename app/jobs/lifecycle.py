@@ -82,12 +82,15 @@ def advance(db: Session, job_id: str, owner: str, *, state: str, phase: str | No
 
 def finish(db: Session, job_id: str, owner: str | None, *, state: str,
            error: tuple[str, str] | None = None, metrics: dict[str, Any] | None = None,
-           model: tuple[str, int] | None = None) -> bool:
+           model: tuple[str, int] | None = None,
+           warnings: list[dict[str, str]] | None = None) -> bool:
     """Move a job to a final state (guarded by our lease when `owner` is given)."""
     job = lock_row(db, Job, job_id)
     if job is None or job.is_final or (owner is not None and job.lease_owner != owner):
         db.rollback()
         return False
+    if warnings is not None:  # `[{"code", "message"}]` the engine raised about its results
+        job.warnings = list(warnings)
     set_final(db, job, state=state, error=error, metrics=metrics, model=model)
     db.commit()
     return True

@@ -90,6 +90,14 @@ class JobError(BaseModel):
     message: str
 
 
+class RunWarningOut(BaseModel):
+    """A result that should not be trusted as it stands (stable `code`, e.g.
+    `teacher_one_class`, `holdout_too_small`, `student_below_majority`)."""
+
+    code: str
+    message: str
+
+
 class ModelRef(BaseModel):
     name: str
     version: int
@@ -102,6 +110,9 @@ class JobOut(BaseModel):
     phase: str | None
     progress: float = Field(ge=0, le=1)
     metrics: dict[str, Any]
+    warnings: list[RunWarningOut] = Field(
+        default_factory=list, description="Set when the job succeeds: degenerate results "
+        "the engine found; its version needs `force` to take an alias.")
     error: JobError | None
     model: ModelRef | None
     attempts: int

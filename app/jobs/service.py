@@ -168,6 +168,7 @@ def job_to_dict(job: Job) -> dict[str, Any]:
     return {
         "id": job.id, "name": job.name, "state": job.state, "phase": job.phase,
         "progress": round(job.progress or 0.0, 4), "metrics": job.metrics or {},
+        "warnings": job.warnings or [],
         "error": ({"code": job.error_code, "message": job.error_message or ""}
                   if job.error_code else None),
         "model": ({"name": job.model_name, "version": job.model_version}

@@ -6,7 +6,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Float, Integer, String, Text
+from sqlalchemy import Boolean, Float, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, JSONType, UTCDateTime, utcnow
@@ -55,6 +55,10 @@ class Job(Owned, Base):
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     spec: Mapped[dict[str, Any]] = mapped_column(JSONType)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    # `[{"code", "message"}]` from the engine (worker/distill/warnings.py): results that
+    # should not be trusted as they stand; an alias moves onto a warned version only by force.
+    warnings: Mapped[list[dict[str, str]]] = mapped_column(JSONType, default=list,
+                                                           server_default=text("'[]'"))
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
     model_name: Mapped[str | None] = mapped_column(String(64))

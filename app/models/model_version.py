@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, JSONType, UTCDateTime, utcnow
@@ -26,6 +26,10 @@ class ModelVersion(Base):
     labels: Mapped[list[str]] = mapped_column(JSONType)
     multi_label: Mapped[bool] = mapped_column(Boolean, default=False)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    # `[{"code", "message"}]` from the engine (worker/distill/warnings.py): results that
+    # should not be trusted as they stand; an alias moves onto a warned version only by force.
+    warnings: Mapped[list[dict[str, str]]] = mapped_column(JSONType, default=list,
+                                                           server_default=text("'[]'"))
     lineage: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     card: Mapped[str] = mapped_column(Text, default="")
     archived: Mapped[bool] = mapped_column(Boolean, default=False)

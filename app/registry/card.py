@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -11,8 +12,20 @@ def _fmt(value: Any) -> str:
     return "–" if value is None else str(value)
 
 
-def render_card(name: str, version: int, metrics: dict[str, Any], lineage: dict[str, Any]) -> str:
-    """Render the markdown card for `name:version` from its metrics and lineage."""
+def _warnings_section(warnings: Sequence[dict[str, str]]) -> list[str]:
+    if not warnings:
+        return []
+    lines = ["## Warnings", "",
+             f"This version has {len(warnings)} warning(s); an alias moves onto it only with "
+             "`force`. Do not rely on its figures until they are understood.", ""]
+    lines += [f"- **{w.get('code')}**: {w.get('message')}" for w in warnings]
+    return [*lines, ""]
+
+
+def render_card(name: str, version: int, metrics: dict[str, Any], lineage: dict[str, Any],
+                warnings: Sequence[dict[str, str]] = ()) -> str:
+    """Render the markdown card for `name:version` from its metrics, lineage and warnings
+    (`[{"code", "message"}]`, listed first: a reviewer must see them before any figure)."""
     teacher, student = metrics.get("teacher", {}), metrics.get("student", {})
     t_eval, s_eval = teacher.get("eval", {}), student.get("eval", {})
     config = lineage.get("config", {})
@@ -23,6 +36,7 @@ def render_card(name: str, version: int, metrics: dict[str, Any], lineage: dict[
         f"Tailored classifier for: {', '.join(labels)}"
         + (" (multi-label)" if config.get("task", {}).get("multi_label") else ""),
         "",
+        *_warnings_section(warnings),
         "## Quality (teacher vs student)",
         "",
         "| | teacher | student |",

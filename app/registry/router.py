@@ -63,7 +63,9 @@ def unarchive(name: NamePath, version: VersionPath, request: Request, db: Sessio
 
 
 @router.put("/{name}/aliases/{alias}", response_model=AliasOut,
-            summary="Move an alias; the version is loaded for serving before the move")
+            summary="Move an alias; the version is loaded for serving before the move",
+            description="A version with warnings takes an alias only with `\"force\": true`"
+                        " (else 409 `version_has_warnings`, the warnings in `details`).")
 def set_alias(name: NamePath, alias: Annotated[str, Path(max_length=64)], body: AliasIn,
               request: Request, db: SessionDep, _: AdminScope) -> Any:
     pool = request.app.state.pool
@@ -71,6 +73,7 @@ def set_alias(name: NamePath, alias: Annotated[str, Path(max_length=64)], body: 
     def warm(row: ModelVersion) -> None:
         pool.warm(row.ref, row.artifact_path, dict(row.files))
 
-    moved = service.set_alias(db=db, name=name, alias=alias, version=body.version, warm=warm)
+    moved = service.set_alias(db=db, name=name, alias=alias, version=body.version, warm=warm,
+                              force=body.force)
     request.app.state.refs.clear()  # the next request through the alias gets the new version
     return moved

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.jobs.schemas import RunWarningOut
 from app.models.base import MAX_INT
 
 
@@ -32,6 +33,7 @@ class VersionSummary(BaseModel):
     student_macro_f1: float | None = None
     teacher_macro_f1: float | None = None
     holdout_agreement: float | None = None
+    warnings: list[RunWarningOut] = Field(default_factory=list)
 
 
 class ModelDetail(BaseModel):
@@ -50,6 +52,9 @@ class VersionDetail(BaseModel):
     base_model: str
     files: dict[str, str] = Field(description="artifact file name -> sha256")
     metrics: dict[str, Any]
+    warnings: list[RunWarningOut] = Field(
+        default_factory=list, description="Degenerate results found at training time; an "
+        "alias moves onto this version only with `force`.")
     lineage: dict[str, Any]
     card: str = Field(description="Markdown model card")
     archived: bool
@@ -59,6 +64,8 @@ class VersionDetail(BaseModel):
 class AliasIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     version: int = Field(ge=1, le=MAX_INT)
+    force: bool = Field(False, strict=True, description="Move the alias even though the "
+                        "version has warnings (otherwise 409 version_has_warnings).")
 
 
 class AliasOut(BaseModel):

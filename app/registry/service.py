@@ -47,8 +47,9 @@ def register_version(*, db: Session, job_id: str, name: str, result: Any,
         model_name=name, version=number, job_id=job_id, artifact_path=rel_path,
         files=result.files, base_model=result.base_model,
         labels=[lab["name"] for lab in task["labels"]], multi_label=bool(task["multi_label"]),
-        metrics=result.metrics, lineage={**result.lineage, "job_id": job_id})
-    version.card = render_card(name, number, version.metrics, version.lineage)
+        metrics=result.metrics, lineage={**result.lineage, "job_id": job_id},
+        warnings=list(getattr(result, "warnings", None) or []))
+    version.card = render_card(name, number, version.metrics, version.lineage, version.warnings)
     db.add(version)
     db.flush()
     return version.version
@@ -156,15 +157,18 @@ def resolve_ref(*, db: Session, ref: str) -> ModelVersion:
 
 
 def set_alias(*, db: Session, name: str, alias: str, version: int,
-              warm: Callable[[ModelVersion], None] | None = None) -> dict[str, Any]:
+              warm: Callable[[ModelVersion], None] | None = None,
+              force: bool = False) -> dict[str, Any]:
     """Point `alias` at `version` (creating or moving it); `warm` loads it first.
 
-    If warming fails (e.g. a checksum mismatch) the alias stays where it was.
+    If warming fails (e.g. a checksum mismatch) the alias stays where it was. A version with
+    warnings takes an alias only with `force` (409 `version_has_warnings` listing them).
     """
     if not ALIAS_NAME.match(alias):
         raise Invalid("alias", "an alias is 1-64 letters, digits, _ . - and starts with a letter")
     row = get_version(db=db, name=name, version=version)
     _refuse_archived(row)
+    _refuse_warned(row, force)
     if warm is not None:  # before the lock: loading may take seconds
         warm(row)
     _lock_model(db, name)
@@ -212,6 +216,15 @@ def _refuse_archived(row: ModelVersion) -> None:
                        code="version_archived")
 
 
+def _refuse_warned(row: ModelVersion, force: bool) -> None:
+    # Warnings are fixed at registration, so checking before the lock is enough.
+    if row.warnings and not force:
+        codes = ", ".join(w.get("code", "?") for w in row.warnings)
+        raise Conflict(f"{row.ref} has warnings ({codes}); read them, then repeat the request "
+                       'with "force": true to move the alias anyway',
+                       code="version_has_warnings", details={"warnings": row.warnings})
+
+
 def version_summary(v: ModelVersion) -> dict[str, Any]:
     student = v.metrics.get("student", {})
     teacher = v.metrics.get("teacher", {})
@@ -219,13 +232,15 @@ def version_summary(v: ModelVersion) -> dict[str, Any]:
             "archived": v.archived, "labels": v.labels,
             "student_macro_f1": student.get("eval", {}).get("macro_f1"),
             "teacher_macro_f1": teacher.get("eval", {}).get("macro_f1"),
-            "holdout_agreement": student.get("holdout_agreement")}
+            "holdout_agreement": student.get("holdout_agreement"),
+            "warnings": v.warnings or []}
 
 
 def version_detail(v: ModelVersion) -> dict[str, Any]:
     return {"name": v.model_name, "version": v.version, "job_id": v.job_id,
             "labels": v.labels, "multi_label": v.multi_label, "base_model": v.base_model,
-            "files": v.files, "metrics": v.metrics, "lineage": v.lineage, "card": v.card,
+            "files": v.files, "metrics": v.metrics, "warnings": v.warnings or [],
+            "lineage": v.lineage, "card": v.card,
             "archived": v.archived, "created_at": v.created_at}
 
 

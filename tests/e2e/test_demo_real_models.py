@@ -25,6 +25,8 @@ def test_demo_distils_registers_and_classifies_with_the_default_models(tmp_path)
     lines = proc.stdout.strip().splitlines()
     summary = json.loads(lines[-1])
     assert summary["model"] == "crisis" and summary["version"] == 1
+    assert "corpus_too_small" in summary["warnings"]  # 40 texts: the demo says so
+    assert any(line.startswith("WARNING corpus_too_small:") for line in lines)
     for side in ("teacher", "student"):
         assert 0.0 <= summary[side]["macro_f1"] <= 1.0
         assert summary[side]["ms_per_text"] > 0

@@ -55,7 +55,15 @@ def run_lifecycle(client: httpx.Client, tiny_models: tuple[str, str],
         assert result["label"] in ("crisis", "calm")
         assert abs(sum(result["scores"].values()) - 1.0) < 1e-4
 
-    assert client.put(f"/models/{name}/aliases/production", json={"version": 1}).status_code == 200
+    # 48 texts (41 train, 7 held out) and a 4-text eval set: too small to trust, and said so
+    # on the job, the version and its card; the alias then moves only by force.
+    codes = {w["code"] for w in job["warnings"]}
+    assert {"corpus_too_small", "holdout_too_small", "eval_set_too_small"} <= codes, job
+    assert version["warnings"] == job["warnings"] and "## Warnings" in version["card"]
+    refused = client.put(f"/models/{name}/aliases/production", json={"version": 1})
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "version_has_warnings"
+    assert client.put(f"/models/{name}/aliases/production",
+                      json={"version": 1, "force": True}).status_code == 200
     pinned = client.post("/classify", json={"model": f"{name}@production", "texts": texts})
     assert pinned.json()["results"] == body["results"]
     assert client.post("/classify", json={"model": f"{name}:1", "texts": texts}).status_code == 200

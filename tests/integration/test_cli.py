@@ -102,7 +102,13 @@ def test_upload_submit_watch_registry_and_classify(server: Stack, tiny_models, t
     shown = ok(tailor(server, "models", "show", "crisis:1"))
     assert "teacher vs student" in shown and "per class" in shown
     assert f"trained by job {job_id}" in shown
-    assert "production" in ok(tailor(server, "models", "alias", "crisis", "production", "1"))
+    assert "corpus_too_small" in watched and "warning(s)" in watched  # a 48-text corpus
+    assert "corpus_too_small" in shown
+    refused = tailor(server, "models", "alias", "crisis", "production", "1")
+    assert refused.returncode == 1 and "--force" in refused.stderr, refused
+    assert "corpus_too_small" in refused.stderr
+    assert "production" in ok(tailor(server, "models", "alias", "crisis", "production", "1",
+                                     "--force"))
     assert api(server).get("/models/crisis").json()["aliases"] == {"production": 1}
     assert "production" in ok(tailor(server, "models", "show", "crisis"))
 

@@ -6,6 +6,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from tests.integration.lifecycle import run_lifecycle
+from tests.integration.report import record
 from tests.support import Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -53,6 +54,7 @@ def test_distributed_lifecycle_on_postgres_redis_and_a_celery_worker(distributed
     assert version == 1
 
 
+@pytest.mark.reliability
 def test_embedded_lifecycle_on_sqlite_and_the_filesystem_broker(embedded_stack: Stack,
                                                                 tiny_models):
     embedded_stack.port = 0
@@ -83,3 +85,9 @@ def test_embedded_lifecycle_on_sqlite_and_the_filesystem_broker(embedded_stack: 
     engine.dispose()
     assert states == PIPELINE
     assert (embedded_stack.home / "broker" / "queue").is_dir()
+    # run_lifecycle asserted the warnings and the force rule on this real stack.
+    record(18, "degenerate results are never silent (48-text corpus, 4-text eval set)",
+           "a job whose corpus and splits are too small to trust, run by a real worker",
+           ["job succeeds with warnings; the version and its card carry the same warnings",
+            "alias move: 409 version_has_warnings without force, 200 with force"],
+           {"warnings": ", ".join(w["code"] for w in job["warnings"])})

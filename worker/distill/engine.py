@@ -33,6 +33,7 @@ from worker.distill.sources import ResolvedModel, resolve
 from worker.distill.strategies import Annotation, Context, Strategy, get_strategy
 from worker.distill.teacher import HFTeacher, pick_device
 from worker.distill.trainer import atomic_json, distill
+from worker.distill.warnings import run_warnings
 
 log = logging.getLogger(__name__)
 CODE_VERSION = "0.1.0"
@@ -73,6 +74,13 @@ class DistillData:
 
 @dataclass
 class RunResult:
+    """What a finished run leaves: the student's files, figures, lineage and warnings.
+
+    Args:
+        warnings: `[{"code", "message"}]` for results that should not be trusted as they
+            stand (worker/distill/warnings.py); empty when nothing looked degenerate.
+    """
+
     student_dir: Path
     files: dict[str, str]
     metrics: dict[str, Any]
@@ -81,6 +89,7 @@ class RunResult:
     trainable_params: int = 0
     total_params: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    warnings: list[dict[str, str]] = field(default_factory=list)
 
 
 def clean_corpus(texts: Sequence[str]) -> list[str]:
@@ -197,7 +206,10 @@ def run(cfg: EngineConfig, data: DistillData, *, workdir: Path, cache_dir: Path,
                            **{k: v for k, v in ann.record.items() if k != "prompts"}}
     metrics["phases"] = {"annotate": {"seconds": ann_meta["annotation"]["seconds"]},
                          **train_meta["log"]}
-    report("evaluating", "evaluate", 1.0, {"student": metrics["student"]})
+    warnings = [w.to_dict() for w in run_warnings(metrics, multi_label=cfg.task.multi_label)]
+    for w in warnings:
+        log.warning("run warning %s: %s", w["code"], w["message"])
+    report("evaluating", "evaluate", 1.0, {"student": metrics["student"], "warnings": warnings})
     lineage = {
         "teacher": {"uri": teacher_uri, "sha256": teacher_src.sha256,
                     "id": ann_meta["teacher_id"]},
@@ -216,7 +228,8 @@ def run(cfg: EngineConfig, data: DistillData, *, workdir: Path, cache_dir: Path,
     return RunResult(
         student_dir=workdir / "student", files=train_meta["files"], metrics=metrics,
         lineage=lineage, base_model=student_uri,
-        trainable_params=train_meta["trainable_params"], total_params=train_meta["total_params"])
+        trainable_params=train_meta["trainable_params"], total_params=train_meta["total_params"],
+        warnings=warnings)
 
 
 def _check_eval(cfg: EngineConfig, data: DistillData) -> None:

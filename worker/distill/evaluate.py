@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -61,9 +62,53 @@ def _prf(tp: float, fp: float, fn: float) -> tuple[float, float, float]:
     return p, r, f
 
 
+def dominant_decision(probs: np.ndarray, labels: list[str], multi_label: bool
+                      ) -> dict[str, Any]:
+    """The most common decision over the rows of `probs` [N, K] and its share.
+
+    Returns `{"decision": label | [labels], "share": 0..1, "texts": N}`; for multi-label
+    tasks a decision is the whole set of labels above 0.5 (possibly empty).
+    """
+    if len(probs) == 0:
+        return {"decision": None, "share": 0.0, "texts": 0}
+    decisions = predictions(probs, multi_label)
+    if multi_label:
+        rows, counts = np.unique(decisions, axis=0, return_counts=True)
+        top = rows[counts.argmax()]
+        decision: str | list[str] = [labels[j] for j in np.flatnonzero(top)]
+    else:
+        counts = np.bincount(decisions, minlength=len(labels))
+        decision = labels[int(counts.argmax())]
+    return {"decision": decision, "share": float(counts.max() / len(probs)),
+            "texts": int(len(probs))}
+
+
+def majority_baseline(gold: Sequence[str | list[str]], labels: list[str],
+                      multi_label: bool) -> dict[str, Any]:
+    """Accuracy and macro-F1 of always answering the most common gold answer (for
+    multi-label, the most common label set); the floor a classifier must beat."""
+    keys = [tuple(sorted([g] if isinstance(g, str) else g)) if multi_label
+            else (g if isinstance(g, str) else g[0]) for g in gold]
+    counts = Counter(keys)
+    # Ties go to the first in sorted order, so the baseline never depends on row order.
+    top = min(counts, key=lambda k: (-counts[k], k))
+    index = {name: i for i, name in enumerate(labels)}
+    constant = np.zeros((len(gold), len(labels)))
+    if multi_label:
+        for name in top:
+            constant[:, index[name]] = 1.0
+    else:
+        constant[:, index[top]] = 1.0
+    report = classification_report(constant, gold, labels, multi_label, baseline=False)
+    return {"decision": list(top) if multi_label else top,
+            "accuracy": report["accuracy"], "macro_f1": report["macro_f1"]}
+
+
 def classification_report(probs: np.ndarray, gold: Sequence[str | list[str]],
-                          labels: list[str], multi_label: bool) -> dict[str, Any]:
-    """Accuracy, macro-F1, per-class P/R/F1, confusion matrix, ECE (and ROC-AUC if binary)."""
+                          labels: list[str], multi_label: bool, baseline: bool = True
+                          ) -> dict[str, Any]:
+    """Accuracy, macro-F1, per-class P/R/F1, confusion matrix, ECE (and ROC-AUC if binary);
+    with `baseline`, also `majority`: what always answering the commonest gold answer scores."""
     index = {name: i for i, name in enumerate(labels)}
     n = len(gold)
     if multi_label:
@@ -81,7 +126,7 @@ def classification_report(probs: np.ndarray, gold: Sequence[str | list[str]],
             per_class[name] = {"precision": p, "recall": r, "f1": f,
                                "support": int(truth[:, j].sum())}
         correct = (pred == truth).astype(float)
-        return {
+        multi_report: dict[str, Any] = {
             "n": n,
             "accuracy": float((pred == truth).all(1).mean()),
             "macro_f1": float(np.mean([c["f1"] for c in per_class.values()])),
@@ -89,6 +134,9 @@ def classification_report(probs: np.ndarray, gold: Sequence[str | list[str]],
             "ece": expected_calibration_error(
                 np.where(pred == 1, probs, 1 - probs).ravel(), correct.ravel()),
         }
+        if baseline and n:
+            multi_report["majority"] = majority_baseline(gold, labels, True)
+        return multi_report
     truth_idx = np.array([index[g if isinstance(g, str) else g[0]] for g in gold])
     pred_idx = probs.argmax(1)
     confusion = np.zeros((len(labels), len(labels)), dtype=int)
@@ -111,6 +159,8 @@ def classification_report(probs: np.ndarray, gold: Sequence[str | list[str]],
     }
     if len(labels) == 2:
         report["roc_auc"] = roc_auc(probs[:, 0], truth_idx == 0)
+    if baseline and n:
+        report["majority"] = majority_baseline(gold, labels, False)
     return report
 
 
@@ -175,7 +225,9 @@ def evaluate_run(cfg: Any, student: Any, tokenizer: Any, ann: Any, corpus: list[
         "corpus": {"texts": len(corpus), "train": len(corpus) - len(hold_idx),
                    "holdout": len(hold_idx), "truncated": int(enc_corpus.truncated.sum())},
         "teacher": {"label_distribution": label_distribution(ann.probs[: len(corpus)], labels,
-                                                             multi)},
+                                                             multi),
+                    "dominant_decision": dominant_decision(ann.probs[: len(corpus)], labels,
+                                                           multi)},
         "student": {
             "holdout_agreement": agreement(hold_probs, ann.probs[hold_idx], multi),
             "temperature": temperature,
@@ -198,6 +250,11 @@ def evaluate_run(cfg: Any, student: Any, tokenizer: Any, ann: Any, corpus: list[
                                                            multi)
         metrics["student"]["eval_agreement"] = agreement(student_probs, teacher_probs, multi)
         latency_enc = enc_eval
+        seen = np.concatenate([hold_probs, student_probs])
+    else:
+        seen = hold_probs
+    # Every text the student answered here: enough to see it give one answer to all of them.
+    metrics["student"]["dominant_decision"] = dominant_decision(seen, labels, multi)
     metrics["student"]["ms_per_text"] = round(student_latency_ms(student, latency_enc, device), 3)
     metrics["student"]["latency_batch"] = LATENCY_BATCH
     return metrics
