@@ -21,15 +21,16 @@ TABLES = ('jobs', 'model_versions')
 def upgrade() -> None:
     # Rows from before this revision carry no warnings: they were never checked, and an
     # empty list keeps their aliases movable exactly as before.
+    # recreate='never' (here and below): SQLite adds and drops a column in place (>= 3.35).
+    # A batch rebuild would drop the old table, and with foreign keys on that cascade-deletes
+    # dataset records and job events.
     for table in TABLES:
-        with op.batch_alter_table(table, schema=None) as batch_op:
+        with op.batch_alter_table(table, schema=None, recreate='never') as batch_op:
             batch_op.add_column(sa.Column('warnings', sa.JSON(), nullable=False,
                                           server_default=sa.text("'[]'")))
 
 
 def downgrade() -> None:
-    # recreate='never': SQLite >= 3.35 drops a column in place. A batch rebuild would drop
-    # the old table, and with foreign keys on that cascade-deletes job events.
     for table in reversed(TABLES):
         with op.batch_alter_table(table, schema=None, recreate='never') as batch_op:
             batch_op.drop_column('warnings')
