@@ -1,4 +1,5 @@
 import json
+import logging
 import os
 import shutil
 import zipfile
@@ -274,12 +275,30 @@ def _find_links_only(links_dir: Path) -> str:
 SECRET = "s3cr3t-value-7f1c"
 
 
+@pytest.fixture
+def heard():
+    """Every message the model-parsing libraries log (whatever handlers they bring)."""
+    messages: list[str] = []
+
+    class Listen(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    listener = Listen(level=logging.DEBUG)
+    loggers = [logging.getLogger(name) for name in ("transformers", "tokenizers", "gguf")]
+    for logger in loggers:
+        logger.addHandler(listener)
+    yield messages
+    for logger in loggers:
+        logger.removeHandler(listener)
+
+
 @pytest.mark.parametrize("files", [
     {"config.json": json.dumps({"model_type": SECRET})},
     {"config.json": json.dumps({"model_type": "bert", "hidden_size": SECRET})},
     {"config.json": SECRET},
 ])
-def test_a_model_that_fails_to_parse_is_named_not_quoted(tmp_path, files):
+def test_a_model_that_fails_to_parse_is_named_not_quoted(tmp_path, files, heard):
     from worker.distill.student import load_base
 
     model = tmp_path / "m"
@@ -291,15 +310,27 @@ def test_a_model_that_fails_to_parse_is_named_not_quoted(tmp_path, files):
     assert err.value.code == "model_unreadable"
     assert SECRET not in err.value.message and SECRET not in str(err.value)
     assert err.value.__cause__ is None and err.value.__suppress_context__
+    assert not [m for m in heard if SECRET in m], "a library logged the file's contents"
 
 
-def test_a_gguf_teacher_that_fails_to_parse_is_named_not_quoted(tmp_path):
+def test_a_gguf_teacher_that_fails_to_parse_is_named_not_quoted(tmp_path, heard):
     from worker.distill.teacher import HFTeacher
 
     (tmp_path / "t.gguf").write_text(SECRET * 20)
     with pytest.raises(ModelSourceError) as err:
         HFTeacher(ResolvedModel(str(tmp_path / "t.gguf"), tmp_path, "t.gguf", "0" * 64), "cpu")
     assert err.value.code == "model_unreadable" and SECRET not in err.value.message
+    assert not [m for m in heard if SECRET in m]
+
+
+def test_a_broken_teacher_folder_is_named_not_quoted_nor_logged(tmp_path, heard):
+    from worker.distill.teacher import HFTeacher
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": SECRET}))
+    with pytest.raises(ModelSourceError) as err:
+        HFTeacher(ResolvedModel(str(tmp_path), tmp_path, None, "0" * 64), "cpu")
+    assert err.value.code == "model_unreadable" and SECRET not in err.value.message
+    assert not [m for m in heard if SECRET in m]
 def test_hf_without_a_hub_fails_with_a_clear_message(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelSourceError) as err:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -19,6 +20,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import warnings
 import zipfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -39,6 +41,8 @@ OPENAI_PARAMS = frozenset({"model", "api", "top_logprobs"})
 PIP_TIMEOUT_S = 900  # a 100 MB wheel on a slow index; beyond this something is wrong
 PIP_QUERY_TIMEOUT_S = 60  # listing a project's versions is one small index page
 NOT_ALLOWED = "model_source_not_allowed"
+# Libraries that parse model files and log what they read while doing it.
+PARSER_LOGGERS = ("transformers", "tokenizers", "gguf", "huggingface_hub", "safetensors")
 # One message for every refusal, naming nothing the user sent: an answer that differed for a
 # path that exists and one that does not would let a caller map the worker's file system.
 NOT_ALLOWED_MESSAGE = ("not an allowed model source; the operator's TAILOR_MODEL_SOURCES lists "
@@ -450,8 +454,15 @@ def loading(model: ResolvedModel) -> Iterator[None]:
     a file's first bytes), and a job error is shown to whoever submitted the job: it names
     the source and the exception type, never the message.
     """
+    quieted = [(logger, logger.level) for logger in map(logging.getLogger, PARSER_LOGGERS)]
     try:
-        yield
+        # Their warnings quote the files too (an unknown model_type, in full), and go to the
+        # worker's log: silent while they read files a job named.
+        for logger, _ in quieted:
+            logger.setLevel(logging.CRITICAL + 1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
     except (ModelSourceError, MemoryError):
         raise
     except Exception as exc:
@@ -460,6 +471,9 @@ def loading(model: ResolvedModel) -> Iterator[None]:
             f"{model.uri!r}: its files could not be loaded as a model ({type(exc).__name__}); "
             "a local model is a Hugging Face folder (config.json, tokenizer, weights) or one "
             ".gguf file") from None
+    finally:
+        for logger, level in quieted:
+            logger.setLevel(level)
 
 
 def sha256_tree(root: Path) -> str:
