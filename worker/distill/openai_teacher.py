@@ -22,6 +22,7 @@ import httpx
 import numpy as np
 
 from worker.distill.prompts import Prompt
+from worker.distill.sources import ModelSourceError, check_uri
 from worker.distill.teacher import TeacherError, TeacherScores
 
 TOP_LOGPROBS = 20  # the most OpenAI-compatible servers return
@@ -46,6 +47,10 @@ class OpenAITeacher:
     total_params = 0
 
     def __init__(self, uri: str) -> None:
+        try:
+            check_uri(uri)  # refuses a URI carrying credentials: keys are the worker's setting
+        except ModelSourceError as exc:
+            raise TeacherError(exc.code, exc.message) from None
         parts = urlsplit(uri.removeprefix("openai+"))
         query = parse_qs(parts.query)
         if "model" not in query:
@@ -57,9 +62,14 @@ class OpenAITeacher:
             raise TeacherError("invalid_model_uri", f"{uri!r}: api must be chat or completions")
         self.base_url = f"{parts.scheme}://{parts.netloc}{parts.path}".rstrip("/")
         self.uri = uri
-        key = os.environ.get("TAILOR_OPENAI_API_KEY", "")
-        self.client = httpx.Client(timeout=REQUEST_TIMEOUT_S,
-                                   headers={"Authorization": f"Bearer {key}"} if key else {})
+        self._key = os.environ.get("TAILOR_OPENAI_API_KEY", "")
+        self.client = httpx.Client(
+            timeout=REQUEST_TIMEOUT_S,
+            headers={"Authorization": f"Bearer {self._key}"} if self._key else {})
+
+    def _scrub(self, text: str) -> str:
+        """`text` without the API key: servers echo a wrong key in their 401 answers."""
+        return text.replace(self._key, "[redacted]") if self._key else text
 
     @property
     def id(self) -> str:
@@ -82,13 +92,13 @@ class OpenAITeacher:
                     break
             except httpx.TransportError as exc:
                 if attempt == RETRIES - 1:
-                    raise TeacherError("teacher_unreachable",
-                                       f"{self.base_url} did not answer: {exc}") from exc
+                    raise TeacherError("teacher_unreachable", self._scrub(
+                        f"{self.base_url} did not answer: {exc}")) from exc
             time.sleep(0.5 * 2 ** attempt)
         if resp.status_code != 200:
-            raise TeacherError("teacher_error",
-                               f"{self.base_url}{path} answered {resp.status_code}: "
-                               f"{resp.text[:200]}")
+            # Scrubbed before cutting, so no prefix of the key survives the cut.
+            raise TeacherError("teacher_error", f"{self.base_url}{path} answered "
+                               f"{resp.status_code}: {self._scrub(resp.text)[:200]}")
         choice = resp.json()["choices"][0]
         try:
             if self.api == "chat":

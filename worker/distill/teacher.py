@@ -17,7 +17,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
 from worker.distill.prompts import Prompt
-from worker.distill.sources import ResolvedModel
+from worker.distill.sources import ResolvedModel, loading
 
 log = logging.getLogger(__name__)
 SENTINEL = "\x00TEXT\x00"
@@ -65,8 +65,10 @@ class HFTeacher:
         self.device = pick_device(str(device))
         dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         kwargs = {"gguf_file": model.file} if model.file else {}
-        self.tokenizer = AutoTokenizer.from_pretrained(str(model.path), **kwargs)
-        self.model = AutoModelForCausalLM.from_pretrained(str(model.path), dtype=dtype, **kwargs)
+        with loading(model):  # a parse error names the source, never the file's contents
+            self.tokenizer = AutoTokenizer.from_pretrained(str(model.path), **kwargs)
+            self.model = AutoModelForCausalLM.from_pretrained(str(model.path), dtype=dtype,
+                                                              **kwargs)
         self.model.to(self.device).eval()
         self.body = self.model.base_model  # the decoder stack, without the LM head
         self.head = self.model.get_output_embeddings()
