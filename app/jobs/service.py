@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from app.core.config import get_settings
 from app.core.errors import Conflict, Invalid, NotFound, Unavailable
-from app.jobs import lifecycle
+from app.jobs import checks, lifecycle
 from app.jobs.schemas import JobCreate
 from app.models import Dataset, Job, JobEvent, JobState
 from app.models.base import new_id, utcnow
@@ -36,7 +36,7 @@ def engine_config(spec: dict[str, Any]) -> EngineConfig:
 
 
 def validate_spec(db: Session, spec: dict[str, Any]) -> None:
-    """Refuse at submission whatever can be refused cheaply, naming the field."""
+    """Refuse at submission whatever cannot succeed, naming the field (app.jobs.checks)."""
     try:
         cfg = engine_config(spec)
     except ConfigError as exc:
@@ -59,12 +59,9 @@ def validate_spec(db: Session, spec: dict[str, Any]) -> None:
             raise Invalid("data.eval_dataset_id", f"no dataset with id {data['eval_dataset_id']!r}",
                           code="dataset_not_found")
         if eval_ds.labeled_rows == 0:
-            raise Invalid("data.eval_dataset_id", "the eval dataset has no labels")
-        unknown = sorted(set(eval_ds.label_set) - set(cfg.task.label_names))
-        if unknown:
-            raise Invalid("data.eval_dataset_id",
-                          f"labels {unknown} are not among the task labels "
-                          f"{cfg.task.label_names}")
+            raise Invalid("data.eval_dataset_id", "the eval dataset has no labels",
+                          code="eval_unlabeled")
+    checks.check_submission(db, spec, cfg)
 
 
 def submit_job(*, db: Session, payload: JobCreate, idempotency_key: str | None = None,

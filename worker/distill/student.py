@@ -26,7 +26,7 @@ from torch import nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
 from worker.distill.config import AdapterConfig, StudentConfig
-from worker.distill.sources import ResolvedModel, sha256_file
+from worker.distill.sources import ModelSourceError, ResolvedModel, sha256_file
 
 FORMAT_VERSION = 1
 ADAPTER_FILE, HEAD_FILE, META_FILE = "adapter.safetensors", "head.safetensors", "student.json"
@@ -48,9 +48,18 @@ def lora_config(adapter: AdapterConfig) -> LoraConfig:
 
 
 def load_base(base: ResolvedModel) -> tuple[nn.Module, PreTrainedTokenizerBase]:
-    """Load the frozen base encoder and its tokenizer from local files."""
-    tokenizer = AutoTokenizer.from_pretrained(str(base.path))
-    encoder = AutoModel.from_pretrained(str(base.path), dtype=torch.float32)
+    """Load the frozen base encoder and its tokenizer from local files.
+
+    Raises ModelSourceError("student_unloadable") naming the cause (absent or corrupt files,
+    a missing tokenizer dependency): a job fails with that code, not an internal error.
+    """
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(base.path))
+        encoder = AutoModel.from_pretrained(str(base.path), dtype=torch.float32)
+    except Exception as exc:  # transformers raises many types; all mean "cannot load"
+        raise ModelSourceError("student_unloadable",
+                               f"{base.uri}: the student base model cannot be loaded "
+                               f"({type(exc).__name__}: {str(exc)[:300]})") from exc
     for p in encoder.parameters():
         p.requires_grad_(False)
     return encoder, tokenizer
