@@ -5,29 +5,46 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import re
 import sys
+import tempfile
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from rich.table import Table
 
-from tailor_cli.client import Api, CliError
+from tailor_cli.client import Api, CliError, UsageError
+from tailor_cli.render import esc
 
 
 def read_texts(path: str) -> list[str]:
     """Texts from JSONL (`text` field, or bare strings), CSV (`text` column) or plain lines;
     `-` reads standard input."""
+    return [text for _, text in read_rows(path)]
+
+
+def read_rows(path: str) -> list[tuple[str, str]]:
+    """(where, text) per input row, in file order; `where` names the file and its line (and
+    the CSV data row) for messages, e.g. "in.csv line 71 (row 70)"."""
     raw = sys.stdin.read() if path == "-" else _read(Path(path))
+    name = "stdin" if path == "-" else path
     if path.lower().endswith(".csv"):
         reader = csv.DictReader(io.StringIO(raw))
         if "text" not in (reader.fieldnames or []):
             raise CliError(f"{path}: a CSV file needs a 'text' column")
-        return [row["text"] for row in reader]
+        rows, line = [], reader.line_num + 1
+        for n, row in enumerate(reader, start=1):
+            rows.append((f"{name} line {line} (row {n})", row["text"] or ""))
+            line = reader.line_num + 1  # a quoted cell may span several lines
+        return rows
     texts = []
     for lineno, line in enumerate(raw.splitlines(), start=1):
         if not line.strip():
             continue
+        where = f"{name} line {lineno}"
         if path.lower().endswith((".jsonl", ".ndjson")):
             try:
                 obj = json.loads(line)
@@ -36,9 +53,9 @@ def read_texts(path: str) -> list[str]:
             text = obj.get("text") if isinstance(obj, dict) else obj
             if not isinstance(text, str):
                 raise CliError(f"{path} line {lineno}: expected a 'text' string")
-            texts.append(text)
+            texts.append((where, text))
         else:
-            texts.append(line)
+            texts.append((where, line))
     return texts
 
 
@@ -46,31 +63,119 @@ def _read(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8-sig")
     except OSError as exc:
-        raise CliError(f"cannot read {path}: {exc.strerror}") from exc
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise CliError(f"{path} is not valid UTF-8 (byte {exc.start})") from exc
 
 
-def classify_batches(api: Api, model: str, texts: list[str], batch: int,
+# Messages name at most this many bad rows; the count says how many there are in all.
+SHOWN_BAD_ROWS = 5
+
+
+def check_rows(rows: list[tuple[str, str]]) -> None:
+    """Refuse, before anything is sent, texts the server would refuse: empty ones, ones with
+    no visible character, ones that are not valid Unicode (a lone surrogate from a JSON
+    escape). Raises CliError naming every bad row (the first SHOWN_BAD_ROWS of them)."""
+    if not rows:
+        raise CliError("no texts to classify")
+    bad = [f"{where}: {problem}" for where, text in rows
+           if (problem := text_problem(text)) is not None]
+    if bad:
+        more = f"; and {len(bad) - SHOWN_BAD_ROWS} more" if len(bad) > SHOWN_BAD_ROWS else ""
+        raise CliError(f"{len(bad)} of {len(rows)} texts cannot be classified, nothing was "
+                       f"sent: {'; '.join(bad[:SHOWN_BAD_ROWS])}{more}")
+
+
+def text_problem(text: str) -> str | None:
+    """Why a text cannot be classified, or None when it can."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"not valid Unicode (lone surrogate at character {exc.start + 1})"
+    if not any(unicodedata.category(ch)[0] not in INVISIBLE for ch in text):
+        return "the text is empty or has no visible character"
+    return None
+
+
+# Unicode general categories that show nothing: separators (Z) and other (C: controls,
+# format characters such as zero-width spaces, unassigned, private use, surrogates).
+INVISIBLE = {"Z", "C"}
+
+
+def classify_batches(api: Api, model: str, rows: list[tuple[str, str]], batch: int,
                      options: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], int]]:
-    """Yield (text, result, version) in input order, `batch` texts per request."""
-    for start in range(0, len(texts), batch):
-        chunk = texts[start:start + batch]
-        body = api.post("/classify", json={"model": model, "texts": chunk, **options})
-        for text, result in zip(chunk, body["results"], strict=True):
+    """Yield (text, result, version) in input order, `batch` texts per request.
+
+    Args:
+        rows: (where, text) pairs from read_rows; a server error about `texts[i]` of a
+            batch is reported with that row's `where` before the server's own message.
+    """
+    for start in range(0, len(rows), batch):
+        chunk = rows[start:start + batch]
+        texts = [text for _, text in chunk]
+        try:
+            body = api.post("/classify", json={"model": model, "texts": texts, **options})
+        except CliError as exc:
+            item = ITEM.match(exc.message)
+            if item is None or int(item.group(1)) >= len(chunk):
+                raise
+            where = chunk[int(item.group(1))][0]
+            raise CliError(f"{where}: {exc.message}", code=exc.code, status=exc.status) from exc
+        for text, result in zip(texts, body["results"], strict=True):
             yield text, result, body["version"]
+
+
+# How the server names a text in its errors ("texts[3]: ...").
+ITEM = re.compile(r"^texts\[(\d+)\]")
 
 
 def scores_table(model: str, rows: list[tuple[str, dict[str, Any], int]]) -> Table:
     version = rows[0][2] if rows else "?"
-    table = Table("text", "label", "scores", title=f"{model} (version {version})")
+    table = Table("text", "label", "scores", title=esc(f"{model} (version {version})"))
     for text, result, _ in rows:
         label = result["label"]
         label = ", ".join(label) if isinstance(label, list) else label
         scores = sorted(result["scores"].items(), key=lambda kv: -kv[1])
-        table.add_row(text if len(text) <= 60 else text[:59] + "…", f"[bold]{label}[/bold]",
-                      "  ".join(f"{name} {p:.3f}" for name, p in scores))
+        table.add_row(esc(text if len(text) <= 60 else text[:59] + "…"),
+                      f"[bold]{esc(label)}[/bold]",
+                      esc("  ".join(f"{name} {p:.3f}" for name, p in scores)))
     return table
 
 
 def jsonl_line(model: str, text: str, result: dict[str, Any], version: int) -> str:
     return json.dumps({"text": text, "model": model, "version": version, **result},
                       ensure_ascii=False)
+
+
+def write_atomically(path: Path, lines: Iterator[str]) -> int:
+    """Write `lines` to a temporary file beside `path` and rename it over `path` only when
+    every line is written: on any error `path` is left as it was. Returns the line count."""
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise UsageError(f"cannot write {path}: no directory {directory}")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror}") from exc
+    count = 0
+    try:
+        os.chmod(tmp, _file_mode(path))  # mkstemp makes 0600; keep what a plain open gives
+        with os.fdopen(fd, "w", encoding="utf-8") as sink:
+            for line in lines:
+                sink.write(line + "\n")
+                count += 1
+            sink.flush()
+            os.fsync(sink.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return count
+
+
+def _file_mode(path: Path) -> int:
+    if path.exists():
+        return path.stat().st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask

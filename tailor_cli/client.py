@@ -20,9 +20,18 @@ TIMEOUT_S = 60.0  # classify on a cold model loads it first; uploads can be larg
 class CliError(Exception):
     """Something the user must see: printed as `error: <message>`, exit status 1."""
 
+    exit_code = 1
+
     def __init__(self, message: str, code: str | None = None, status: int | None = None) -> None:
         super().__init__(message)
         self.message, self.code, self.status = message, code, status
+
+
+class UsageError(CliError):
+    """The command line itself is wrong (a missing file, contradictory arguments): exit 2,
+    like the parser's own usage errors."""
+
+    exit_code = 2
 
 
 def config_file(path: str | None) -> dict[str, Any]:
@@ -31,7 +40,7 @@ def config_file(path: str | None) -> dict[str, Any]:
     target = Path(path or CONFIG_PATH).expanduser()
     if not target.exists():
         if explicit:
-            raise CliError(f"config file {target} does not exist")
+            raise UsageError(f"config file {target} does not exist")
         return {}
     try:
         return tomllib.loads(target.read_text())

@@ -9,8 +9,8 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from tailor_cli.client import Api, CliError
-from tailor_cli.render import jobs_table, out, show_metrics, state_text
+from tailor_cli.client import Api, CliError, UsageError
+from tailor_cli.render import esc, jobs_table, out, show_metrics, state_text
 from tailor_cli.watch import follow
 
 app = typer.Typer(help="Submit, watch, list and cancel distillation jobs.", no_args_is_help=True)
@@ -19,8 +19,10 @@ app = typer.Typer(help="Submit, watch, list and cancel distillation jobs.", no_a
 def load_spec(path: Path) -> dict[str, Any]:
     """A job spec from YAML or JSON (JSON is YAML, so one parser reads both)."""
     try:
-        spec = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
+        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsageError(f"cannot read spec {path}: {exc.strerror}") from exc
+    except (UnicodeDecodeError, yaml.YAMLError) as exc:
         raise CliError(f"cannot read spec {path}: {exc}") from exc
     if not isinstance(spec, dict):
         raise CliError(f"spec {path} must be a mapping with name, task, data, ...")
@@ -56,12 +58,13 @@ def apply_flags(spec: dict[str, Any], flags: dict[str, Any]) -> dict[str, Any]:
 
 def report(job: dict[str, Any]) -> int:
     """Print a finished job's outcome; the exit status is 0 only for `succeeded`."""
-    out.print(f"job {job['id']} {state_text(job['state'])}")
+    out.print(f"job {esc(job['id'])} {state_text(job['state'])}")
     if job.get("error"):
-        out.print(f"[red]{job['error']['code']}: {job['error']['message']}[/red]", soft_wrap=True)
+        error = job["error"]
+        out.print(f"[red]{esc(error['code'])}: {esc(error['message'])}[/red]", soft_wrap=True)
     if job.get("model"):
         model = job["model"]
-        out.print(f"model [bold]{model['name']}:{model['version']}[/bold] registered")
+        out.print(f"model [bold]{esc(model['name'])}:{model['version']}[/bold] registered")
     if job.get("metrics") or job.get("warnings"):
         show_metrics(job.get("metrics") or {}, job.get("warnings"))
     return 0 if job["state"] == "succeeded" else 1
@@ -96,7 +99,8 @@ def submit(ctx: typer.Context,
                               "student": student, "strategy": strategy, "epochs": epochs})
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
     job = api.post("/jobs", json=spec, headers=headers)
-    out.print(f"submitted job [bold]{job['id']}[/bold] ({job['name']}, {job['state']})")
+    out.print(f"submitted job [bold]{esc(job['id'])}[/bold] "
+              f"({esc(job['name'])}, {esc(job['state'])})")
     if watch:
         raise typer.Exit(report(follow(api, job["id"])))
 
@@ -115,15 +119,15 @@ def list_jobs(ctx: typer.Context,
               state: Annotated[str | None, typer.Option(help="only jobs in this state")] = None,
               name: Annotated[str | None, typer.Option()] = None,
               limit: Annotated[int, typer.Option()] = 20,
-              as_json: Annotated[bool, typer.Option("--json", help="JSON lines")] = False) -> None:
+              as_json: Annotated[bool, typer.Option(
+                  "--json", help="one JSON document, as GET /jobs answers")] = False) -> None:
     """List jobs, newest first."""
     params = {k: v for k, v in {"state": state, "name": name, "limit": limit}.items() if v}
-    jobs = ctx.obj.get("/jobs", params=params)["jobs"]
+    body = ctx.obj.get("/jobs", params=params)
     if as_json:
-        for job in jobs:
-            typer.echo(json.dumps(job))
+        typer.echo(json.dumps(body))
         return
-    out.print(jobs_table(jobs))
+    out.print(jobs_table(body["jobs"]))
 
 
 @app.command()
@@ -132,4 +136,4 @@ def cancel(ctx: typer.Context, job_id: str) -> None:
     job = ctx.obj.post(f"/jobs/{job_id}/cancel")
     note = " (stopping at its next step)" if job["cancel_requested"] and \
         job["state"] != "cancelled" else ""
-    out.print(f"job {job_id} {state_text(job['state'])}{note}")
+    out.print(f"job {esc(job_id)} {state_text(job['state'])}{note}")

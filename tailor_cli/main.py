@@ -10,10 +10,17 @@ from typing import Annotated
 import typer
 
 from tailor_cli import jobs
-from tailor_cli.classify import classify_batches, jsonl_line, read_texts, scores_table
-from tailor_cli.client import Api, CliError, Connection
+from tailor_cli.classify import (
+    check_rows,
+    classify_batches,
+    jsonl_line,
+    read_rows,
+    scores_table,
+    write_atomically,
+)
+from tailor_cli.client import Api, CliError, Connection, UsageError
 from tailor_cli.models import datasets, models
-from tailor_cli.render import err, out
+from tailor_cli.render import err, esc, out
 
 app = typer.Typer(name="tailor", no_args_is_help=True, add_completion=False,
                   help="Distil small classifiers out of LLMs with a Tailor server.")
@@ -73,43 +80,57 @@ def classify(ctx: typer.Context,
              batch: Annotated[int, typer.Option(help="texts per request")] = 64,
              jsonl: Annotated[bool, typer.Option("--jsonl", help="JSON lines for TEXT too")]
              = False) -> None:
-    """Classify TEXT... (a table) or --file (one JSON line per text, in order)."""
+    """Classify TEXT... (a table) or --file (one JSON line per text, in order).
+
+    Every text is checked before the first is sent, and output appears only when all are
+    classified: --output is written to a temporary file renamed into place at the end.
+    """
     if bool(texts) == bool(file):
-        raise CliError("give either TEXT arguments or --file")
-    inputs = read_texts(file) if file else list(texts or [])
+        raise UsageError("give either TEXT arguments or --file")
+    rows = read_rows(file) if file else [(f"argument {i}", t)
+                                         for i, t in enumerate(texts or [], start=1)]
+    check_rows(rows)
     options = {k: v for k, v in {"threshold": threshold, "top_k": top_k}.items()
                if v is not None}
-    results = classify_batches(ctx.obj, model, inputs, max(1, batch), options)
-    if file or jsonl or output:
-        sink = output.open("w", encoding="utf-8") if output else sys.stdout
-        try:
-            for text, result, version in results:
-                sink.write(jsonl_line(model, text, result, version) + "\n")
-        finally:
-            if output:
-                sink.close()
-        return
-    out.print(scores_table(model, list(results)))
+    results = classify_batches(ctx.obj, model, rows, max(1, batch), options)
+    if output:
+        write_atomically(output, (jsonl_line(model, text, result, version)
+                                  for text, result, version in results))
+    elif file or jsonl:
+        lines = [jsonl_line(model, *row) for row in results]  # all or nothing on stdout too
+        sys.stdout.write("".join(line + "\n" for line in lines))
+    else:
+        out.print(scores_table(model, list(results)))
 
 
 def run() -> None:
-    """Entry point of the `tailor` script: server errors become one line and exit status 1."""
+    """Entry point of the `tailor` script. Every failure is one line on stderr, never a
+    traceback: usage errors exit 2, server and input errors 1 (server messages verbatim)."""
     try:
         status = app(standalone_mode=False)  # returns the exit code of typer.Exit
     except CliError as exc:
-        err.print(f"[red]error:[/red] {exc.message}" + (f" ({exc.code})" if exc.code else ""))
-        sys.exit(1)
-    except typer.Abort:
+        fail(exc.message + (f" ({exc.code})" if exc.code else ""), exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
         err.print("aborted")
         sys.exit(130)
-    except Exception as exc:  # click usage errors and the like
-        from click.exceptions import ClickException
-
-        if isinstance(exc, ClickException):
-            exc.show()
+    except typer.TyperException as exc:  # the parser's usage errors (exit code 2)
+        message = exc.format_message()
+        if not message:  # no arguments: the help was printed already
             sys.exit(exc.exit_code)
-        raise
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        fail(message + hint, exc.exit_code)
+    except Exception as exc:  # a bug or an unexpected answer: still one line
+        if os.environ.get("TAILOR_DEBUG"):
+            raise
+        fail(f"unexpected {type(exc).__name__}: {exc} (set TAILOR_DEBUG=1 for details)", 1)
     sys.exit(status if isinstance(status, int) else 0)
+
+
+def fail(message: str, code: int) -> None:
+    """Print `error: message` on one line (the message verbatim, never read as markup)."""
+    err.print(f"[red]error:[/red] {esc(message)}")
+    sys.exit(code)
 
 
 if __name__ == "__main__":

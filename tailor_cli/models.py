@@ -10,6 +10,7 @@ import typer
 from tailor_cli.client import Api, CliError
 from tailor_cli.render import (
     err,
+    esc,
     models_table,
     out,
     show_metrics,
@@ -53,12 +54,12 @@ def show(ctx: typer.Context,
         if version is None:
             return
     detail = api.get(f"/models/{name}/versions/{version}")
-    out.print(f"[bold]{name}:{version}[/bold]  labels: {', '.join(detail['labels'])}"
+    out.print(f"[bold]{esc(name)}:{version}[/bold]  labels: {esc(', '.join(detail['labels']))}"
               f"{'  (multi-label)' if detail['multi_label'] else ''}")
-    out.print(f"base model: {detail['base_model']}")
+    out.print(f"base model: {esc(detail['base_model'])}")
     lineage = detail.get("lineage") or {}
     if lineage.get("job_id"):
-        out.print(f"trained by job {lineage['job_id']}")
+        out.print(f"trained by job {esc(lineage['job_id'])}")
     show_metrics(detail.get("metrics") or {}, detail.get("warnings"))
 
 
@@ -81,7 +82,7 @@ def alias(ctx: typer.Context, name: str, alias_name: Annotated[str, typer.Argume
             err.print(panel)
         raise CliError(f"{exc.message} (tailor: pass --force)", code=exc.code,
                        status=exc.status) from exc
-    out.print(f"{body['name']}@{body['alias']} → version {body['version']}")
+    out.print(esc(f"{body['name']}@{body['alias']} → version {body['version']}"))
 
 
 @datasets.command()
@@ -95,12 +96,12 @@ def upload(ctx: typer.Context, file: Annotated[Path, typer.Argument(exists=True,
     ds = ctx.obj.post("/datasets", params={"name": name or file.stem},
                       content=file.read_bytes(), headers={"Content-Type": content_type})
     labels = ", ".join(ds.get("labels") or []) or "none"
-    out.print(f"dataset [bold]{ds['id']}[/bold] {ds['name']}: {ds['rows']} rows, "
-              f"{ds['labeled_rows']} labeled (labels: {labels})")
+    out.print(f"dataset [bold]{esc(ds['id'])}[/bold] {esc(ds['name'])}: {ds['rows']} rows, "
+              f"{ds['labeled_rows']} labeled (labels: {esc(labels)})")
 
 
 @datasets.command("list")
 def list_datasets(ctx: typer.Context) -> None:
     """Uploaded datasets, newest first."""
     for ds in ctx.obj.get("/datasets")["datasets"]:
-        out.print(f"{ds['id']}  {ds['name']}  {ds['rows']} rows, {ds['labeled_rows']} labeled")
+        out.print(esc(f"{ds['id']}  {ds['name']}  {ds['rows']} rows, {ds['labeled_rows']} labeled"))

@@ -15,16 +15,23 @@ from tailor_cli.metrics import comparison, eval_report, fmt
 
 # Piped output (logs, CI) gets room for job ids and metric names instead of Rich's 80 columns.
 PIPE_WIDTH = 120
-out = Console(highlight=False, width=None if sys.stdout.isatty() or "COLUMNS" in os.environ
-              else PIPE_WIDTH)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# Server and user text goes through esc(): "[red]" in a message or a prompt is text, not
+# styling, and ":fire:" is not an emoji code.
+out = Console(highlight=False, emoji=False,
+              width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else PIPE_WIDTH)
+err = Console(stderr=True, highlight=False, emoji=False, soft_wrap=True)
+
+
+def esc(value: Any) -> str:
+    """`value` as text that Rich prints verbatim (its square brackets are not markup)."""
+    return escape(str(value))
 
 STATE_STYLE = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "queued": "dim"}
 
 
 def state_text(state: str) -> str:
     style = STATE_STYLE.get(state, "cyan")
-    return f"[{style}]{state}[/{style}]"
+    return f"[{style}]{esc(state)}[/{style}]"
 
 
 def short_time(iso: str) -> str:
@@ -37,10 +44,10 @@ def jobs_table(jobs: list[dict[str, Any]]) -> Table:
     table.add_column("id", no_wrap=True)
     for job in jobs:
         model = job.get("model")
-        table.add_row(job["name"], state_text(job["state"]), job.get("phase") or "",
+        table.add_row(esc(job["name"]), state_text(job["state"]), esc(job.get("phase") or ""),
                       f"{100 * job['progress']:.0f}%",
-                      f"{model['name']}:{model['version']}" if model else "",
-                      short_time(job["created_at"]), job["id"])
+                      esc(f"{model['name']}:{model['version']}") if model else "",
+                      short_time(job["created_at"]), esc(job["id"]))
     return table
 
 
@@ -48,8 +55,8 @@ def models_table(models: list[dict[str, Any]]) -> Table:
     table = Table("name", "latest", "versions", "aliases", "labels")
     for m in models:
         aliases = ", ".join(f"{a}→{v}" for a, v in sorted(m.get("aliases", {}).items()))
-        table.add_row(m["name"], str(m.get("latest_version") or ""), str(m.get("versions", "")),
-                      aliases, ", ".join(m.get("labels", [])))
+        table.add_row(esc(m["name"]), str(m.get("latest_version") or ""),
+                      esc(m.get("versions", "")), esc(aliases), esc(", ".join(m.get("labels", []))))
     return table
 
 
@@ -58,15 +65,15 @@ def versions_table(model: dict[str, Any]) -> Table:
     for alias, version in model.get("aliases", {}).items():
         by_version.setdefault(version, []).append(alias)
     table = Table("version", "aliases", "student macro-F1", "teacher macro-F1",
-                  "agreement", "warnings", "created", title=f"{model['name']}")
+                  "agreement", "warnings", "created", title=esc(model["name"]))
     table.add_column("job", no_wrap=True)
     for v in model["versions"]:
         codes = ", ".join(str(w.get("code")) for w in v.get("warnings") or [])
-        table.add_row(str(v["version"]), ", ".join(sorted(by_version.get(v["version"], []))),
+        table.add_row(str(v["version"]), esc(", ".join(sorted(by_version.get(v["version"], [])))),
                       fmt(v.get("student_macro_f1")), fmt(v.get("teacher_macro_f1")),
                       fmt(v.get("holdout_agreement")),
-                      f"[red]{escape(codes)}[/red]" if codes else "",
-                      short_time(v["created_at"]), v.get("job_id") or "")
+                      f"[red]{esc(codes)}[/red]" if codes else "",
+                      short_time(v["created_at"]), esc(v.get("job_id") or ""))
     return table
 
 
@@ -89,10 +96,10 @@ def comparison_table(metrics: dict[str, Any], warned: bool = False) -> Table | N
     table = Table("", "teacher", "student", title="teacher vs student")
     style = "bold" if warned else "bold green"
     for row in rows:
-        cells = {side: fmt(getattr(row, side)) for side in ("teacher", "student")}
+        cells = {side: esc(fmt(getattr(row, side))) for side in ("teacher", "student")}
         if row.winner:
             cells[row.winner] = f"[{style}]{cells[row.winner]}[/{style}]"
-        table.add_row(row.name, cells["teacher"], cells["student"])
+        table.add_row(esc(row.name), cells["teacher"], cells["student"])
     return table
 
 
@@ -107,7 +114,7 @@ def per_class_table(metrics: dict[str, Any]) -> Table | None:
     for label in labels:
         t = reports["teacher"].get("per_class", {}).get(label, {})
         s = reports["student"].get("per_class", {}).get(label, {})
-        table.add_row(label, fmt(s.get("support", t.get("support"))), fmt(t.get("f1")),
+        table.add_row(esc(label), fmt(s.get("support", t.get("support"))), fmt(t.get("f1")),
                       fmt(s.get("f1")))
     return table
 
@@ -116,8 +123,8 @@ def prompts_table(prompts: list[dict[str, Any]]) -> Table:
     table = Table("prompt", "weight", "template", title="prompts kept")
     for p in sorted(prompts, key=lambda p: -float(p.get("weight") or 0)):
         template = " ".join(str(p.get("template", "")).split())
-        table.add_row(str(p.get("name") or p.get("id")), fmt(p.get("weight")),
-                      template[:90] + ("…" if len(template) > 90 else ""))
+        table.add_row(esc(p.get("name") or p.get("id")), fmt(p.get("weight")),
+                      esc(template[:90] + ("…" if len(template) > 90 else "")))
     return table
 
 

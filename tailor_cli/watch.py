@@ -16,7 +16,7 @@ from rich.progress import (
 
 from tailor_cli.client import Api, StreamBroken
 from tailor_cli.metrics import fmt
-from tailor_cli.render import out, state_text
+from tailor_cli.render import esc, out, state_text
 
 FINAL = {"succeeded", "failed", "cancelled"}
 RECONNECTS = 20  # a dropped stream resumes from the last event id (Last-Event-ID)
@@ -40,12 +40,12 @@ class PhaseBars:
         info = "  ".join(f"{k} {fmt(v)}" for k, v in data.items()
                          if isinstance(v, int | float) and not isinstance(v, bool))
         self.progress.update(self.overall, completed=event.get("progress") or 0.0,
-                             description=f"overall · {state}")
+                             description=f"overall · {esc(state)}")
         if state != self.state or phase != self.current:
-            step = state_text(state) + (f" {phase}" if phase != state else "")
+            step = state_text(state) + (f" {esc(phase)}" if phase != state else "")
             self.progress.console.print(
                 f"{time.strftime('%H:%M:%S')} {step} "
-                f"{100 * (event.get('progress') or 0):.0f}%" + (f"  {info}" if info else ""))
+                f"{100 * (event.get('progress') or 0):.0f}%" + (f"  {esc(info)}" if info else ""))
         self.state = state
         if state in FINAL:
             if state == "succeeded":  # a failed or cancelled phase keeps its bar unfinished
@@ -53,13 +53,13 @@ class PhaseBars:
             return
         if phase != self.current:
             self._close_current()
-            self.phases[phase] = self.progress.add_task(f"  {phase}", total=None, info="")
+            self.phases[phase] = self.progress.add_task(f"  {esc(phase)}", total=None, info="")
             self.current = phase
         task = self.phases[phase]
         if isinstance(data.get("phase_progress"), int | float):
             self.progress.update(task, total=1.0, completed=float(data["phase_progress"]))
         if info:
-            self.progress.update(task, info=info)
+            self.progress.update(task, info=esc(info))
 
     def _close_current(self) -> None:
         if self.current is not None:

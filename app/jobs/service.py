@@ -15,7 +15,7 @@ from app.core.db import lock_row
 from app.core.errors import Conflict, Invalid, NotFound, Unavailable
 from app.core.ownership import only_visible, visible
 from app.core.security import Principal
-from app.jobs import lifecycle
+from app.jobs import checks, lifecycle
 from app.jobs.schemas import JobCreate
 from app.models import Dataset, Job, JobEvent, JobState
 from app.models.base import new_id, utcnow
@@ -83,12 +83,9 @@ def validate_spec(db: Session, spec: dict[str, Any], viewer: Principal) -> None:
             raise Invalid("data.eval_dataset_id", f"no dataset with id {data['eval_dataset_id']!r}",
                           code="dataset_not_found")
         if eval_ds.labeled_rows == 0:
-            raise Invalid("data.eval_dataset_id", "the eval dataset has no labels")
-        unknown = sorted(set(eval_ds.label_set) - set(cfg.task.label_names))
-        if unknown:
-            raise Invalid("data.eval_dataset_id",
-                          f"labels {unknown} are not among the task labels "
-                          f"{cfg.task.label_names}")
+            raise Invalid("data.eval_dataset_id", "the eval dataset has no labels",
+                          code="eval_unlabeled")
+    checks.check_submission(db, spec, cfg)
 
 
 def submit_job(*, db: Session, payload: JobCreate, principal: Principal,

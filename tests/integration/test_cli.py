@@ -96,8 +96,8 @@ def test_upload_submit_watch_registry_and_classify(server: Stack, tiny_models, t
     assert job["spec"]["data"] == {"dataset_id": ds, "eval_dataset_id": ev}
     assert job["spec"]["distillation"]["epochs"] == 2  # from the spec file
 
-    listed = ok(tailor(server, "jobs", "list", "--json"))
-    assert [json.loads(line)["state"] for line in listed.splitlines()] == ["succeeded"]
+    listed = json.loads(ok(tailor(server, "jobs", "list", "--json")))  # one JSON document
+    assert [job["state"] for job in listed["jobs"]] == ["succeeded"]
     assert "crisis" in ok(tailor(server, "models", "list"))
     shown = ok(tailor(server, "models", "show", "crisis:1"))
     assert "teacher vs student" in shown and "per class" in shown
@@ -147,14 +147,14 @@ def test_failures_print_the_server_message_and_exit_non_zero(server: Stack, tiny
     flag_wins = tailor(server, "--api-key", "bad", "models", "list")
     assert flag_wins.returncode == 1 and "unknown API key" in flag_wins.stderr
 
-    # Too few texts to train on: the job fails in the worker, and watch says so.
+    # Too few texts to train on: refused at submission, with the server's message.
     small = api(server).post("/datasets", json={"name": "tiny", "records": [
         {"text": "flood"}, {"text": "calm day"}]}).json()["id"]
     out = tailor(server, "jobs", "submit", "--name", "doomed", "--dataset", small,
                  "--label", "crisis:a disaster", "--label", "calm", "--teacher", tiny_models[0],
                  "--student", tiny_models[1], "--watch")
     assert out.returncode == 1, out.stdout + out.stderr
-    assert "failed" in out.stdout and "at least 4" in out.stdout
+    assert "at least 4" in out.stderr and "(corpus_too_small)" in out.stderr
     bad_spec = tailor(server, "jobs", "submit", "--name", "Bad Name", "--dataset", small,
                       "--label", "a", "--label", "b")
     assert bad_spec.returncode == 1 and "name" in bad_spec.stderr

@@ -9,6 +9,8 @@ from app.core.db import session_scope
 from app.models import Dataset, DatasetRecord, Job
 
 RECORDS = [{"text": "flood water rose"}, {"text": "stock market rose"}]
+# Enough distinct texts to split into training and held-out texts (app.jobs.checks).
+CORPUS = RECORDS + [{"text": "fire in the city"}, {"text": "the team won"}]
 
 
 def _counts():
@@ -26,11 +28,13 @@ def _error(resp, status):
 
 @pytest.fixture
 def dataset_id(client):
-    return client.post("/datasets", json={"name": "d", "records": RECORDS}).json()["id"]
+    return client.post("/datasets", json={"name": "d", "records": CORPUS}).json()["id"]
 
 
 def _job(dataset_id, tiny_models, **over):
-    body = {"name": "crisis", "task": {"labels": [{"name": "crisis"}, {"name": "calm"}]},
+    # Answer words the tiny teacher's vocabulary holds (app.jobs.checks refuses others).
+    body = {"name": "crisis", "task": {"labels": [{"name": "crisis"},
+                                                  {"name": "calm", "verbalizer": "none"}]},
             "teacher": {"model": tiny_models[0]}, "student": {"model": tiny_models[1]},
             "data": {"dataset_id": dataset_id}}
     body.update(over)

@@ -5,7 +5,7 @@ import pytest
 from tests.fixtures.tiny import corpus
 from worker.distill import engine as engine_mod
 from worker.distill import trainer as trainer_mod
-from worker.distill.config import ConfigError, EngineConfig
+from worker.distill.config import EngineConfig
 from worker.distill.engine import Cancelled, DistillData, EngineError, run
 
 
@@ -85,13 +85,14 @@ def test_empty_corpus_after_filtering_fails_early(tmp_path, tiny_models):
     with pytest.raises(EngineError) as err:
         run(_cfg(tiny_models), DistillData(["  ", "same", "same", ""]),
             workdir=tmp_path / "w", cache_dir=tmp_path / "c")
-    assert err.value.code == "empty_corpus"
+    assert err.value.code == "corpus_too_small"
 
 
 def test_eval_label_outside_the_task_is_refused(tmp_path, tiny_models):
-    with pytest.raises(ConfigError, match="not a task label"):
+    with pytest.raises(EngineError, match="not a task label") as err:
         run(_cfg(tiny_models), DistillData(corpus(20), ["x"], ["fire"]),
             workdir=tmp_path / "w", cache_dir=tmp_path / "c")
+    assert err.value.code == "eval_label_unknown"
 
 
 def test_artifact_files_match_their_checksums(tmp_path, tiny_models):

@@ -307,7 +307,7 @@ def test_a_model_that_fails_to_parse_is_named_not_quoted(tmp_path, files, heard)
         (model / name).write_text(text)
     with pytest.raises(ModelSourceError) as err:
         load_base(ResolvedModel(str(model), model, None, "0" * 64))
-    assert err.value.code == "model_unreadable"
+    assert err.value.code == "student_unloadable"
     assert SECRET not in err.value.message and SECRET not in str(err.value)
     assert err.value.__cause__ is None and err.value.__suppress_context__
     assert not [m for m in heard if SECRET in m], "a library logged the file's contents"
@@ -319,7 +319,7 @@ def test_a_gguf_teacher_that_fails_to_parse_is_named_not_quoted(tmp_path, heard)
     (tmp_path / "t.gguf").write_text(SECRET * 20)
     with pytest.raises(ModelSourceError) as err:
         HFTeacher(ResolvedModel(str(tmp_path / "t.gguf"), tmp_path, "t.gguf", "0" * 64), "cpu")
-    assert err.value.code == "model_unreadable" and SECRET not in err.value.message
+    assert err.value.code == "teacher_unloadable" and SECRET not in err.value.message
     assert not [m for m in heard if SECRET in m]
 
 
@@ -329,7 +329,7 @@ def test_a_broken_teacher_folder_is_named_not_quoted_nor_logged(tmp_path, heard)
     (tmp_path / "config.json").write_text(json.dumps({"model_type": SECRET}))
     with pytest.raises(ModelSourceError) as err:
         HFTeacher(ResolvedModel(str(tmp_path), tmp_path, None, "0" * 64), "cpu")
-    assert err.value.code == "model_unreadable" and SECRET not in err.value.message
+    assert err.value.code == "teacher_unloadable" and SECRET not in err.value.message
     assert not [m for m in heard if SECRET in m]
 def test_hf_without_a_hub_fails_with_a_clear_message(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -24,6 +24,15 @@ from safetensors.numpy import load_file as load_arrays
 from safetensors.numpy import save_file as save_arrays
 
 from worker.distill.cache import TeacherCache
+from worker.distill.checks import (  # noqa: F401 (MIN_CORPUS, clean_corpus: re-exported)
+    MIN_CORPUS,
+    CheckError,
+    check_answer_words,
+    check_corpus,
+    check_eval_labels,
+    clean_corpus,
+    load_tokenizer,
+)
 from worker.distill.config import ConfigError, EngineConfig
 from worker.distill.evaluate import LATENCY_BATCH, evaluate_run
 from worker.distill.labelers import EmbeddingLabeler
@@ -37,7 +46,6 @@ from worker.distill.warnings import run_warnings
 
 log = logging.getLogger(__name__)
 CODE_VERSION = "0.1.0"
-MIN_CORPUS = 4  # below this there is nothing to split into training and held-out texts
 # Share of the overall progress bar each state takes (annotation dominates on CPU).
 PROGRESS = {"annotating": (0.0, 0.6), "distilling": (0.6, 0.9), "evaluating": (0.9, 0.97)}
 
@@ -92,18 +100,6 @@ class RunResult:
     warnings: list[dict[str, str]] = field(default_factory=list)
 
 
-def clean_corpus(texts: Sequence[str]) -> list[str]:
-    """Strip, drop empties and exact duplicates, keep order."""
-    seen: set[str] = set()
-    out = []
-    for text in texts:
-        t = text.strip()
-        if t and t not in seen:
-            seen.add(t)
-            out.append(t)
-    return out
-
-
 def split(n: int, holdout_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     perm = np.random.default_rng(seed).permutation(n)
     k = max(1, int(round(n * holdout_fraction)))
@@ -149,12 +145,11 @@ def run(cfg: EngineConfig, data: DistillData, *, workdir: Path, cache_dir: Path,
     student_uri = cfg.student.model or (defaults[1] if defaults else "")
     if not teacher_uri or not student_uri:
         raise ConfigError("teacher.model", "no teacher or student model given and no default")
-    corpus = clean_corpus(data.corpus)
-    if len(corpus) < MIN_CORPUS:
-        raise EngineError("empty_corpus",
-                          f"the corpus has {len(corpus)} distinct non-empty texts after "
-                          f"filtering; at least {MIN_CORPUS} are needed")
-    _check_eval(cfg, data)
+    try:  # the API's submission checks, again: the spec may predate them
+        corpus = check_corpus(data.corpus)
+        _check_eval(cfg, data)
+    except CheckError as exc:
+        raise EngineError(exc.code, exc.message) from exc
     eval_texts = [t.strip() or t for t in data.eval_texts]
     torch_device = pick_device(device)
 
@@ -169,6 +164,7 @@ def run(cfg: EngineConfig, data: DistillData, *, workdir: Path, cache_dir: Path,
                                 index_url=index_url))
     student_src = resolve(student_uri, cache_dir / "models", policy=sources,
                           index_url=index_url)
+    _check_models(cfg, teacher_src, student_src, is_openai_uri(teacher_uri))
     report("annotating", "fetch", 0.02)
     key = _digest(cfg.to_dict(), teacher_src.sha256, student_src.sha256, corpus, eval_texts)
     texts = corpus + eval_texts
@@ -248,12 +244,20 @@ def run(cfg: EngineConfig, data: DistillData, *, workdir: Path, cache_dir: Path,
 def _check_eval(cfg: EngineConfig, data: DistillData) -> None:
     if len(data.eval_texts) != len(data.eval_labels):
         raise ConfigError("data.eval", "eval texts and labels differ in length")
-    names = set(cfg.task.label_names)
-    for i, gold in enumerate(data.eval_labels):
-        for name in [gold] if isinstance(gold, str) else gold:
-            if name not in names:
-                raise ConfigError("data.eval_dataset_id",
-                                  f"row {i} has label {name!r}, which is not a task label")
+    check_eval_labels(cfg.task, data.eval_labels)
+
+
+def _check_models(cfg: EngineConfig, teacher: ResolvedModel, student: ResolvedModel,
+                  black_box: bool) -> None:
+    """Before any heavy work: both tokenizers load and the teacher can tell the answers
+    apart (the API checked this at submission when the models were already on disk)."""
+    try:
+        load_tokenizer(student, field="student.model", role="student")
+        tokenizer = None if black_box else load_tokenizer(teacher, field="teacher.model",
+                                                          role="teacher")
+        check_answer_words(cfg.task, cfg.teacher.prompts, tokenizer)
+    except CheckError as exc:
+        raise EngineError(exc.code, exc.message) from exc
 
 
 def _annotation_phase(cfg: EngineConfig, strategy: Strategy, ctx: Context, corpus: list[str],

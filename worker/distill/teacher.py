@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
+from worker.distill.checks import CheckError, option_token_ids
 from worker.distill.prompts import Prompt
 from worker.distill.sources import ResolvedModel, loading
 
@@ -65,7 +66,8 @@ class HFTeacher:
         self.device = pick_device(str(device))
         dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         kwargs = {"gguf_file": model.file} if model.file else {}
-        with loading(model):  # a parse error names the source, never the file's contents
+        # a parse error names the source, never the file's contents
+        with loading(model, code="teacher_unloadable"):
             self.tokenizer = AutoTokenizer.from_pretrained(str(model.path), **kwargs)
             self.model = AutoModelForCausalLM.from_pretrained(str(model.path), dtype=dtype,
                                                               **kwargs)
@@ -111,39 +113,16 @@ class HFTeacher:
         """Token ids that count as each option: first tokens of its case/space variants.
 
         Raises TeacherError when two options share their first token (the teacher could
-        not tell them apart) or an option has no token of its own.
+        not tell them apart) or an option has no token of its own (the same rule the API
+        applies at submission: worker.distill.checks.option_token_ids).
         """
         key = tuple(options)
-        if key in self._option_cache:
-            return self._option_cache[key]
-        firsts: list[int] = []
-        variants: list[set[int]] = []
-        for word in options:
-            ids = self.tokenizer.encode(word, add_special_tokens=False)
-            if not ids or ids[0] == self.tokenizer.unk_token_id:
-                raise TeacherError("verbalizer_unexpressible",
-                                   f"the teacher's vocabulary cannot express the answer {word!r}")
-            firsts.append(ids[0])
-            forms = {word, word.capitalize(), word.lower(), " " + word, " " + word.capitalize()}
-            toks = set()
-            for form in forms:
-                enc = self.tokenizer.encode(form, add_special_tokens=False)
-                if enc and enc[0] != self.tokenizer.unk_token_id:
-                    toks.add(enc[0])
-            variants.append(toks)
-        for i in range(len(options)):
-            for j in range(i + 1, len(options)):
-                if firsts[i] == firsts[j]:
-                    tok = self.tokenizer.decode([firsts[i]])
-                    raise TeacherError(
-                        "verbalizer_collision",
-                        f"answers {options[i]!r} and {options[j]!r} start with the same token "
-                        f"{tok!r}; give the labels distinct 'verbalizer' words")
-        # A variant token shared by two options would count for both: drop it from both.
-        shared = {t for i, a in enumerate(variants) for b in variants[i + 1:] for t in a & b}
-        result = [sorted((v - shared) | {firsts[i]}) for i, v in enumerate(variants)]
-        self._option_cache[key] = result
-        return result
+        if key not in self._option_cache:
+            try:
+                self._option_cache[key] = option_token_ids(self.tokenizer, options)
+            except CheckError as exc:
+                raise TeacherError(exc.code, exc.message) from exc
+        return self._option_cache[key]
 
     # ---------------------------------------------------------------- scoring
     @torch.inference_mode()
