@@ -106,8 +106,14 @@ def test_multi_label_answers_are_yes_no_so_shared_first_tokens_are_fine(client, 
                  ["202: multi-label answers are yes/no per label"])
 
 
-def test_black_box_teacher_answers_that_begin_alike_are_refused(client, corpus_id, tiny_models):
+def test_black_box_teacher_answers_that_begin_alike_are_refused(client, corpus_id, tiny_models,
+                                                                monkeypatch):
+    from app.core.config import get_settings
+    from tests.support import TEST_MODEL_SOURCES as support_sources
+
     teacher = "openai+http://127.0.0.1:9/v1?model=m"  # never contacted at submission
+    monkeypatch.setenv("TAILOR_MODEL_SOURCES", f"{support_sources},openai+http://127.0.0.1:9")
+    get_settings.cache_clear()
     for labels in ([{"name": "flood"}, {"name": "flood_over"}],
                    [{"name": "no_help", "verbalizer": "no"}, {"name": "none"}]):
         _refused(client, _body(corpus_id, tiny_models, labels, teacher={"model": teacher}),
