@@ -19,6 +19,7 @@ from app.core.db import UNAVAILABLE
 from app.core.errors import AppError
 from app.core.limits import BodyLimitMiddleware
 from app.core.openapi import document_errors
+from app.core.strict_json import StrictJsonMiddleware
 from app.core.url_guard import UrlGuardMiddleware
 from app.datasets.router import router as datasets_router
 from app.datasets.schemas import DatasetCreate
@@ -108,6 +109,8 @@ def create_app() -> FastAPI:
                    keys_router, ui_router):
         app.include_router(router)
     install_error_handlers(app)
+    app.add_middleware(StrictJsonMiddleware,  # inside the body limit
+                       raw_body_routes=frozenset({("POST", "/datasets")}))
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(UrlGuardMiddleware)
     app.add_middleware(MetricsMiddleware)

@@ -57,7 +57,7 @@ class VersionDetail(BaseModel):
 
 
 class AliasIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     version: int = Field(ge=1, le=MAX_INT)
 
 
