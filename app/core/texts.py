@@ -78,28 +78,27 @@ def validate_text(text: str, where: str, *, max_chars: int | None = None) -> str
     return text
 
 
+def check_utf8_head(head: bytes, where: str) -> None:
+    """Refuse a file whose first bytes show it is UTF-16 (with or without a BOM)."""
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise InvalidText(where, "the file is UTF-16 (it starts with a UTF-16 byte-order mark); "
+                                 "save it as UTF-8", reason="encoding")
+    sample = head[:200]
+    if len(sample) >= 4 and max(sample[0::2].count(0), sample[1::2].count(0)) > len(sample) // 4:
+        raise InvalidText(where, "the bytes look like UTF-16 without a byte-order mark (every "
+                                 "other byte is NUL); save the file as UTF-8", reason="encoding")
+
+
 def decode_utf8(data: bytes, where: str) -> str:
     """Decode `data` as strict UTF-8 (a leading BOM is dropped); 422 naming `where` otherwise.
 
     The message says what the bytes look like instead (UTF-16, Latin-1) so the user knows
     how to re-save the file.
     """
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise InvalidText(where, "the file is UTF-16 (it starts with a UTF-16 byte-order mark); "
-                                 "save it as UTF-8", reason="encoding")
+    check_utf8_head(data, where)
     try:
-        text = data.decode("utf-8-sig")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise InvalidText(where, f"not valid UTF-8: byte 0x{data[exc.start]:02x} at offset "
                                  f"{exc.start} ({exc.reason}); Latin-1 or another legacy "
                                  "encoding? save the file as UTF-8", reason="encoding") from exc
-    if NUL in text and _looks_utf16(data):
-        raise InvalidText(where, "the bytes look like UTF-16 without a byte-order mark (every "
-                                 "other byte is NUL); save the file as UTF-8", reason="encoding")
-    return text
-
-
-def _looks_utf16(data: bytes) -> bool:
-    head = data[:200]
-    return len(head) >= 2 and (head[1::2].count(0) > len(head) // 4 or
-                               head[0::2].count(0) > len(head) // 4)
