@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 import anyio
@@ -32,6 +33,12 @@ INLINE_PARSE_BYTES = 64 * 1024
 # read their body themselves (POST /datasets), so it is parsed once.
 PARSED_BODY_KEY = "strict_json_body"
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# Decoded UTF-8 holds no surrogates, so a parsed string can only hold one that came from a
+# \uD800-\uDFFF escape: without such an escape in the text, no string needs looking at.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+# Strings and everything but brackets, removed to leave the bracket skeleton of a document.
+_NOT_BRACKET = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[^\[\]{}"]+')
+_EMPTY_PAIR = re.compile(r"\[\]|\{\}")
 
 
 class _Duplicate(ValueError):
@@ -116,8 +123,27 @@ def strict_loads(data: str | bytes, *, where: str = "body") -> Any:
     except RecursionError as exc:
         raise Invalid(where, f"nested deeper than {MAX_JSON_DEPTH} levels",
                       code="too_deep") from exc
-    check_tree(value, where)
+    if _too_deep(data):
+        raise Invalid(where, f"nested deeper than {MAX_JSON_DEPTH} levels", code="too_deep")
+    if _SURROGATE_ESCAPE.search(data):
+        check_tree(value, where)
     return value
+
+
+def _too_deep(text: str) -> bool:
+    """True when a parsed document nests deeper than MAX_JSON_DEPTH.
+
+    Runs at C speed over the text: each pass deletes the innermost empty `[]` / `{}` pairs of
+    the bracket skeleton, so a skeleton still non-empty after MAX_JSON_DEPTH passes is deeper.
+    """
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return False
+    skeleton = _NOT_BRACKET.sub("", text)
+    for _ in range(MAX_JSON_DEPTH):
+        skeleton = _EMPTY_PAIR.sub("", skeleton)
+        if not skeleton:
+            return False
+    return True
 
 
 def check_tree(value: Any, where: str) -> None:

@@ -317,6 +317,8 @@ def _records(reader: Any, field_limit: int) -> Iterator[tuple[int, list[str]]]:
             if "field larger than field limit" in message:
                 message = (f"a field is longer than {field_limit} characters (an unclosed "
                            "quote?)")
+            elif "unexpected end of data" in message:
+                message = "the file ends inside a quoted field (an unclosed quote?)"
             raise _CsvProblem(start, message) from exc
         line = reader.line_num
         yield start, cells
