@@ -18,14 +18,18 @@ from tailor_cli.client import Api, CliError
 def read_texts(path: str) -> list[str]:
     """Texts from JSONL (`text` field, or bare strings), CSV (`text` column) or plain lines;
     `-` reads standard input."""
-    raw = sys.stdin.read() if path == "-" else _read(Path(path))
+    raw = _decode(sys.stdin.buffer.read() if path == "-" else _read(Path(path)), path)
     if path.lower().endswith(".csv"):
-        reader = csv.DictReader(io.StringIO(raw))
-        if "text" not in (reader.fieldnames or []):
-            raise CliError(f"{path}: a CSV file needs a 'text' column")
-        return [row["text"] for row in reader]
+        # newline='': the csv module itself finds records (\n, \r\n, \r; quoted newlines)
+        reader = csv.DictReader(io.StringIO(raw, newline=""))
+        try:
+            if "text" not in (reader.fieldnames or []):
+                raise CliError(f"{path}: a CSV file needs a 'text' column")
+            return [row["text"] for row in reader]
+        except csv.Error as exc:
+            raise CliError(f"{path} line {reader.line_num}: {exc}") from exc
     texts = []
-    for lineno, line in enumerate(raw.splitlines(), start=1):
+    for lineno, line in enumerate(split_lines(raw), start=1):
         if not line.strip():
             continue
         if path.lower().endswith((".jsonl", ".ndjson")):
@@ -42,11 +46,30 @@ def read_texts(path: str) -> list[str]:
     return texts
 
 
-def _read(path: Path) -> str:
+def split_lines(text: str) -> list[str]:
+    """Lines ended by \n or \r\n only. Unlike str.splitlines(), a vertical tab, form feed,
+    U+001C..U+001E, U+0085, U+2028 or U+2029 stays inside its line: feeds carry them in texts.
+    A final line break does not start another (empty) line."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def _read(path: Path) -> bytes:
     try:
-        return path.read_text(encoding="utf-8-sig")
+        return path.read_bytes()  # bytes: text mode would turn a lone \r into a line break
     except OSError as exc:
         raise CliError(f"cannot read {path}: {exc.strerror}") from exc
+
+
+def _decode(data: bytes, path: str) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise CliError(f"{path} line {line}: not valid UTF-8 (byte 0x{data[exc.start]:02x}); "
+                       "save the file as UTF-8") from exc
 
 
 def classify_batches(api: Api, model: str, texts: list[str], batch: int,
