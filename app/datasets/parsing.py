@@ -144,7 +144,8 @@ def rows_from_json(payload: Any) -> tuple[str, Parsed]:
         head = DatasetHead.model_validate(payload)
     except ValidationError as exc:
         err = exc.errors()[0]
-        raise Invalid(".".join(str(p) for p in err["loc"]) or "body", err["msg"]) from exc
+        raise Invalid(".".join(str(p) for p in err["loc"]) or "body",
+                      err["msg"].removeprefix("Value error, ")) from exc
     columns = columns_from(head.text_column, head.label_column)
     _check_count(len(head.records))
     rows = []
@@ -244,7 +245,10 @@ def read_csv(stream: BinaryIO, columns: Columns = Columns()) -> Parsed:
     # error rather than a silently merged field.
     reader = csv.reader(itertools.chain([header_line], lines), delimiter=delimiter, strict=True)
     records = _records(reader, field_limit)
-    _, header = next(records, (1, []))
+    try:
+        _, header = next(records, (1, []))
+    except _CsvProblem as exc:
+        raise Invalid(f"header (line {exc.line})", exc.message, code="csv_error") from exc
     if not header:
         return Parsed([])  # an empty file: "the dataset has no rows"
     names = [_norm(h) for h in header]
