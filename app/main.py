@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -95,6 +96,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         max_queue_delay_ms=settings.serving_max_queue_delay_ms, threads=settings.serving_threads)
     app.state.refs = RefCache(settings.serving_ref_cache_seconds)
     app.state.batcher.start()
+    # What exists now (torch, transformers, the app: ~500k objects) lives as long as the
+    # process. Frozen, full collections no longer scan it, so a request that allocates many
+    # objects (a 200,000-row upload) costs the others no ~300 ms GC pauses.
+    gc.collect()
+    gc.freeze()
     yield
     app.state.batcher.stop()
 

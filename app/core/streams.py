@@ -1,12 +1,14 @@
-"""A request body as a blocking file for a worker thread, read only as far as it is parsed."""
+"""Request bodies as streams: a blocking file for a worker thread, read only as far as it is
+parsed, and small slices for parsers that run on the event loop."""
 
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import anyio.from_thread
+import anyio.lowlevel
 
 
 class RequestBodyFile(io.RawIOBase):
@@ -43,3 +45,13 @@ class RequestBodyFile(io.RawIOBase):
         buffer[:size] = self._pending[:size]
         self._pending = self._pending[size:]
         return size
+
+
+async def sliced(chunks: AsyncIterator[bytes], size: int) -> AsyncGenerator[bytes, None]:
+    """Re-cut a body stream into pieces of at most `size` bytes, yielding to the event loop
+    after each. A server hands a slow reader everything it buffered as one chunk (megabytes),
+    and a parser that runs on the event loop (multipart) would hold the loop for all of it."""
+    async for chunk in chunks:
+        for start in range(0, len(chunk), size):
+            yield chunk[start:start + size]
+            await anyio.lowlevel.checkpoint()

@@ -39,6 +39,7 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 # Strings and everything but brackets, removed to leave the bracket skeleton of a document.
 _NOT_BRACKET = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[^\[\]{}"]+')
 _EMPTY_PAIR = re.compile(r"\[\]|\{\}")
+SKELETON_MAX_CHARS = 1 << 20
 
 
 class _Duplicate(ValueError):
@@ -123,27 +124,44 @@ def strict_loads(data: str | bytes, *, where: str = "body") -> Any:
     except RecursionError as exc:
         raise Invalid(where, f"nested deeper than {MAX_JSON_DEPTH} levels",
                       code="too_deep") from exc
-    if _too_deep(data):
+    if _too_deep(data, value):
         raise Invalid(where, f"nested deeper than {MAX_JSON_DEPTH} levels", code="too_deep")
     if _SURROGATE_ESCAPE.search(data):
         check_tree(value, where)
     return value
 
 
-def _too_deep(text: str) -> bool:
+def _too_deep(text: str, value: Any) -> bool:
     """True when a parsed document nests deeper than MAX_JSON_DEPTH.
 
-    Runs at C speed over the text: each pass deletes the innermost empty `[]` / `{}` pairs of
-    the bracket skeleton, so a skeleton still non-empty after MAX_JSON_DEPTH passes is deeper.
+    Up to SKELETON_MAX_CHARS this runs at C speed over the text: each pass deletes the
+    innermost empty `[]` / `{}` pairs of the bracket skeleton, so a skeleton still non-empty
+    after MAX_JSON_DEPTH passes is deeper. The regex engine holds the GIL, so larger
+    documents are measured by walking the parsed containers instead, which lets the event
+    loop run in between.
     """
     if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
         return False
+    if len(text) > SKELETON_MAX_CHARS:
+        return _walk_too_deep(value)
     skeleton = _NOT_BRACKET.sub("", text)
     for _ in range(MAX_JSON_DEPTH):
         skeleton = _EMPTY_PAIR.sub("", skeleton)
         if not skeleton:
             return False
     return True
+
+
+def _walk_too_deep(value: Any) -> bool:
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth >= MAX_JSON_DEPTH:
+            return True
+        for child in node.values() if isinstance(node, dict) else node:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+    return False
 
 
 def check_tree(value: Any, where: str) -> None:

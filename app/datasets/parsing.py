@@ -168,8 +168,11 @@ def read_jsonl(stream: BinaryIO, columns: Columns = Columns()) -> Parsed:
     max_line = LINE_BYTES_PER_CHAR * settings.max_text_chars + LINE_OVERHEAD_BYTES
     rows: list[Row] = []
     ignored: dict[str, None] = {}
+    # Our own buffer: readline(limit) on a temporary file (a multipart upload's spool) held
+    # the GIL for half a second at a time in tests, stalling the event loop.
+    buffered = _buffered(stream)
     for lineno in itertools.count(1):
-        raw = stream.readline(max_line + 1)
+        raw = buffered.readline(max_line + 1)
         if not raw:
             break
         where = f"line {lineno}"

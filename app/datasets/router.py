@@ -6,19 +6,19 @@ costs its own request time, not everyone's.
 
 from __future__ import annotations
 
-import io
 from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
 from app.core.deps import SessionDep, TrainScope
 from app.core.errors import BadRequest, Invalid, UnsupportedMediaType
 from app.core.limits import MAX_LIST_OFFSET
-from app.core.streams import RequestBodyFile
+from app.core.streams import RequestBodyFile, sliced
 from app.core.strict_json import PARSED_BODY_KEY, is_json_type, media_type, parse_body
 from app.datasets import parsing, service
 from app.datasets.schemas import DatasetCreate, DatasetList, DatasetOut
@@ -67,7 +67,7 @@ async def create_dataset(request: Request, db: SessionDep, _: TrainScope,
         elif media in FILE_TYPES:
             ds_name = parsing.validate_name(name) if name is not None else "upload"
             columns = parsing.columns_from(text_column, label_column)
-            body = io.BufferedReader(RequestBodyFile(request.stream()), parsing.READ_CHUNK)
+            body = RequestBodyFile(request.stream())
             parsed = await run_in_threadpool(READERS[FILE_TYPES[media]], body, columns)
         else:
             raise UnsupportedMediaType(
@@ -97,7 +97,13 @@ async def _from_form(request: Request, query_name: str | None, text_column: str 
                      label_column: str | None) -> tuple[str, parsing.Parsed]:
     """Read a multipart upload: exactly one `file` part, optional `name`, `text_column`,
     `label_column` fields (each may also come as a query parameter)."""
-    async with request.form(max_files=1, max_fields=8) as form:
+    stream = sliced(request.stream(), parsing.READ_CHUNK)
+    try:
+        form = await MultiPartParser(request.headers, stream, max_files=1, max_fields=8).parse()
+    except MultiPartException as exc:
+        raise BadRequest(f"malformed multipart body: {exc.message}",
+                         code="malformed_multipart") from exc
+    try:
         uploads = form.getlist("file")
         if len(uploads) != 1 or not isinstance(uploads[0], UploadFile):
             raise Invalid("file", "a multipart upload needs exactly one 'file' part")
@@ -116,6 +122,8 @@ async def _from_form(request: Request, query_name: str | None, text_column: str 
         kind = ("csv" if filename.lower().endswith((".csv", ".tsv"))
                 or (not filename and upload.content_type == "text/csv") else "jsonl")
         parsed = await run_in_threadpool(READERS[kind], upload.file, columns)
+    finally:
+        await form.close()  # deletes the spooled temporary file
     return ds_name, parsed
 
 

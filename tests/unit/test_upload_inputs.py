@@ -341,6 +341,15 @@ def test_depth_limit_is_exact():
             strict_loads(opener + ok + closer)
     # brackets inside strings are text, not nesting
     assert strict_loads(json.dumps(["[" * 500]))
+    # documents over 1 MiB are measured by walking the parsed value: the same limit
+    pad = "x" * (1 << 20)
+    for depth, deep in ((MAX_JSON_DEPTH - 1, False), (MAX_JSON_DEPTH, True)):
+        doc = json.dumps({"pad": pad, "v": json.loads("[" * depth + "]" * depth)})
+        if deep:
+            with pytest.raises(Invalid, match="nested deeper"):
+                strict_loads(doc)
+        else:
+            assert strict_loads(doc)["pad"] == pad
 
 
 # --- issue 10.3: limits, streaming, never a 500 ------------------------------------------
