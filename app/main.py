@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,6 +20,7 @@ from app.core.db import UNAVAILABLE
 from app.core.errors import AppError
 from app.core.limits import BodyLimitMiddleware
 from app.core.openapi import document_errors
+from app.core.strict_json import StrictJsonMiddleware
 from app.core.url_guard import UrlGuardMiddleware
 from app.datasets.router import router as datasets_router
 from app.datasets.schemas import DatasetCreate
@@ -94,6 +96,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         max_queue_delay_ms=settings.serving_max_queue_delay_ms, threads=settings.serving_threads)
     app.state.refs = RefCache(settings.serving_ref_cache_seconds)
     app.state.batcher.start()
+    # What exists now (torch, transformers, the app: ~500k objects) lives as long as the
+    # process. Frozen, full collections no longer scan it, so a request that allocates many
+    # objects (a 200,000-row upload) costs the others no ~300 ms GC pauses.
+    gc.collect()
+    gc.freeze()
     yield
     app.state.batcher.stop()
 
@@ -108,6 +115,8 @@ def create_app() -> FastAPI:
                    keys_router, ui_router):
         app.include_router(router)
     install_error_handlers(app)
+    app.add_middleware(StrictJsonMiddleware,  # inside the body limit
+                       raw_body_routes=frozenset({("POST", "/datasets")}))
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(UrlGuardMiddleware)
     app.add_middleware(MetricsMiddleware)

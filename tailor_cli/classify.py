@@ -29,19 +29,23 @@ def read_texts(path: str) -> list[str]:
 def read_rows(path: str) -> list[tuple[str, str]]:
     """(where, text) per input row, in file order; `where` names the file and its line (and
     the CSV data row) for messages, e.g. "in.csv line 71 (row 70)"."""
-    raw = sys.stdin.read() if path == "-" else _read(Path(path))
+    raw = _decode(sys.stdin.buffer.read() if path == "-" else _read(Path(path)), path)
     name = "stdin" if path == "-" else path
     if path.lower().endswith(".csv"):
-        reader = csv.DictReader(io.StringIO(raw))
-        if "text" not in (reader.fieldnames or []):
-            raise CliError(f"{path}: a CSV file needs a 'text' column")
-        rows, line = [], reader.line_num + 1
-        for n, row in enumerate(reader, start=1):
-            rows.append((f"{name} line {line} (row {n})", row["text"] or ""))
-            line = reader.line_num + 1  # a quoted cell may span several lines
+        # newline='': the csv module itself finds records (\n, \r\n, \r; quoted newlines)
+        reader = csv.DictReader(io.StringIO(raw, newline=""))
+        try:
+            if "text" not in (reader.fieldnames or []):
+                raise CliError(f"{path}: a CSV file needs a 'text' column")
+            rows, line = [], reader.line_num + 1
+            for n, row in enumerate(reader, start=1):
+                rows.append((f"{name} line {line} (row {n})", row["text"] or ""))
+                line = reader.line_num + 1  # a quoted cell may span several lines
+        except csv.Error as exc:
+            raise CliError(f"{path} line {reader.line_num}: {exc}") from exc
         return rows
-    texts = []
-    for lineno, line in enumerate(raw.splitlines(), start=1):
+    found = []
+    for lineno, line in enumerate(split_lines(raw), start=1):
         if not line.strip():
             continue
         where = f"{name} line {lineno}"
@@ -53,19 +57,36 @@ def read_rows(path: str) -> list[tuple[str, str]]:
             text = obj.get("text") if isinstance(obj, dict) else obj
             if not isinstance(text, str):
                 raise CliError(f"{path} line {lineno}: expected a 'text' string")
-            texts.append((where, text))
+            found.append((where, text))
         else:
-            texts.append((where, line))
-    return texts
+            found.append((where, line))
+    return found
 
 
-def _read(path: Path) -> str:
+def split_lines(text: str) -> list[str]:
+    """Lines ended by \n or \r\n only. Unlike str.splitlines(), a vertical tab, form feed,
+    U+001C..U+001E, U+0085, U+2028 or U+2029 stays inside its line: feeds carry them in texts.
+    A final line break does not start another (empty) line."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def _read(path: Path) -> bytes:
     try:
-        return path.read_text(encoding="utf-8-sig")
+        return path.read_bytes()  # bytes: text mode would turn a lone \r into a line break
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from exc
+
+
+def _decode(data: bytes, path: str) -> str:
+    try:
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise CliError(f"{path} is not valid UTF-8 (byte {exc.start})") from exc
+        line = data[:exc.start].count(b"\n") + 1
+        raise CliError(f"{path} line {line}: not valid UTF-8 (byte 0x{data[exc.start]:02x}); "
+                       "save the file as UTF-8") from exc
 
 
 # Messages name at most this many bad rows; the count says how many there are in all.

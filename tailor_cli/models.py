@@ -87,17 +87,25 @@ def alias(ctx: typer.Context, name: str, alias_name: Annotated[str, typer.Argume
 
 @datasets.command()
 def upload(ctx: typer.Context, file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
-           name: Annotated[str | None, typer.Option(help="default: the file name")] = None
+           name: Annotated[str | None, typer.Option(help="default: the file name")] = None,
+           text_column: Annotated[str | None, typer.Option(
+               help="column (CSV) or field (JSONL) holding the text; default: text")] = None,
+           label_column: Annotated[str | None, typer.Option(
+               help="column (CSV) or field (JSONL) holding the label; default: label")] = None,
            ) -> None:
     """Upload a JSONL or CSV file (`text`, optional `label`); prints the dataset id."""
     content_type = UPLOAD_TYPES.get(file.suffix.lower())
     if content_type is None:
         raise CliError(f"{file}: use a .jsonl or .csv file")
-    ds = ctx.obj.post("/datasets", params={"name": name or file.stem},
+    params = {"name": name or file.stem, "text_column": text_column,
+              "label_column": label_column}
+    ds = ctx.obj.post("/datasets", params={k: v for k, v in params.items() if v is not None},
                       content=file.read_bytes(), headers={"Content-Type": content_type})
     labels = ", ".join(ds.get("labels") or []) or "none"
     out.print(f"dataset [bold]{esc(ds['id'])}[/bold] {esc(ds['name'])}: {ds['rows']} rows, "
               f"{ds['labeled_rows']} labeled (labels: {esc(labels)})")
+    for warning in ds.get("warnings") or []:
+        out.print(f"[yellow]warning:[/yellow] {esc(warning['message'])}")
 
 
 @datasets.command("list")

@@ -64,6 +64,21 @@ class Invalid(AppError):
         self.field = field
 
 
+class InvalidText(Invalid):
+    """A text that cannot be used: empty or invisible, not valid Unicode, NUL, or too long."""
+
+    code = "invalid_text"
+
+    def __init__(self, field: str, message: str, *, reason: str) -> None:
+        super().__init__(field, message)
+        self.details = {"field": field, "reason": reason}
+
+
+class UnsupportedMediaType(AppError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
 class Overloaded(AppError):
     status_code = 429
     code = "overloaded"

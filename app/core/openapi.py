@@ -13,12 +13,13 @@ from pydantic import BaseModel, Field
 # Every status the error handlers can produce on an authenticated route: bad input, auth,
 # missing objects, state conflicts, limits, overload and unreachable dependencies.
 ERROR_STATUSES = {
-    "400": "Malformed request (e.g. invalid JSON, unsupported Content-Type)",
+    "400": "Malformed request (e.g. invalid JSON, a malformed multipart body)",
     "401": "Missing, unknown or revoked API key",
     "403": "The API key lacks the scope this route needs",
     "404": "No such object",
     "409": "The object's state forbids this (e.g. cancelling a finished job)",
     "413": "Over a limit: body size, rows per dataset, texts per request",
+    "415": "Unsupported Content-Type; the error names the accepted media types",
     "422": "A field is invalid; the message names it",
     "429": "Overloaded; retry after Retry-After seconds",
     "503": "Database, broker or an artifact is unavailable; retry after Retry-After seconds",

@@ -6,20 +6,29 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.datasets.parsing import DatasetHead
+
 
 class Record(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    text: str = Field(description="The text; must be non-empty after stripping whitespace.")
-    label: str | list[str] | None = Field(
-        None, description="Optional gold label (or labels, for multi-label data).")
+    text: str = Field(description="The text: valid Unicode with a visible character, no NUL, "
+                                  "at most TAILOR_MAX_TEXT_CHARS characters.")
+    label: str | int | list[str | int] | None = Field(
+        None, description="Optional gold label (or labels, for multi-label data); integers "
+                          "are stored as their decimal string.")
 
 
-class DatasetCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class DatasetCreate(DatasetHead):
+    """The JSON upload. `text_column` / `label_column` rename the record fields."""
 
-    name: str = Field(min_length=1, max_length=200)
-    records: list[Record] = Field(description="At least one record.")
+    records: list[Record] = Field(description="At least one record.")  # type: ignore[assignment]
+
+
+class UploadWarning(BaseModel):
+    code: str
+    message: str
+    columns: list[str] = Field(default_factory=list)
 
 
 class DatasetOut(BaseModel):
@@ -32,7 +41,12 @@ class DatasetOut(BaseModel):
     owner: str = Field(description="Id of the API key that uploaded it ('local' with auth off, "
                                    "'admin' for datasets older than ownership).")
     created_at: datetime
+    warnings: list[UploadWarning] = Field(
+        default_factory=list, description="What the upload ignored, e.g. `ignored_columns`.")
 
 
 class DatasetList(BaseModel):
     datasets: list[DatasetOut]
+
+
+__all__ = ["DatasetCreate", "DatasetList", "DatasetOut", "Record", "UploadWarning"]

@@ -11,7 +11,8 @@ NAME_PATTERN = r"^[a-z0-9][a-z0-9_.\-]{0,63}$"
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: a boolean is not an integer, a number is not a string (issue 11.7)
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class LabelIn(Strict):

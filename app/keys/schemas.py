@@ -11,7 +11,7 @@ Scope = Literal["classify", "train", "admin"]
 
 
 class KeyCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     name: str = Field(min_length=1, max_length=100, pattern=r"^[^\x00]+$",
                       description="Who or what uses the key.")

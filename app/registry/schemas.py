@@ -62,7 +62,7 @@ class VersionDetail(BaseModel):
 
 
 class AliasIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     version: int = Field(ge=1, le=MAX_INT)
     force: bool = Field(False, strict=True, description="Move the alias even though the "
                         "version has warnings (otherwise 409 version_has_warnings).")

@@ -62,12 +62,12 @@ def test_dataset_upload_json_and_files(client):
     ({"content": b'{"name": "d", "records": [', "headers": {"content-type": "application/json"}},
      400, "malformed JSON"),
     ({"json": {"name": "d", "records": []}}, 422, "no rows"),
-    ({"json": {"name": "d", "records": [{"label": "x"}]}}, 422, "records.0.text"),
+    ({"json": {"name": "d", "records": [{"label": "x"}]}}, 422, "records[0].text"),
     ({"json": {"name": "d", "records": [{"text": "   "}]}}, 422, "records[0].text"),
-    ({"files": {"file": ("x.jsonl", b'{"text": "caf\xe9"}\n')}}, 400, "UTF-8"),
+    ({"files": {"file": ("x.jsonl", b'{"text": "caf\xe9"}\n')}}, 422, "UTF-8"),
     ({"files": {"file": ("x.csv", b"body\nhello\n")}}, 422, "text"),
     ({"files": {"file": ("x.jsonl", b'{"text": "ok"}\nnot json\n')}}, 422, "line 2"),
-    ({"content": b"x", "headers": {"content-type": "text/plain"}}, 400, "Content-Type"),
+    ({"content": b"x", "headers": {"content-type": "text/plain"}}, 415, "Content-Type"),
 ])
 def test_bad_datasets_are_refused_and_leave_nothing(client, kwargs, status, needle):
     before = _counts()
