@@ -211,12 +211,12 @@ def _row_from_object(obj: dict[str, Any], where: str, columns: Columns) -> Row:
 
 
 def normalize_label(value: Any, where: str) -> str | list[str] | None:
-    """None, a label, or a list of distinct labels; integers become their decimal string."""
+    """None (unlabeled), a label, or a list of distinct labels; integers become their decimal
+    string. An empty list is a labeled row to which no label applies: an answer in a
+    multi-label task, refused when a single-label job names the set (POST /jobs)."""
     if value is None:
         return None
     if isinstance(value, list):
-        if not value:
-            raise Invalid(where, "an empty label list; omit the label for an unlabeled row")
         labels = [_one_label(v, f"{where}[{i}]") for i, v in enumerate(value)]
         return list(dict.fromkeys(labels))
     return _one_label(value, where)

@@ -183,6 +183,8 @@ def test_csv_headers_columns_and_labels(client):
     jsonl = _file(client, "x.jsonl",
                   b'{"text": "flood", "label": 1}\n{"text": "x", "label": [2]}\n')
     assert jsonl.json()["labels"] == ["1", "2"]
+    none_apply = _file(client, "x.jsonl", b'{"text": "a", "label": []}\n')  # multi-label "none"
+    assert none_apply.status_code == 201 and none_apply.json()["labeled_rows"] == 1
     raw = client.post("/datasets?name=r&text_column=body&label_column=tag",
                       content=b"body,tag,source\r\nflood,crisis,twitter\r\n",
                       headers={"content-type": "text/csv"})
@@ -193,15 +195,15 @@ def test_csv_headers_columns_and_labels(client):
         (_file(client, "x.csv", b"text,label\nflood,x\n", label_column="tag"), "header"),
         (_file(client, "x.jsonl", b'{"text": "a", "label": true}\n'), "line 1.label"),
         (_file(client, "x.jsonl", b'{"text": "a", "label": 0.5}\n'), "line 1.label"),
-        (_file(client, "x.jsonl", b'{"text": "a", "label": []}\n'), "line 1.label"),
     ]:
         assert _refused(resp, 422)["details"]["field"] == field
     record_input("CSV dialects", ["CSV upload", "JSONL upload", "raw text/csv body"],
                  ["header text,category", "label_column / text_column named",
                   "header with spaces and another case", "; and tab delimiters",
-                  "numeric labels", "booleans, fractions, empty lists as labels"],
+                  "numeric labels", "booleans and fractions as labels", "an empty label list"],
                  ["ignored columns listed in warnings", "numbers become strings",
-                  "unusable labels: 422 naming the line"])
+                  "unusable labels: 422 naming the line",
+                  "an empty list is stored as a labeled row (no label applies)"])
 
 
 @pytest.mark.parametrize("data, line", [
