@@ -31,12 +31,12 @@ def configured_secrets() -> list[str]:
     settings = get_settings()
     found = [os.environ.get(name, "") for name in TOKEN_VARIABLES]
     found += [item.strip().partition(":")[0] for item in settings.api_keys.split(",")]
-    for url in (settings.database_url, settings.broker_url, settings.pypi_index_url):
+    # https://TOKEN@index/simple: a private index's token is often its URL's user name.
+    for url, user_is_secret in ((settings.database_url, False), (settings.broker_url, False),
+                                (settings.pypi_index_url, True)):
         try:
             parts = urlsplit(url)
-            # https://TOKEN@index/simple: a private index's token is often the user name.
-            found.append(parts.password or (parts.username if url is settings.pypi_index_url
-                                            else "") or "")
+            found.append(parts.password or (parts.username if user_is_secret else "") or "")
         except ValueError:
             continue
     return sorted({s for s in found if len(s) >= MIN_SECRET_CHARS}, key=len, reverse=True)
