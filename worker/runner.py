@@ -18,6 +18,7 @@ from typing import Any
 
 from app.core.config import get_settings
 from app.core.db import UNAVAILABLE, session_scope
+from app.core.errors import AppError
 from app.core.secrets import redact
 from app.datasets.service import read_records
 from app.jobs import lifecycle
@@ -112,6 +113,7 @@ def run_job(job_id: str) -> str:
             # way the holder or the sweeper settles it; this message has nothing to do.
             return HELD
         spec, attempts = claimed.spec, claimed.attempts
+        submitted = (claimed.owner, claimed.created_at)
         corpus = [t for t, _ in read_records(db=db, dataset_id=spec["data"]["dataset_id"])]
         evals = (read_records(db=db, dataset_id=spec["data"]["eval_dataset_id"])
                  if spec["data"].get("eval_dataset_id") else [])
@@ -139,7 +141,7 @@ def run_job(job_id: str) -> str:
             if lifecycle.hold(db, job_id, owner).cancel_requested:
                 raise Cancelled()
             version = register_version(db=db, job_id=job_id, name=spec["name"], result=result,
-                                       artifacts_root=settings.artifacts)
+                                       artifacts_root=settings.artifacts, submitted=submitted)
             lifecycle.finish(db, job_id, owner, state=JobState.SUCCEEDED,
                              metrics=result.metrics, model=(spec["name"], version),
                              warnings=result.warnings)
@@ -154,7 +156,7 @@ def run_job(job_id: str) -> str:
         return DB_DOWN
     except ConfigError as exc:
         _finish(job_id, owner, JobState.FAILED, ("invalid_config", str(exc)))
-    except (EngineError, ModelSourceError, TeacherError, ArtifactError) as exc:
+    except (EngineError, ModelSourceError, TeacherError, ArtifactError, AppError) as exc:
         _finish(job_id, owner, JobState.FAILED, (exc.code, exc.message))
     except Exception as exc:
         log.exception("job %s crashed", job_id)

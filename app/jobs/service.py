@@ -19,6 +19,7 @@ from app.jobs import checks, lifecycle
 from app.jobs.schemas import JobCreate
 from app.models import Dataset, Job, JobEvent, JobState
 from app.models.base import new_id, utcnow
+from app.registry.service import refuse_taken_name
 from worker.distill.config import ConfigError, EngineConfig
 from worker.distill.sources import ModelSourceError, check_available, check_uri
 
@@ -73,6 +74,7 @@ def validate_spec(db: Session, spec: dict[str, Any], viewer: Principal) -> None:
     except ConfigError as exc:
         raise Invalid(exc.field, exc.message) from exc
     check_model_sources(spec)
+    refuse_taken_name(db, spec["name"], viewer)
     data = spec["data"]
     if visible(db.get(Dataset, data["dataset_id"]), viewer) is None:
         raise Invalid("data.dataset_id", f"no dataset with id {data['dataset_id']!r}",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,11 @@ from sqlalchemy.orm import Session, defer
 
 from app.core.db import lock_row
 from app.core.errors import Conflict, Invalid, NotFound
+from app.core.security import Principal
 from app.models import Job, ModelAlias, ModelVersion, RegisteredModel
 from app.models.base import MAX_INT, utcnow
 from app.models.job import FINAL_STATES
+from app.models.owned import ADMIN_OWNER
 from app.registry.card import render_card
 
 MODEL_REF = re.compile(r"^(?P<name>[a-z0-9][a-z0-9_.\-]{0,63})"
@@ -28,18 +31,32 @@ SERVING_ONLY = (defer(ModelVersion.metrics), defer(ModelVersion.lineage),
 
 
 def register_version(*, db: Session, job_id: str, name: str, result: Any,
-                     artifacts_root: Path) -> int:
+                     artifacts_root: Path, submitted: tuple[str, datetime] | None = None
+                     ) -> int:
     """Record a finished student as the next version of `name`; idempotent per job.
 
     Numbers come from one atomic step in both databases (`_next_number`), taken under the
     model's row lock, so parallel registrations get 1, 2, 3 ... with no gap and no
-    collision. The caller commits.
+    collision. `submitted` is the job's (owner, created_at): when given, the name must still
+    be the job's to use (`refuse_taken_name`), checked under the same lock. The caller
+    commits.
+
+    Raises:
+        Conflict: `model_name_taken` when another key registered the name's first version
+            after this job was submitted.
     """
     _ensure_model(db, name)
     lock_row(db, RegisteredModel, name)
     existing = db.scalar(select(ModelVersion).where(ModelVersion.job_id == job_id))
     if existing is not None:  # a retried job that crashed after registering
         return existing.version
+    if submitted is not None:
+        holder = name_holder(db, name)
+        # Submission admitted the job (name free, its own, or an admin's); only a first
+        # version another key registered since then makes the name someone else's.
+        if holder is not None and holder[0] != submitted[0] and holder[1] > submitted[1]:
+            raise Conflict(_taken_message(name), code="model_name_taken",
+                           details={"field": "name"})
     number = _next_number(db, name)
     rel_path = str(Path(result.student_dir).resolve().relative_to(artifacts_root.resolve()))
     task = result.lineage["config"]["task"]
@@ -53,6 +70,42 @@ def register_version(*, db: Session, job_id: str, name: str, result: Any,
     db.add(version)
     db.flush()
     return version.version
+
+
+def name_holder(db: Session, name: str) -> tuple[str, datetime] | None:
+    """Who a model name belongs to: (owner of the job that registered its first version,
+    when that version was registered); None while it has no version. A first version whose
+    job row is gone is admin's (failing closed, like rows older than ownership)."""
+    first = db.scalar(select(ModelVersion).options(*SERVING_ONLY)
+                      .where(ModelVersion.model_name == name)
+                      .order_by(ModelVersion.version).limit(1))
+    if first is None:
+        return None
+    job = db.get(Job, first.job_id) if first.job_id else None
+    return (job.owner if job is not None else ADMIN_OWNER), first.created_at
+
+
+def refuse_taken_name(db: Session, name: str, viewer: Principal) -> None:
+    """At submission: a non-admin key adds versions only to models it started (or new ones).
+
+    Models are shared for reading and serving, but `/classify {"model": name}` serves the
+    latest version: were any `train` key able to register under any name, it could replace
+    what every other caller of that name gets. Admin keys may add versions to any model.
+
+    Raises:
+        Conflict: `model_name_taken` (409), naming the field, never the owner.
+    """
+    if viewer.sees_all:
+        return
+    holder = name_holder(db, name)
+    if holder is not None and holder[0] != viewer.key_id:
+        raise Conflict(_taken_message(name), code="model_name_taken",
+                       details={"field": "name"})
+
+
+def _taken_message(name: str) -> str:
+    return (f"model {name!r} was started by another API key; only that key (or an admin key) "
+            "adds versions to it: choose another job name")
 
 
 def _ensure_model(db: Session, name: str) -> None:

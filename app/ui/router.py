@@ -9,6 +9,7 @@ no token in the URL, no second auth scheme.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,6 +19,7 @@ from fastapi.templating import Jinja2Templates
 
 from app.core.deps import ClassifyScope, SessionDep, TrainScope
 from app.core.errors import NotFound
+from app.jobs.schemas import NAME_PATTERN
 from app.registry.service import list_models
 from app.ui import views
 from tailor_cli.metrics import fmt
@@ -25,11 +27,18 @@ from tailor_cli.metrics import fmt
 HERE = Path(__file__).parent
 STATIC = {"tailor.css": "text/css", "tailor.js": "text/javascript"}
 # The pages run only their own script and style: no inline code, nothing from elsewhere.
+# form-action and base-uri do not fall back to default-src: without them, HTML slipped into
+# a page could post what a user types (their API key) to another site.
 HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
                                       "style-src 'self'; script-src 'self'; "
+                                      "form-action 'self'; base-uri 'none'; "
                                       "frame-ancestors 'none'",
            "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 JOBS_PER_PAGE = 50
+# What a shell may put into the URL its script fetches with the user's key. Browsers read `\`
+# as `/` and fold `..`, so `/ui/jobs/..%5C..%5C..%5Ckeys` would make the page fetch /keys and
+# show whatever came back; ids and model names never hold anything but these characters.
+JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
 
 templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.filters["fmt"] = fmt
@@ -46,8 +55,17 @@ def jobs_shell(request: Request, offset: Annotated[int, Query(ge=0)] = 0) -> HTM
                   part=f"/ui/parts/jobs?offset={offset}")
 
 
+def _checked(value: str, pattern: str | re.Pattern[str], what: str,
+             code: str = "not_found") -> str:
+    """`value` if it may go into a part's URL, else 404 as the API answers an absent one."""
+    if not re.fullmatch(pattern, value):
+        raise NotFound(f"no {what} {value!r}", code=code)
+    return value
+
+
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
 def job_shell(request: Request, job_id: str) -> HTMLResponse:
+    job_id = _checked(job_id, JOB_ID, "job with id")
     return render(request, "shell.html", title=f"Job {job_id}", page="job", job_id=job_id,
                   part=f"/ui/parts/jobs/{job_id}")
 
@@ -60,6 +78,7 @@ def models_shell(request: Request) -> HTMLResponse:
 @router.get("/models/{name}", response_class=HTMLResponse)
 def model_shell(request: Request, name: str,
                 version: Annotated[int | None, Query(ge=1)] = None) -> HTMLResponse:
+    name = _checked(name, NAME_PATTERN, "model named", code="model_not_found")
     suffix = f"?version={version}" if version else ""
     return render(request, "shell.html", title=f"Model {name}", page="model",
                   part=f"/ui/parts/models/{name}{suffix}")

@@ -58,3 +58,21 @@ def test_log_lines_and_tracebacks_are_masked(configured):
     text = "\n".join(lines)
     assert "sk-openai-9a8b7c" not in text and "boot-admin-key-1" not in text
     assert "RuntimeError" in text and "calling with [redacted]" in text
+
+
+@pytest.mark.parametrize("index_url, hf_token, text, secret", [
+    ("https://ci:idx-pass-4444@pkgs.example/simple", "", "pip: 401 from "
+     "https://ci:idx-pass-4444@pkgs.example/simple/pkg/", "idx-pass-4444"),
+    ("https://idx-token-55555@pkgs.example/simple", "", "Looking in indexes: "
+     "https://idx-token-55555@pkgs.example/simple", "idx-token-55555"),
+    ("", "hf_tok_666666", "401 Client Error for url (token hf_tok_666666)", "hf_tok_666666"),
+])
+def test_index_and_hub_credentials_are_masked(monkeypatch, index_url, hf_token, text, secret):
+    monkeypatch.setenv("TAILOR_PYPI_INDEX_URL", index_url)
+    monkeypatch.setenv("HF_TOKEN", hf_token)
+    reset_caches()
+    try:
+        out = redact(text)
+    finally:
+        reset_caches()
+    assert secret not in out and MASK in out

@@ -95,6 +95,10 @@ def test_local_path_and_checksum(tiny_models):
     ("hf://org/name@../../../x", "invalid_model_uri"),
     ("hf://org/..", "invalid_model_uri"),
     ("hf://org/name@main/../../x", "invalid_model_uri"),
+    # lone surrogates: not Unicode, so no file name and no PostgreSQL text can hold them
+    ("/models/student\ud83d", "invalid_model_uri"),
+    ("pypi://pkg==1.0/model/\udc80", "invalid_model_uri"),
+    ("file:///models/\udfff/x", "invalid_model_uri"),
 ])
 def test_uris_refused_by_their_text_alone(uri, code, monkeypatch):
     # Nothing may be read to refuse these: the file system is not there to ask.
@@ -112,6 +116,14 @@ def test_a_missing_local_path_is_model_not_found_only_once_allowed(tmp_path):
     check_uri(str(tmp_path / "absent"))  # syntax is fine
     with pytest.raises(ModelSourceError) as err:
         check_available(str(tmp_path / "absent"))
+    assert err.value.code == "model_not_found"
+
+
+@pytest.mark.parametrize("name", ["x" * 300, "a/" + "b" * 256, "c" * 256 + "/config.json"])
+def test_a_path_the_file_system_cannot_look_up_is_model_not_found(tmp_path, name):
+    # ENAMETOOLONG from stat() once surfaced as a 500 at submission.
+    with pytest.raises(ModelSourceError) as err:
+        check_available(str(tmp_path / name))
     assert err.value.code == "model_not_found"
 
 

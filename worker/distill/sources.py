@@ -41,6 +41,7 @@ OPENAI_PARAMS = frozenset({"model", "api", "top_logprobs"})
 PIP_TIMEOUT_S = 900  # a 100 MB wheel on a slow index; beyond this something is wrong
 PIP_QUERY_TIMEOUT_S = 60  # listing a project's versions is one small index page
 NOT_ALLOWED = "model_source_not_allowed"
+SURROGATE_LO, SURROGATE_HI = "\ud800", "\udfff"  # UTF-16 halves: never characters alone
 # Libraries that parse model files and log what they read while doing it.
 PARSER_LOGGERS = ("transformers", "tokenizers", "gguf", "huggingface_hub", "safetensors")
 # One message for every refusal, naming nothing the user sent: an answer that differed for a
@@ -185,9 +186,11 @@ def check_uri(uri: str) -> None:
         ModelSourceError: `invalid_model_uri` naming what is wrong, or `credentials_in_spec`
             for a teacher URI that carries a key (keys are the worker's setting, never a job's).
     """
-    if any(ord(ch) < 32 or ch == "\x7f" for ch in uri):
+    # A lone surrogate (JSON's "\ud83d") is not Unicode: the file system cannot encode it
+    # and PostgreSQL cannot store it, so it is refused here with the control characters.
+    if any(ord(ch) < 32 or ch == "\x7f" or SURROGATE_LO <= ch <= SURROGATE_HI for ch in uri):
         raise ModelSourceError("invalid_model_uri", "model URIs may not contain control "
-                               "characters")
+                               "characters or lone surrogates (text that is not valid Unicode)")
     if uri.startswith("pypi://"):
         match = PYPI_URI.match(uri)
         if not match or not match.group("path"):
@@ -248,7 +251,11 @@ def check_available(uri: str) -> None:
         ModelSourceError: `model_not_found`.
     """
     is_local = "://" not in uri or uri.startswith("file://")
-    if is_local and not _local_path(uri).exists():
+    try:
+        exists = not is_local or _local_path(uri).exists()
+    except OSError:  # a name too long for the file system, a folder we may not enter
+        exists = False
+    if not exists:
         raise ModelSourceError("model_not_found", f"{uri!r}: no such file or directory")
 
 

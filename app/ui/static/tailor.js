@@ -99,7 +99,7 @@ async function follow(jobId, onEvent) {
   let lastId = null;
   for (let attempt = 0; attempt < 30; attempt++) {
     try {
-      const result = await readEvents(`/jobs/${jobId}/events`, lastId, onEvent);
+      const result = await readEvents(`/jobs/${encodeURIComponent(jobId)}/events`, lastId, onEvent);
       if (result.ended) return;
       lastId = result.lastId;
     } catch (e) { /* network blip or server restart: retry below */ }
@@ -150,7 +150,7 @@ async function jobPage() {
     const button = e.target.closest('[data-cancel]');
     if (!button) return;
     button.disabled = true;
-    try { await api(`/jobs/${button.dataset.cancel}/cancel`, {method: 'POST'}); } catch (err) {
+    try { await api(`/jobs/${encodeURIComponent(button.dataset.cancel)}/cancel`, {method: 'POST'}); } catch (err) {
       button.textContent = err.message;
     }
   });
