@@ -4,6 +4,7 @@ and one bad text failing only its own request."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
 import time
@@ -20,6 +21,7 @@ from app.core.texts import InvalidText, validate_text
 from app.registry.service import get_version
 from app.serving.pool import ModelPool
 from tests.fixtures.versions import register_tiny
+from tests.integration.report import REPORT_ENV, record_input
 
 TEXTS = ["flood water rose in the city", "the team won the football match",
          "earthquake killed hundreds", "stock market rose today"]
@@ -241,6 +243,16 @@ def test_the_queue_is_also_bounded_by_the_time_it_needs_to_clear(client, tiny_mo
 
 # --- one bad text fails only its own request (issue 11, kinds 1 and 9) ---
 
+REPORT = os.environ.get(REPORT_ENV)  # read before the `embedded` fixture clears TAILOR_*
+
+
+def _record_input(monkeypatch, kind: str, inputs: list[str], held: list[str]) -> None:
+    """An Inputs row of the reliability report (written only under make bench-reliability)."""
+    if REPORT:
+        monkeypatch.setenv(REPORT_ENV, REPORT)
+    record_input(kind, ["POST /classify"], inputs, held)
+
+
 def _post(client, body: dict):
     """POST /classify with the body JSON-escaped as a client would send it (lone surrogates
     travel as `\\ud83d` escapes, which the server decodes into the string)."""
@@ -292,8 +304,9 @@ def _bert_normalized(src: str, dst: Path) -> str:
     return str(dst)
 
 
+@pytest.mark.reliability
 def test_each_invalid_text_is_a_422_naming_it_and_touches_nothing(client, tiny_models,
-                                                                  tmp_path):
+                                                                  tmp_path, monkeypatch):
     register_tiny(tiny_models[1], seed=1)
     register_tiny(_bert_normalized(tiny_models[1], tmp_path / "bert"), name="normed", seed=2)
     pool, batcher = client.app.state.pool, client.app.state.batcher
@@ -314,6 +327,14 @@ def test_each_invalid_text_is_a_422_naming_it_and_touches_nothing(client, tiny_m
     assert _classify(client, "crisis", texts=["\ufffd\ufffd", "\u0301"])["results"]
     assert len(_classify(client, "normed", texts=VALID_ODD_TEXTS)["results"]) == len(
         VALID_ODD_TEXTS)
+    held = ["422 invalid_text naming texts[i], nothing queued or loaded for it",
+            "emoji, Arabic, a leading BOM, CRLF and tabs, ZWJ sequences still classify (200)"]
+    _record_input(monkeypatch, "text that is not valid Unicode",
+                  [ascii(t) for t, r in INVALID_TEXTS if r == "lone_surrogate"], held)
+    _record_input(monkeypatch, "text with no visible content, control characters or over "
+                  "the limit", [ascii(t) for t, r in INVALID_TEXTS if r != "lone_surrogate"]
+                  + ["'\\ufffd\\ufffd' and combining accents alone (tokenize to nothing "
+                     "with a BERT normalizer)"], held)
 
 
 @pytest.fixture
@@ -366,9 +387,10 @@ def test_poison_requests_among_60_concurrent_ones_fail_alone(roomy_queue, client
     assert pool.served["crisis:1"].pins == 0 and batcher.queued == 0
 
 
+@pytest.mark.reliability
 @pytest.mark.parametrize("poisoned", [1, 2])
 def test_a_forward_pass_that_raises_fails_only_the_requests_that_cause_it(
-        roomy_queue, client, tiny_models, poisoned):
+        roomy_queue, client, tiny_models, poisoned, monkeypatch):
     """Fault injection: the model raises whenever a row holds the token "cholera"."""
     register_tiny(tiny_models[1], seed=1)
     expected = _classify(client, "crisis")["results"]
@@ -410,9 +432,15 @@ def test_a_forward_pass_that_raises_fails_only_the_requests_that_cause_it(
     shared = [c for c in calls if any(c) and not all(c)]
     assert shared, "the poison never shared a forward pass with valid texts"
     assert pool.served["crisis:1"].pins == 0 and batcher.queued == 0
+    _record_input(monkeypatch, "a text that makes the model's forward pass raise",
+                  [f"{poisoned} of {len(bodies)} requests in one micro-batch hold a text the "
+                   "(fault-injected) model raises on"],
+                  ["the batch is re-run one request at a time: only the poisoned requests "
+                   "fail (500 internal_error), the others get 200 with their usual scores"])
 
 
-def test_top_k_bounds_multi_label_labels_too(client, tiny_models):
+@pytest.mark.reliability
+def test_top_k_bounds_multi_label_labels_too(client, tiny_models, monkeypatch):
     register_tiny(tiny_models[1], name="topics", labels=("fire", "flood", "quake", "storm"),
                   multi_label=True, seed=6)
     for k in (1, 2, 3):
@@ -424,3 +452,6 @@ def test_top_k_bounds_multi_label_labels_too(client, tiny_models):
                     assert r["label"] == list(r["scores"])
     full = _classify(client, "topics", threshold=0.0)["results"]
     assert all(len(r["label"]) == 4 for r in full)
+    _record_input(monkeypatch, "top_k on a multi-label model",
+                  ["top_k 1, 2, 3 of 4 labels with threshold 0.0, 0.5 and the default"],
+                  ["label lists only labels that scores shows, in score order"])
