@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -411,7 +412,7 @@ def test_a_forward_pass_that_raises_fails_only_the_requests_that_cause_it(
     for k in range(poisoned):  # the poison text sits at a different place in each
         bodies.insert(2 * k + 1, {"model": "crisis", "texts": TEXTS[:k] + [
             "cholera outbreak in the city"] + TEXTS[k:]})
-    answers: dict[int, object] = {}
+    answers: dict[int, httpx.Response] = {}
     plain = TestClient(client.app, raise_server_exceptions=False)  # a 500 is an answer here
     threads = [threading.Thread(target=lambda i=i, b=b: answers.__setitem__(i, _post(plain, b)))
                for i, b in enumerate(bodies)]
