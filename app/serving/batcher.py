@@ -2,9 +2,12 @@
 
 One thread runs the model. A batch starts when `max_batch` texts wait or the oldest has
 waited `max_wait_ms`; it takes texts of one base model in arrival order (versions may mix),
-tokenizes them, sorts them by length and splits them where padding would grow past
-PAD_SLACK, so short texts do not pay for long ones. Tokenizing here keeps that work off the
-event loop and out of the request threads.
+sorts them by length and splits them where padding would grow past PAD_SLACK, so short
+texts do not pay for long ones.
+
+Texts arrive already validated and tokenized, one request at a time (service.classify), so
+no input can make a batch fail for the requests it shares. Should a forward pass raise
+anyway, each request in it is run again alone and only those that fail alone are failed.
 
 The queue is bounded twice: in texts, and in the time its texts would wait at the measured
 throughput. A request past either bound is refused at once with 429 and a Retry-After from
@@ -18,7 +21,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -50,12 +53,13 @@ class Pending:
 
 @dataclass
 class Item:
+    """One text of a request: its position there, its token ids, whether they were cut."""
+
     pending: Pending
     index: int
-    text: str
+    ids: list[int]
+    truncated: bool
     enqueued: float
-    ids: list[int] = field(default_factory=list)  # filled by the model thread
-    truncated: bool = False
 
 
 def chunks(items: list[Item]) -> list[list[Item]]:
@@ -144,19 +148,26 @@ class MicroBatcher:
         with self._cond:
             self._reserved -= n
 
-    def submit(self, served: Served, texts: list[str]) -> Future[Result]:
-        """Queue one admitted request's texts; the future gets their results, in order.
+    def submit(self, served: Served, ids: list[list[int]],
+               truncated: list[bool] | None = None) -> Future[Result]:
+        """Queue one admitted request's tokenized texts; the future gets their results, in
+        order, or the exception of a forward pass that fails with this request alone.
 
-        Takes over the caller's pin on `served` (released when the request is answered).
+        Args:
+            served: the version, pinned; the pin is taken over (released when answered).
+            ids: token ids per text, as `ModelPool.encode` gives them.
+            truncated: per text, whether it was cut to max_length (default: none was).
         """
+        cut = truncated if truncated is not None else [False] * len(ids)
         future: Future[Result] = Future()
-        pending = Pending(served, [None] * len(texts), len(texts), future)
+        pending = Pending(served, [None] * len(ids), len(ids), future)
         now = time.monotonic()
         with self._cond:
             if not self._running:
                 raise Unavailable("the server is shutting down", code="shutting_down")
-            self._reserved -= len(texts)
-            self._items.extend(Item(pending, i, t, now) for i, t in enumerate(texts))
+            self._reserved -= len(ids)
+            self._items.extend(Item(pending, i, t, c, now)
+                               for i, (t, c) in enumerate(zip(ids, cut, strict=True)))
             SERVING_QUEUE.set(len(self._items))
             self._cond.notify()
         return future
@@ -169,7 +180,6 @@ class MicroBatcher:
                 return
             started = time.perf_counter()
             n = len(batch)
-            batch = self._encode(batch)
             for chunk in chunks(sorted(batch, key=lambda it: len(it.ids))):
                 self._run(chunk)
             ended = time.perf_counter()
@@ -207,31 +217,27 @@ class MicroBatcher:
             SERVING_QUEUE.set(len(rest))
             return batch
 
-    def _encode(self, batch: list[Item]) -> list[Item]:
-        """Tokenize each version's texts at its max_length; return the items that encoded."""
-        by_version: dict[str, list[Item]] = {}
-        for item in batch:
-            by_version.setdefault(item.pending.served.key, []).append(item)
-        done: list[Item] = []
-        for items in by_version.values():
-            try:
-                encoded = self.pool.encode(items[0].pending.served, [it.text for it in items])
-            except Exception as exc:  # a bug: answer these requests with 500
-                log.exception("tokenization failed")
-                self._fail(items, exc)
-                continue
-            for item, ids, cut in zip(items, encoded.ids, encoded.truncated, strict=True):
-                item.ids, item.truncated = ids, cut
-            done += items
-        return done
-
     def _run(self, chunk: list[Item]) -> None:
+        """One forward pass over `chunk`; on failure, each request in it again alone."""
+        chunk = [it for it in chunk if not it.pending.future.done()]  # failed already
+        if not chunk:
+            return
         SERVING_BATCH.observe(len(chunk))
         try:
             probs = self.pool.forward([(it.pending.served, it.ids) for it in chunk])
-        except Exception as exc:  # a bug: answer these requests with 500, keep serving others
-            log.exception("forward pass failed")
-            self._fail(chunk, exc)
+        except Exception as exc:
+            requests: dict[int, list[Item]] = {}
+            for item in chunk:
+                requests.setdefault(id(item.pending), []).append(item)
+            if len(requests) == 1:  # a bug: answer this request with 500, keep serving
+                log.exception("forward pass failed")
+                self._fail(chunk, exc)
+                return
+            # Find the request(s) that cause it: the others must not pay for them.
+            log.warning("forward pass over %d requests failed (%s: %s); running each alone",
+                        len(requests), type(exc).__name__, exc)
+            for items in requests.values():
+                self._run(items)
             return
         for item, p in zip(chunk, probs, strict=True):
             pending = item.pending

@@ -83,8 +83,11 @@ class Served:
 
 @dataclass
 class Encoded:
+    """Per text: token ids (specials included), whether it was cut, whether it is all specials."""
+
     ids: list[list[int]]
     truncated: list[bool]
+    empty: list[bool]
 
 
 class ModelPool:
@@ -214,10 +217,16 @@ class ModelPool:
                 + sum(s.nbytes for s in self.served.values()))
 
     def encode(self, served: Served, texts: list[str]) -> Encoded:
-        """Token ids per text, cut to the version's max_length, and which texts were cut."""
+        """Token ids per text, cut to the version's max_length; which texts were cut; which
+        hold nothing but special tokens (the tokenizer dropped every character).
+
+        `served` must be pinned. Raises whatever the tokenizer raises (TypeError for a
+        string that is not valid Unicode): the caller encodes one request at a time.
+        """
         tok = self.bases[served.base_key].tokenizer_for(served.max_length)
         encodings = tok.encode_batch(texts)
-        return Encoded([e.ids for e in encodings], [bool(e.overflowing) for e in encodings])
+        return Encoded([e.ids for e in encodings], [bool(e.overflowing) for e in encodings],
+                       [all(e.special_tokens_mask) for e in encodings])
 
     @torch.inference_mode()
     def forward(self, rows: list[tuple[Served, list[int]]]) -> list[np.ndarray]:

@@ -1,18 +1,28 @@
-"""/classify on real (tiny) students: shared base, mixed batches, calibration, limits, 429."""
+"""/classify on real (tiny) students: shared base, mixed batches, calibration, limits, 429,
+and one bad text failing only its own request."""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import threading
 import time
+from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
+from tokenizers import Tokenizer, normalizers
 
 from app.core.config import get_settings
 from app.core.db import session_scope
+from app.core.texts import InvalidText, validate_text
 from app.registry.service import get_version
 from app.serving.pool import ModelPool
 from tests.fixtures.versions import register_tiny
+from tests.integration.report import REPORT_ENV, record_input
 
 TEXTS = ["flood water rose in the city", "the team won the football match",
          "earthquake killed hundreds", "stock market rose today"]
@@ -230,3 +240,220 @@ def test_the_queue_is_also_bounded_by_the_time_it_needs_to_clear(client, tiny_mo
     assert batcher.queued == 7
     batcher.cancel(1)
     assert batcher.queued == 6
+
+
+# --- one bad text fails only its own request (issue 11, kinds 1 and 9) ---
+
+REPORT = os.environ.get(REPORT_ENV)  # read before the `embedded` fixture clears TAILOR_*
+
+
+def _record_input(monkeypatch, kind: str, inputs: list[str], held: list[str]) -> None:
+    """An Inputs row of the reliability report (written only under make bench-reliability)."""
+    if REPORT:
+        monkeypatch.setenv(REPORT_ENV, REPORT)
+    record_input(kind, ["POST /classify"], inputs, held)
+
+
+def _post(client, body: dict):
+    """POST /classify with the body JSON-escaped as a client would send it (lone surrogates
+    travel as `\\ud83d` escapes, which the server decodes into the string)."""
+    return client.post("/classify", content=json.dumps(body).encode(),
+                       headers={"content-type": "application/json"})
+
+
+INVALID_TEXTS = [  # (text, reason); the first is issue 11's example
+    ("Flood \ud83d hits town", "lone_surrogate"),
+    ("\udc8e water rising", "lone_surrogate"),  # a lone low surrogate
+    ("cut off at the end \ud83c", "lone_surrogate"),
+    ("flood\x00water", "nul"),
+    ("\x1b\x07\x85", "empty"),  # control characters only (ESC, BEL, NEL)
+    ("", "empty"),
+    ("   \n\t", "empty"),
+    ("\u200b\u200b", "empty"),  # zero-width spaces
+    ("\ufeff", "empty"),  # a byte-order mark alone
+    ("\u00a0\u2060\u3000", "empty"),  # no-break space, word joiner, ideographic space
+    ("\u202e\u200d", "empty"),  # bidi override + zero-width joiner
+]
+VALID_ODD_TEXTS = ["Flood 🌊 hits town", "فيضانات في المدينة", "\ufeffflood at the start",
+                   "line one\r\nline two\ttab", "👩‍🚒 firefighter", "Überschwemmung",
+                   # other control characters are content (README, "Inputs"): kept as sent
+                   "\x1b[31mred alert", "price \x85 rose", "page\x0cbreak\u2028here"]
+
+
+@pytest.mark.parametrize("text, reason", INVALID_TEXTS)
+def test_validate_text_refuses_what_cannot_be_read(text, reason):
+    with pytest.raises(InvalidText) as refused:
+        validate_text(text, "texts[3]")
+    err = refused.value
+    assert err.status_code == 422 and err.code == "invalid_text"
+    assert err.message.startswith("texts[3]: ")
+    assert err.details["field"] == "texts[3]" and err.details["reason"] == reason
+
+
+@pytest.mark.parametrize("text", VALID_ODD_TEXTS)
+def test_validate_text_keeps_real_multilingual_text(text):
+    assert validate_text(text, "texts[0]") == text
+
+
+def _bert_normalized(src: str, dst: Path) -> str:
+    """The tiny student with a BERT normalizer, as all-MiniLM-L6-v2 has: it drops U+FFFD
+    and control characters and strips accents, so some visible texts tokenize to nothing."""
+    shutil.copytree(src, dst)
+    tok = Tokenizer.from_file(str(dst / "tokenizer.json"))
+    tok.normalizer = normalizers.BertNormalizer(clean_text=True, strip_accents=True,
+                                                lowercase=False)
+    tok.save(str(dst / "tokenizer.json"))
+    return str(dst)
+
+
+@pytest.mark.reliability
+def test_each_invalid_text_is_a_422_naming_it_and_touches_nothing(client, tiny_models,
+                                                                  tmp_path, monkeypatch):
+    register_tiny(tiny_models[1], seed=1)
+    register_tiny(_bert_normalized(tiny_models[1], tmp_path / "bert"), name="normed", seed=2)
+    pool, batcher = client.app.state.pool, client.app.state.batcher
+    cases = [("crisis", text, reason) for text, reason in INVALID_TEXTS]
+    cases += [("crisis", "x" * 20_001, None),  # over the length limit
+              ("normed", "\ufffd\ufffd", "empty"),  # tokenizes to nothing
+              ("normed", "\u0301\u0301", "empty")]  # combining accents alone: stripped
+    for model, text, reason in cases:
+        resp = _post(client, {"model": model, "texts": TEXTS[:2] + [text] + TEXTS[2:]})
+        assert resp.status_code == 422, (text, resp.text)
+        err = resp.json()["error"]
+        assert err["message"].startswith("texts[2]: ") and err["details"]["field"] == "texts[2]"
+        if reason is not None:
+            assert err["code"] == "invalid_text" and err["details"]["reason"] == reason
+        assert batcher.queued == 0
+        assert all(s.pins == 0 for s in pool.served.values())
+    # the same texts are readable by a model whose tokenizer keeps them ([UNK])
+    assert _classify(client, "crisis", texts=["\ufffd\ufffd", "\u0301"])["results"]
+    assert len(_classify(client, "normed", texts=VALID_ODD_TEXTS)["results"]) == len(
+        VALID_ODD_TEXTS)
+    held = ["422 invalid_text naming texts[i], nothing queued or loaded for it",
+            "emoji, Arabic, a leading BOM, CRLF and tabs, ZWJ sequences still classify (200)"]
+    _record_input(monkeypatch, "text that is not valid Unicode",
+                  [ascii(t) for t, r in INVALID_TEXTS if r == "lone_surrogate"], held)
+    _record_input(monkeypatch, "text with no visible content, control characters or over "
+                  "the limit", [ascii(t) for t, r in INVALID_TEXTS if r != "lone_surrogate"]
+                  + ["'\\ufffd\\ufffd' and combining accents alone (tokenize to nothing "
+                     "with a BERT normalizer)"], held)
+
+
+@pytest.fixture
+def roomy_queue(monkeypatch, embedded):
+    """No time bound on the queue: a test that holds the model must not get 429s."""
+    monkeypatch.setenv("TAILOR_SERVING_MAX_QUEUE_DELAY_MS", "600000")
+    get_settings.cache_clear()
+
+
+def _close(a: list[dict], b: list[dict]) -> bool:
+    return all(x["label"] == y["label"] and x["scores"].keys() == y["scores"].keys()
+               and all(abs(x["scores"][k] - y["scores"][k]) < 1e-5 for k in x["scores"])
+               for x, y in zip(a, b, strict=True))
+
+
+POISON = ["Flood \ud83d hits town", "\udc8e water rising", "x" * 20_001, "flood\x00water",
+          "\u200b\ufeff"]
+
+
+def test_poison_requests_among_60_concurrent_ones_fail_alone(roomy_queue, client, tiny_models):
+    register_tiny(tiny_models[1], seed=1)
+    expected = _classify(client, "crisis")["results"]
+    batcher, pool = client.app.state.batcher, client.app.state.pool
+    calls = _record_forwards(pool)
+    valid: list = []
+    refused: list = []
+    threads = [threading.Thread(target=lambda: valid.append(_post(
+        client, {"model": "crisis", "texts": TEXTS}))) for _ in range(60)]
+    with next(iter(pool.bases.values())).lock:  # the model is busy: requests pile up
+        threads[0].start()
+        _wait(lambda: calls)
+        for t in threads[1:]:
+            t.start()
+        _wait(lambda: batcher.queued == 59 * len(TEXTS))
+        poison = [threading.Thread(target=lambda i=i, text=text: refused.append(_post(
+            client, {"model": "crisis", "texts": TEXTS[:i] + [text] + TEXTS[i:]})))
+            for i, text in enumerate(POISON)]
+        for t in poison:  # each is answered while the model is still held
+            t.start()
+            t.join(10)
+        assert not any(t.is_alive() for t in poison), "a poison request waited for the model"
+        assert batcher.queued == 59 * len(TEXTS)  # no poison text joined the queue
+    for t in threads + poison:
+        t.join(30)
+    assert [r.status_code for r in valid] == [200] * 60
+    assert all(_close(r.json()["results"], expected) for r in valid)
+    assert [(r.status_code, r.json()["error"]["details"]["field"]) for r in refused] == [
+        (422, f"texts[{i}]") for i in range(len(POISON))]
+    assert max(len(set(c)) for c in calls) == 1 and max(len(c) for c in calls) > len(TEXTS)
+    assert pool.served["crisis:1"].pins == 0 and batcher.queued == 0
+
+
+@pytest.mark.reliability
+@pytest.mark.parametrize("poisoned", [1, 2])
+def test_a_forward_pass_that_raises_fails_only_the_requests_that_cause_it(
+        roomy_queue, client, tiny_models, poisoned, monkeypatch):
+    """Fault injection: the model raises whenever a row holds the token "cholera"."""
+    register_tiny(tiny_models[1], seed=1)
+    expected = _classify(client, "crisis")["results"]
+    batcher, pool = client.app.state.batcher, client.app.state.pool
+    served = pool.served["crisis:1"]
+    trigger = pool.encode(served, ["cholera"]).ids[0][1]
+    forward, calls = pool.forward, []
+
+    def poisoned_forward(rows):
+        hit = [trigger in ids for _, ids in rows]
+        calls.append(hit)
+        if any(hit):
+            raise RuntimeError("injected: the model cannot take this text")
+        return forward(rows)
+
+    pool.forward = poisoned_forward
+    bodies = [{"model": "crisis", "texts": TEXTS} for _ in range(4)]
+    for k in range(poisoned):  # the poison text sits at a different place in each
+        bodies.insert(2 * k + 1, {"model": "crisis", "texts": TEXTS[:k] + [
+            "cholera outbreak in the city"] + TEXTS[k:]})
+    answers: dict[int, httpx.Response] = {}
+    plain = TestClient(client.app, raise_server_exceptions=False)  # a 500 is an answer here
+    threads = [threading.Thread(target=lambda i=i, b=b: answers.__setitem__(i, _post(plain, b)))
+               for i, b in enumerate(bodies)]
+    with next(iter(pool.bases.values())).lock:
+        threads[0].start()
+        _wait(lambda: calls)
+        for t in threads[1:]:
+            t.start()
+        _wait(lambda: batcher.queued == sum(len(b["texts"]) for b in bodies[1:]))
+    for t in threads:
+        t.join(30)
+    statuses = [answers[i].status_code for i in range(len(bodies))]
+    bad = {i for i, b in enumerate(bodies) if len(b["texts"]) > len(TEXTS)}
+    assert statuses == [500 if i in bad else 200 for i in range(len(bodies))]
+    assert all(answers[i].json()["error"]["code"] == "internal_error" for i in bad)
+    assert all(_close(answers[i].json()["results"], expected)
+               for i in range(len(bodies)) if i not in bad)
+    shared = [c for c in calls if any(c) and not all(c)]
+    assert shared, "the poison never shared a forward pass with valid texts"
+    assert pool.served["crisis:1"].pins == 0 and batcher.queued == 0
+    _record_input(monkeypatch, "a text that makes the model's forward pass raise",
+                  [f"{poisoned} of {len(bodies)} requests in one micro-batch hold a text the "
+                   "(fault-injected) model raises on"],
+                  ["the batch is re-run one request at a time: only the poisoned requests "
+                   "fail (500 internal_error), the others get 200 with their usual scores"])
+
+
+@pytest.mark.reliability
+def test_top_k_bounds_multi_label_labels_too(client, tiny_models, monkeypatch):
+    register_tiny(tiny_models[1], name="topics", labels=("fire", "flood", "quake", "storm"),
+                  multi_label=True, seed=6)
+    for k in (1, 2, 3):
+        for threshold in (0.0, 0.5, None):
+            extra = {"top_k": k} | ({} if threshold is None else {"threshold": threshold})
+            for r in _classify(client, "topics", **extra)["results"]:
+                assert len(r["scores"]) == k and set(r["label"]) <= set(r["scores"])
+                if threshold == 0.0:  # every label passes: exactly the k shown, in order
+                    assert r["label"] == list(r["scores"])
+    full = _classify(client, "topics", threshold=0.0)["results"]
+    assert all(len(r["label"]) == 4 for r in full)
+    _record_input(monkeypatch, "top_k on a multi-label model",
+                  ["top_k 1, 2, 3 of 4 labels with threshold 0.0, 0.5 and the default"],
+                  ["label lists only labels that scores shows, in score order"])
