@@ -142,8 +142,9 @@ def test_paths_the_file_system_cannot_look_up_and_scopes(stack):
                              headers={**bearer(A), "Content-Type": "application/json"})
             assert resp.status_code == 422, (what, resp.text)
             error = resp.json()["error"]
-            if "surrogate" in what:  # the body schema refuses it (the engine's check_uri too)
-                assert error["code"] == "validation_error", (what, resp.text)
+            if "surrogate" in what:  # the strict JSON reader refuses it (check_uri too)
+                assert error["code"] == "invalid_text", (what, resp.text)
+                assert error["details"]["reason"] == "lone_surrogate"
                 assert error["message"].startswith("student.model: ")
             else:
                 assert error["code"] == "model_not_found", (what, resp.text)

@@ -141,8 +141,7 @@ def test_keys_see_use_and_cancel_only_their_own(distributed: Stack, tiny_models,
         assert b_job in b_page and a_job not in b_page and old.job_id not in b_page
         root_page = http.get("/ui/parts/jobs", headers=bearer(ROOT)).text
         assert a_job in root_page and b_job in root_page
-        b_cli = [json.loads(line) for line in cli(distributed, key_b, "jobs", "list", "--json")
-                 .splitlines() if line.strip()]
+        b_cli = json.loads(cli(distributed, key_b, "jobs", "list", "--json"))["jobs"]
         assert {j["id"] for j in b_cli} == {b_job}
         b_datasets = cli(distributed, key_b, "datasets", "list")
         assert b_ds in b_datasets and a_ds not in b_datasets
