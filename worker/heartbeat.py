@@ -15,22 +15,20 @@ import contextlib
 import logging
 import os
 import socket
-import threading
 from typing import Any
 
 from celery.signals import worker_ready, worker_shutdown
-from sqlalchemy.orm import sessionmaker
 
 from app.core.config import Settings, get_settings
-from app.core.db import make_engine
 from app.models.base import utcnow
 from app.ops import workers
+from worker.periodic import PeriodicThread
 
 log = logging.getLogger(__name__)
 
 
-class Heartbeat(threading.Thread):
-    """A daemon thread with its own database engine that beats until `stop()`.
+class Heartbeat(PeriodicThread):
+    """Beats every TAILOR_WORKER_HEARTBEAT_SECONDS until `stop()` (see PeriodicThread).
 
     Args:
         settings: the worker's settings (database URL, beat period).
@@ -38,28 +36,21 @@ class Heartbeat(threading.Thread):
         queues: the queues this worker consumes, recorded for operators.
     """
 
+    what = "heartbeat"
+
     def __init__(self, settings: Settings, node: str, queues: list[str]) -> None:
-        super().__init__(daemon=True, name="tailor-heartbeat")
-        self.settings = settings
+        super().__init__(settings, "tailor-heartbeat", settings.worker_heartbeat_seconds)
         self.worker_id = f"{node}/{os.getpid()}"
         self.queues = queues
         self.started_at = utcnow()
-        self.stopped = threading.Event()
-        self.engine = make_engine(settings.db_url)
-        self.sessions = sessionmaker(bind=self.engine, expire_on_commit=False)
 
-    def run(self) -> None:
-        while not self.stopped.is_set():
-            try:
-                self.beat_once()
-            except Exception:  # a database outage: /readyz says so anyway; beat again later
-                log.warning("heartbeat failed; retrying in %ss",
-                            self.settings.worker_heartbeat_seconds, exc_info=True)
-            self.stopped.wait(self.settings.worker_heartbeat_seconds)
+    def tick(self) -> None:
+        self.beat_once()
+
+    def finish(self) -> None:
         # Best effort: a row left behind just goes stale.
         with contextlib.suppress(Exception), self.sessions.begin() as db:
             workers.forget(db, self.worker_id)
-        self.engine.dispose()
 
     def beat_once(self) -> None:
         """Write this worker's row with the current time."""

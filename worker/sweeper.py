@@ -10,40 +10,29 @@ worker resumes them from their last checkpoint within about one lease.
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
 from celery.signals import worker_ready, worker_shutdown
-from sqlalchemy.orm import sessionmaker
 
 from app.core.config import Settings, get_settings
-from app.core.db import make_engine
 from app.jobs import recovery
 from worker.broker_view import waiting_job_ids
 from worker.celery_app import QUEUE, enqueue_job
+from worker.periodic import PeriodicThread
 
 log = logging.getLogger(__name__)
 
 
-class Sweeper(threading.Thread):
-    """A daemon thread with its own database engine (never shared with forked children)."""
+class Sweeper(PeriodicThread):
+    """Sweeps every TAILOR_JOB_SWEEP_SECONDS (see PeriodicThread)."""
+
+    what = "sweep"
 
     def __init__(self, settings: Settings) -> None:
-        super().__init__(daemon=True, name="tailor-sweeper")
-        self.settings = settings
-        self.stopped = threading.Event()
-        self.engine = make_engine(settings.db_url)
-        self.sessions = sessionmaker(bind=self.engine, expire_on_commit=False)
+        super().__init__(settings, "tailor-sweeper", settings.job_sweep_seconds)
 
-    def run(self) -> None:
-        while not self.stopped.is_set():
-            try:
-                self.sweep_once()
-            except Exception:  # a database or broker outage: try again next period
-                log.warning("sweep failed; retrying in %ss", self.settings.job_sweep_seconds,
-                            exc_info=True)
-            self.stopped.wait(self.settings.job_sweep_seconds)
-        self.engine.dispose()
+    def tick(self) -> recovery.SweepResult:
+        return self.sweep_once()
 
     def sweep_once(self) -> recovery.SweepResult:
         """Settle stranded jobs and publish their wake-ups; return what was done."""
