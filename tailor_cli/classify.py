@@ -9,13 +9,13 @@ import os
 import re
 import sys
 import tempfile
-import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from rich.table import Table
 
+from app.core.visible import has_visible_text
 from tailor_cli.client import Api, CliError, UsageError
 from tailor_cli.render import esc
 
@@ -51,9 +51,12 @@ def read_rows(path: str) -> list[tuple[str, str]]:
         where = f"{name} line {lineno}"
         if path.lower().endswith((".jsonl", ".ndjson")):
             try:
-                obj = json.loads(line)
+                obj = json.loads(line, object_pairs_hook=unique_keys)
             except json.JSONDecodeError as exc:
                 raise CliError(f"{path} line {lineno}: not valid JSON ({exc.msg})") from exc
+            except DuplicateKey as exc:  # the server refuses these too: never a silent pick
+                raise CliError(f"{path} line {lineno}: key {exc.key!r} appears more than once "
+                               "in one object") from exc
             text = obj.get("text") if isinstance(obj, dict) else obj
             if not isinstance(text, str):
                 raise CliError(f"{path} line {lineno}: expected a 'text' string")
@@ -61,6 +64,24 @@ def read_rows(path: str) -> list[tuple[str, str]]:
         else:
             found.append((where, line))
     return found
+
+
+class DuplicateKey(ValueError):
+    """The same key twice in one JSON object (json would silently keep the last)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json object_pairs_hook: the object, or DuplicateKey naming the repeated key."""
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise DuplicateKey(key)
+        obj[key] = value
+    return obj
 
 
 def split_lines(text: str) -> list[str]:
@@ -113,14 +134,11 @@ def text_problem(text: str) -> str | None:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
         return f"not valid Unicode (lone surrogate at character {exc.start + 1})"
-    if not any(unicodedata.category(ch)[0] not in INVISIBLE for ch in text):
+    if "\x00" in text:
+        return f"NUL character at position {text.index(chr(0))} is not allowed"
+    if not has_visible_text(text):  # the server's own rule, so both refuse the same texts
         return "the text is empty or has no visible character"
     return None
-
-
-# Unicode general categories that show nothing: separators (Z) and other (C: controls,
-# format characters such as zero-width spaces, unassigned, private use, surrogates).
-INVISIBLE = {"Z", "C"}
 
 
 def classify_batches(api: Api, model: str, rows: list[tuple[str, str]], batch: int,

@@ -3,7 +3,8 @@
 The standard library's json accepts what no client means to send and what later code cannot
 hold: the same key twice (the last silently wins), NaN and Infinity (not JSON), integers
 with thousands of digits, strings with lone surrogates (PostgreSQL and UTF-8 cannot store
-them), and nesting deep enough to exhaust the interpreter's recursion limit (a 500). Here
+them) or NUL (a `\\u0000` escape: PostgreSQL text cannot hold it, and a NUL in an id was a 500
+there), and nesting deep enough to exhaust the interpreter's recursion limit (a 500). Here
 each is a 4xx naming the problem; routes that take a JSON body also get 415 for any other
 Content-Type instead of a misleading validation error.
 """
@@ -20,7 +21,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.errors import AppError, BadRequest, Invalid, InvalidText, UnsupportedMediaType
-from app.core.texts import lone_surrogate
+from app.core.texts import lone_surrogate, refuse_nul
 
 # No request of this API nests beyond ~6 levels (a job spec); 64 leaves room for any
 # reasonable client while keeping far below Python's recursion limit (~1000).
@@ -36,6 +37,8 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Decoded UTF-8 holds no surrogates, so a parsed string can only hold one that came from a
 # \uD800-\uDFFF escape: without such an escape in the text, no string needs looking at.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+# Likewise a NUL can only come from a \u0000 escape (a raw one is not valid JSON).
+_NUL_ESCAPE = re.compile(r"\\u0000")
 # Strings and everything but brackets, removed to leave the bracket skeleton of a document.
 _NOT_BRACKET = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[^\[\]{}"]+')
 _EMPTY_PAIR = re.compile(r"\[\]|\{\}")
@@ -99,7 +102,7 @@ def strict_loads(data: str | bytes, *, where: str = "body") -> Any:
         BadRequest 400 `malformed_json` (with line/column) for text that is not JSON or bytes
         that are not UTF-8; Invalid 422 `duplicate_key`, `invalid_number` (NaN, Infinity,
         out-of-range numbers) or `too_deep`; InvalidText 422 `invalid_text` naming the path
-        (e.g. `records[3].text`) of a string holding a lone surrogate.
+        (e.g. `records[3].text`) of a string or key holding a lone surrogate or a NUL.
     """
     if isinstance(data, bytes):
         try:
@@ -126,8 +129,9 @@ def strict_loads(data: str | bytes, *, where: str = "body") -> Any:
                       code="too_deep") from exc
     if _too_deep(data, value):
         raise Invalid(where, f"nested deeper than {MAX_JSON_DEPTH} levels", code="too_deep")
-    if _SURROGATE_ESCAPE.search(data):
-        check_tree(value, where)
+    nul = _NUL_ESCAPE.search(data) is not None
+    if nul or _SURROGATE_ESCAPE.search(data):
+        check_tree(value, where, nul=nul)
     return value
 
 
@@ -164,9 +168,10 @@ def _walk_too_deep(value: Any) -> bool:
     return False
 
 
-def check_tree(value: Any, where: str) -> None:
-    """Refuse nesting deeper than MAX_JSON_DEPTH and strings with lone surrogates, naming the
-    first offending path in document order."""
+def check_tree(value: Any, where: str, *, nul: bool = True) -> None:
+    """Refuse nesting deeper than MAX_JSON_DEPTH and strings (values or keys) with lone
+    surrogates or, when `nul`, NUL characters, naming the first offending path in document
+    order. With `nul` False, ASCII strings (which hold no surrogate) are skipped."""
     stack: list[tuple[Any, str, int]] = [(value, where, 0)]
     while stack:
         node, path, depth = stack.pop()
@@ -176,17 +181,14 @@ def check_tree(value: Any, where: str) -> None:
         if depth >= MAX_JSON_DEPTH:
             raise Invalid(path, f"nested deeper than {MAX_JSON_DEPTH} levels", code="too_deep")
         children: list[tuple[Any, str, int]] = []
-        if isinstance(node, dict):
-            for key, child in node.items():
-                _check_string(key, _child(path, key))
-                if isinstance(child, dict | list) or (isinstance(child, str)
-                                                      and not child.isascii()):
-                    children.append((child, _child(path, key), depth + 1))
-        else:
-            for i, child in enumerate(node):
-                if isinstance(child, dict | list) or (isinstance(child, str)
-                                                      and not child.isascii()):
-                    children.append((child, f"{path}[{i}]", depth + 1))
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, child in items:
+            child_path = _child(path, key) if isinstance(key, str) else f"{path}[{key}]"
+            if isinstance(key, str):
+                _check_string(key, child_path)
+            if isinstance(child, dict | list) or (isinstance(child, str)
+                                                  and (nul or not child.isascii())):
+                children.append((child, child_path, depth + 1))
         stack.extend(reversed(children))
 
 
@@ -200,6 +202,7 @@ def _check_string(text: str, path: str) -> None:
     if bad is not None:
         raise InvalidText(path, f"not valid Unicode: a lone surrogate U+{ord(text[bad]):04X} at "
                                 f"character {bad} (a truncated emoji?)", reason="lone_surrogate")
+    refuse_nul(text, path)
 
 
 def media_type(content_type: str | None) -> str:

@@ -11,31 +11,18 @@ cannot hold it and no feed means it.
 from __future__ import annotations
 
 import re
-import unicodedata
 
 from app.core.config import get_settings
 from app.core.errors import InvalidText
+from app.core.visible import has_visible_text
 
 NUL = "\x00"
 # Lone halves of a UTF-16 surrogate pair: what `"\ud83d"` in JSON decodes to when a tweet was
 # cut mid-emoji. Python strings can hold them; UTF-8 (the database, the tokenizer) cannot.
 _SURROGATE = re.compile("[\ud800-\udfff]")
-# Printable, non-space ASCII: the fast path of the visibility check.
-_VISIBLE_ASCII = re.compile("[!-~]")
-# Unicode categories that draw nothing: spaces, line/paragraph separators, controls,
-# format characters (zero-width space and joiners, BOM, direction marks, soft hyphen).
-_INVISIBLE_CATEGORIES = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf", "Cs"})
-# Letters and symbols that render blank although their category says otherwise
-# (Hangul fillers, the braille blank); spammers use them to fake non-empty text.
-_BLANK_GLYPHS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 
-
-def has_visible_text(text: str) -> bool:
-    """True when `text` has at least one character that draws something."""
-    if text.isascii():
-        return _VISIBLE_ASCII.search(text) is not None
-    return any(unicodedata.category(ch) not in _INVISIBLE_CATEGORIES and ch not in _BLANK_GLYPHS
-               for ch in text)
+__all__ = ["NUL", "check_name", "check_utf8_head", "decode_utf8", "has_visible_text",
+           "lone_surrogate", "refuse_nul", "validate_text"]
 
 
 def lone_surrogate(text: str) -> int | None:
@@ -44,6 +31,27 @@ def lone_surrogate(text: str) -> int | None:
         return None
     found = _SURROGATE.search(text)
     return None if found is None else found.start()
+
+
+def refuse_nul(text: str, where: str) -> None:
+    """Raise InvalidText (reason `nul`) naming `where` when `text` holds a NUL: the one
+    message for NUL wherever it is sent (a text, a name, any string of a JSON body)."""
+    if NUL in text:
+        raise InvalidText(where, f"NUL character at position {text.index(NUL)} is not allowed",
+                          reason="nul")
+
+
+def check_name(value: str) -> str:
+    """`value` if it can name something a person picks from a list (a dataset, a column, an
+    API key); ValueError saying why not. Unlike texts, names are one line: no control
+    characters at all, and they must show something."""
+    if lone_surrogate(value) is not None:
+        raise ValueError("not valid Unicode (a lone surrogate)")
+    if any(ch < " " or ch == "\x7f" for ch in value):
+        raise ValueError("control characters (NUL, newlines, tabs) are not allowed")
+    if not has_visible_text(value):
+        raise ValueError("must have a visible character")
+    return value
 
 
 def validate_text(text: str, where: str, *, max_chars: int | None = None) -> str:
@@ -70,9 +78,7 @@ def validate_text(text: str, where: str, *, max_chars: int | None = None) -> str
     if bad is not None:
         raise InvalidText(where, f"not valid Unicode: a lone surrogate U+{ord(text[bad]):04X} at "
                                  f"character {bad} (a truncated emoji?)", reason="lone_surrogate")
-    if NUL in text:
-        raise InvalidText(where, f"NUL character at position {text.index(NUL)} is not allowed",
-                          reason="nul")
+    refuse_nul(text, where)
     if not has_visible_text(text):
         raise InvalidText(where, "text is empty (no visible characters)", reason="empty")
     return text

@@ -1,7 +1,7 @@
 """Refuse ambiguous or unstorable URLs before any route sees them: NUL characters (PostgreSQL
-text cannot hold them; they would surface as a 500) and query parameters given twice (no route
-takes a list, and silently using the last one hides client bugs). Request bodies are checked
-by each service's validation.
+text cannot hold them; they would surface as a 500), query text that is not UTF-8, and query
+parameters given twice (no route takes a list, and silently using the last one hides client
+bugs). Request bodies are checked by app.core.strict_json and each service's validation.
 """
 
 from __future__ import annotations
@@ -19,8 +19,21 @@ def url_problem(path: str, query: bytes) -> tuple[str, str] | None:
     if NUL in unquote(path):
         return "path", "NUL characters are not allowed"
     seen: set[str] = set()
-    for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+    # latin-1 both ways keeps the percent-decoded bytes as they are, so text that is not UTF-8
+    # (`%E9` from a Latin-1 form, `%ED%A0%BD` a lone surrogate) is refused here instead of
+    # being replaced by U+FFFD and stored, e.g. as a dataset name.
+    for raw_name, raw_value in parse_qsl(query.decode("latin-1"), keep_blank_values=True,
+                                         encoding="latin-1"):
+        try:
+            name = raw_name.encode("latin-1").decode("utf-8")
+        except UnicodeDecodeError:
+            return "query", "a parameter name is not valid UTF-8"
         field = f"query.{name.replace(NUL, '')}"
+        try:
+            value = raw_value.encode("latin-1").decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return field, (f"not valid UTF-8 (byte 0x{exc.object[exc.start]:02x} at byte "
+                           f"{exc.start}); percent-escapes must encode UTF-8 text")
         if NUL in name or NUL in value:
             return field, "NUL characters are not allowed"
         if name in seen:

@@ -31,10 +31,11 @@ from app.core.config import get_settings
 from app.core.errors import AppError, Invalid, InvalidText, PayloadTooLarge
 from app.core.strict_json import strict_loads
 from app.core.texts import (
+    check_name,
     check_utf8_head,
     decode_utf8,
-    has_visible_text,
     lone_surrogate,
+    refuse_nul,
     validate_text,
 )
 
@@ -76,27 +77,19 @@ class Parsed:
     warnings: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _check_name(value: str) -> str:
-    if lone_surrogate(value) is not None:
-        raise ValueError("not valid Unicode (a lone surrogate)")
-    if any(ch < " " or ch == "\x7f" for ch in value):
-        raise ValueError("control characters (NUL, newlines, tabs) are not allowed")
-    if not has_visible_text(value):
-        raise ValueError("must have a visible character")
-    return value
-
-
 # The one definition of a dataset name: the JSON field, the multipart field and the query
 # parameter are all checked with it.
 DatasetName = Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS),
-                        AfterValidator(_check_name)]
+                        AfterValidator(check_name)]
 ColumnName = Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS),
-                       AfterValidator(_check_name)]
+                       AfterValidator(check_name)]
 _NAME = TypeAdapter(DatasetName, config=ConfigDict(strict=True))
 _COLUMN = TypeAdapter(ColumnName, config=ConfigDict(strict=True))
 
 
 def _adapt(adapter: TypeAdapter[str], value: Any, where: str) -> str:
+    if isinstance(value, str):
+        refuse_nul(value, where)  # as a JSON body's strings are refused: same error everywhere
     try:
         return adapter.validate_python(value)
     except ValidationError as exc:

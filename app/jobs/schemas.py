@@ -18,8 +18,9 @@ class Strict(BaseModel):
 class LabelIn(Strict):
     name: str = Field(min_length=1, max_length=64)
     description: str = Field("", max_length=2000)
-    verbalizer: str | None = Field(None, max_length=64,
-                                   description="The word the teacher answers with.")
+    verbalizer: str | None = Field(None, min_length=1, max_length=64,
+                                   description="The word the teacher answers with (default: "
+                                               "the name, `_` read as a space).")
 
 
 class TaskIn(Strict):
@@ -59,7 +60,8 @@ class StudentIn(Strict):
 
 class DataIn(Strict):
     dataset_id: str = Field(min_length=1, max_length=40)
-    eval_dataset_id: str | None = Field(None, max_length=40)
+    # "" is refused, not read as "no eval set": an empty id is a client bug, never a choice.
+    eval_dataset_id: str | None = Field(None, min_length=1, max_length=40)
 
 
 class DistillationIn(Strict):

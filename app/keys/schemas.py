@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from app.core.texts import check_name
 
 Scope = Literal["classify", "train", "admin"]
 
@@ -13,8 +15,10 @@ Scope = Literal["classify", "train", "admin"]
 class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    name: str = Field(min_length=1, max_length=100, pattern=r"^[^\x00]+$",
-                      description="Who or what uses the key.")
+    # The rule every name follows (datasets too): one line, something visible.
+    name: Annotated[str, AfterValidator(check_name)] = Field(
+        min_length=1, max_length=100, description="Who or what uses the key: one line with a "
+                                                  "visible character.")
     scopes: list[Scope] = Field(min_length=1, max_length=3,
                                 description="classify, train and/or admin (admin holds all).")
 

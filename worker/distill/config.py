@@ -6,12 +6,34 @@ at submission), the worker rebuilds them from the stored spec, and every artifac
 
 from __future__ import annotations
 
-import re
+import unicodedata
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 TEXT_PLACEHOLDER = "{text}"
-LABEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.\-/]{0,63}$")
+# Label names: letters of any script (crisis feeds are multilingual and uploads take labels in
+# any script, so an eval set labelled "فيضان" must be usable), combining marks (Devanagari
+# and Arabic words need them), digits, and a few separators. No control or format characters,
+# nothing that is only punctuation, no surrounding spaces (" crisis" would never match the
+# "crisis" of an eval set).
+LABEL_MAX_CHARS = 64
+LABEL_PUNCTUATION = frozenset(" _.-/")
+LABEL_RULE = (f"must be 1-{LABEL_MAX_CHARS} letters (any script), digits, marks, spaces or "
+              "_ . - /, start with a letter or digit and not end with a space")
+
+
+def label_name_ok(name: str) -> bool:
+    """True when `name` can name a label (see LABEL_RULE)."""
+    if not 1 <= len(name) <= LABEL_MAX_CHARS or name[-1] == " ":
+        return False
+    if unicodedata.category(name[0])[0] not in "LN":
+        return False
+    return all(unicodedata.category(ch)[0] in "LMN" or ch in LABEL_PUNCTUATION for ch in name)
+
+
+def label_key(text: str) -> str:
+    """What two labels (or answer words) must not share: case and Unicode form folded."""
+    return unicodedata.normalize("NFC", text).strip().casefold()
 
 
 class ConfigError(ValueError):
@@ -64,16 +86,15 @@ class TaskConfig:
         seen: set[str] = set()
         words: set[str] = set()
         for i, lab in enumerate(self.labels):
-            if not LABEL_NAME.match(lab.name):
-                raise ConfigError(f"task.labels[{i}].name",
-                                  f"{lab.name!r} must be 1-64 letters, digits, space, _ . - /")
-            if lab.name.lower() in seen:
+            if not isinstance(lab.name, str) or not label_name_ok(lab.name):
+                raise ConfigError(f"task.labels[{i}].name", f"{lab.name!r} {LABEL_RULE}")
+            if label_key(lab.name) in seen:
                 raise ConfigError(f"task.labels[{i}].name", f"duplicate label {lab.name!r}")
-            seen.add(lab.name.lower())
-            if lab.word.strip().lower() in words:
+            seen.add(label_key(lab.name))
+            if label_key(lab.word) in words:
                 raise ConfigError(f"task.labels[{i}].verbalizer",
                                   f"two labels answer with the word {lab.word!r}")
-            words.add(lab.word.strip().lower())
+            words.add(label_key(lab.word))
 
     @property
     def label_names(self) -> list[str]:
