@@ -20,21 +20,13 @@ REPORT_ENV = "TAILOR_RELIABILITY_REPORT"
 def record(number: int, scenario: str, injected: str, held: list[str],
            figures: dict[str, Any]) -> None:
     """Merge one scenario's row into the report (no-op unless TAILOR_RELIABILITY_REPORT)."""
-    target = os.environ.get(REPORT_ENV)
-    if not target:
+    data = _load()
+    if data is None:
         return
-    md_path = Path(target)
-    json_path = md_path.with_suffix(".json")
-    data = json.loads(json_path.read_text()) if json_path.exists() else {"rows": {}}
     data["rows"][str(number)] = {"scenario": scenario, "injected": injected, "held": held,
                                  "figures": figures,
                                  "recorded_at": datetime.now(UTC).isoformat(timespec="seconds")}
-    data["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(),
-                       "python": platform.python_version()}
-    data["command"] = "make bench-reliability"
-    md_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    md_path.write_text(render(data))
+    _save(data)
 
 
 def record_input(kind: str, paths: list[str], inputs: list[str], held: list[str]) -> None:
@@ -46,25 +38,43 @@ def record_input(kind: str, paths: list[str], inputs: list[str], held: list[str]
         inputs: the concrete inputs tried, described briefly.
         held: what the test asserted and saw hold.
     """
-    target = os.environ.get(REPORT_ENV)
-    if not target:
+    data = _load()
+    if data is None:
         return
-    md_path = Path(target)
-    json_path = md_path.with_suffix(".json")
-    data = json.loads(json_path.read_text()) if json_path.exists() else {"rows": {}}
     inputs_table = data.setdefault("inputs", {})
     row = inputs_table.setdefault(kind, {"paths": [], "inputs": [], "held": []})
     for key, values in (("paths", paths), ("inputs", inputs), ("held", held)):
         row[key] = list(dict.fromkeys([*row[key], *values]))
     row["recorded_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    _save(data)
+
+
+def _load() -> dict[str, Any] | None:
+    """The report recorded so far, or None when reporting is off."""
+    target = os.environ.get(REPORT_ENV)
+    if not target:
+        return None
+    json_path = Path(target).with_suffix(".json")
+    return json.loads(json_path.read_text()) if json_path.exists() else {"rows": {}}
+
+
+def _save(data: dict[str, Any]) -> None:
+    md_path = Path(os.environ[REPORT_ENV])
+    data["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(),
+                       "python": platform.python_version()}
     data["command"] = "make bench-reliability"
     md_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    md_path.with_suffix(".json").write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     md_path.write_text(render(data))
 
 
+def _cell(text: Any) -> str:
+    """A markdown table cell: pipes escaped, line breaks as <br>."""
+    return str(text).replace("|", "\\|").replace("\n", "<br>")
+
+
 def _figures(figures: dict[str, Any]) -> str:
-    return "<br>".join(f"{k}: {v}" for k, v in figures.items())
+    return "<br>".join(_cell(f"{k}: {v}") for k, v in figures.items())
 
 
 def render(data: dict[str, Any]) -> str:
@@ -88,8 +98,8 @@ def render(data: dict[str, Any]) -> str:
     ]
     for number in sorted(data["rows"], key=int):
         row = data["rows"][number]
-        held = "<br>".join(f"✓ {h}" for h in row["held"])
-        lines.append(f"| {number} | {row['scenario']} | {row['injected']} | {held} | "
+        held = "<br>".join(_cell(f"✓ {h}") for h in row["held"])
+        lines.append(f"| {number} | {_cell(row['scenario'])} | {_cell(row['injected'])} | {held} | "
                      f"{_figures(row['figures'])} |")
     if data.get("inputs"):
         lines += ["", "## Inputs", "",
@@ -98,7 +108,7 @@ def render(data: dict[str, Any]) -> str:
                   "| kind | paths | inputs tried | what held |", "|---|---|---|---|"]
         for kind in sorted(data["inputs"]):
             row = data["inputs"][kind]
-            lines.append(f"| {kind} | {', '.join(row['paths'])} | "
-                         f"{'<br>'.join(row['inputs'])} | "
-                         f"{'<br>'.join('✓ ' + h for h in row['held'])} |")
+            lines.append(f"| {_cell(kind)} | {_cell(', '.join(row['paths']))} | "
+                         f"{'<br>'.join(map(_cell, row['inputs']))} | "
+                         f"{'<br>'.join(_cell('✓ ' + h) for h in row['held'])} |")
     return "\n".join(lines) + "\n"
