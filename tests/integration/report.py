@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 REPORT_ENV = "TAILOR_RELIABILITY_REPORT"
+# Read once, at import (collection): test fixtures clear every TAILOR_* variable before a test
+# runs, and a report that silently stops recording would hide which scenarios were proved.
+TARGET = os.environ.get(REPORT_ENV)
 
 
 def record(number: int, scenario: str, injected: str, held: list[str],
@@ -51,7 +54,7 @@ def record_input(kind: str, paths: list[str], inputs: list[str], held: list[str]
 
 def _load() -> dict[str, Any] | None:
     """The report recorded so far, or None when reporting is off."""
-    target = os.environ.get(REPORT_ENV)
+    target = TARGET
     if not target:
         return None
     json_path = Path(target).with_suffix(".json")
@@ -59,7 +62,8 @@ def _load() -> dict[str, Any] | None:
 
 
 def _save(data: dict[str, Any]) -> None:
-    md_path = Path(os.environ[REPORT_ENV])
+    assert TARGET is not None
+    md_path = Path(TARGET)
     data["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(),
                        "python": platform.python_version()}
     data["command"] = "make bench-reliability"

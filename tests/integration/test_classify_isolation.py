@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -20,11 +19,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fixtures.versions import register_tiny
-from tests.integration.report import REPORT_ENV, record, record_input
+from tests.integration.report import record, record_input
 from tests.support import Stack, make_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
-REPORT = os.environ.get(REPORT_ENV)  # read before the `embedded` fixture clears TAILOR_*
 
 VALID = ["flood water rose in the city", "the team won the football match",
          "Flood 🌊 hits town", "فيضانات في المدينة"]
@@ -42,8 +40,6 @@ POISON = [  # (text, what it is); the first is issue 11's example
 def served_api(embedded: Path, tiny_models: tuple[str, str],
                monkeypatch: pytest.MonkeyPatch) -> Any:
     """An API process (no worker) on an embedded home holding one registered tiny student."""
-    if REPORT:
-        monkeypatch.setenv(REPORT_ENV, REPORT)
     register_tiny(tiny_models[1], seed=1)
     stack = Stack(embedded, make_env(embedded, TAILOR_CACHE_DIR=str(embedded / "cache"),
                                      # a wider window so the burst shares forward passes

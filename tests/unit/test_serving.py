@@ -4,7 +4,6 @@ and one bad text failing only its own request."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import threading
 import time
@@ -22,7 +21,7 @@ from app.core.texts import InvalidText, validate_text
 from app.registry.service import get_version
 from app.serving.pool import ModelPool
 from tests.fixtures.versions import register_tiny
-from tests.integration.report import REPORT_ENV, record_input
+from tests.integration.report import record_input
 
 TEXTS = ["flood water rose in the city", "the team won the football match",
          "earthquake killed hundreds", "stock market rose today"]
@@ -244,13 +243,8 @@ def test_the_queue_is_also_bounded_by_the_time_it_needs_to_clear(client, tiny_mo
 
 # --- one bad text fails only its own request (issue 11, kinds 1 and 9) ---
 
-REPORT = os.environ.get(REPORT_ENV)  # read before the `embedded` fixture clears TAILOR_*
-
-
 def _record_input(monkeypatch, kind: str, inputs: list[str], held: list[str]) -> None:
     """An Inputs row of the reliability report (written only under make bench-reliability)."""
-    if REPORT:
-        monkeypatch.setenv(REPORT_ENV, REPORT)
     record_input(kind, ["POST /classify"], inputs, held)
 
 
