@@ -109,6 +109,20 @@ class Stack:
             raise RuntimeError(f"API did not start:\n{proc.tail()}") from None
         return proc
 
+    def start_serve(self, command: list[str], ready_path: str = "/readyz",
+                    timeout: float = 60) -> Proc:
+        """Start `command` (a `serve` that takes `--port`) on a free port and wait until
+        `ready_path` answers 200; on a timeout stop everything and raise with the logs."""
+        self.port = free_port()
+        proc = self.spawn("serve", [*command, "--port", str(self.port)])
+        try:
+            wait_for(lambda: httpx.get(f"{self.url}{ready_path}", timeout=2).status_code == 200,
+                     timeout, what=f"{' '.join(command[-2:])} {ready_path}")
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError(self.logs()) from None
+        return proc
+
     def start_worker(self, *extra_args: str, env: dict[str, str] | None = None) -> Proc:
         from app.serve import worker_command
 

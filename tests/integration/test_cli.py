@@ -18,7 +18,7 @@ import yaml
 
 from tests.fixtures.tiny import corpus
 from tests.integration.lifecycle import EVAL
-from tests.support import Stack, free_port, job_body, make_env, wait_for
+from tests.support import Stack, free_port, job_body, make_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 TAILOR = str(Path(sys.executable).with_name("tailor"))
@@ -30,14 +30,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     home = tmp_path_factory.mktemp("cli") / "home"
     home.mkdir()
     stack = Stack(home, make_env(home, TAILOR_API_KEYS=KEY))
-    stack.port = free_port()
-    stack.spawn("serve", [TAILOR, "serve", "--port", str(stack.port)])  # API + one worker
-    try:
-        wait_for(lambda: httpx.get(f"{stack.url}/readyz", timeout=2).status_code == 200, 60,
-                 what="`tailor serve` to be ready")
-    except TimeoutError:
-        stack.stop()
-        raise RuntimeError(stack.logs()) from None
+    stack.start_serve([TAILOR, "serve"])  # API + one worker
     yield stack
     stack.stop()
 

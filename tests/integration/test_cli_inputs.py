@@ -14,12 +14,11 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.fixtures.tiny import corpus
 from tests.integration.report import record, record_input
-from tests.support import Stack, free_port, make_env, wait_for
+from tests.support import Stack, make_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 TAILOR = str(Path(sys.executable).with_name("tailor"))
@@ -31,14 +30,7 @@ def server(embedded: Path, tiny_models) -> Iterator[Stack]:
 
     register_tiny(tiny_models[1], name="crisis")  # the same home the server below opens
     stack = Stack(embedded, make_env(embedded))
-    stack.port = free_port()
-    stack.spawn("serve", [TAILOR, "serve", "--no-worker", "--port", str(stack.port)])
-    try:
-        wait_for(lambda: httpx.get(f"{stack.url}/healthz", timeout=2).status_code == 200, 60,
-                 what="`tailor serve --no-worker` to answer")
-    except TimeoutError:
-        stack.stop()
-        raise RuntimeError(stack.logs()) from None
+    stack.start_serve([TAILOR, "serve", "--no-worker"], ready_path="/healthz")
     yield stack
     stack.stop()
 

@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import sys
 
-import httpx
 import pytest
 
-from tests.support import Stack, free_port, job_body, wait_for
+from tests.support import Stack, job_body
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def client(embedded_stack: Stack):
-    embedded_stack.port = free_port()
-    embedded_stack.spawn("serve", [sys.executable, "-m", "app.serve",
-                                   "--port", str(embedded_stack.port)])
-    wait_for(lambda: httpx.get(f"{embedded_stack.url}/readyz", timeout=2).status_code == 200,
-             60, what="embedded /readyz")
+    embedded_stack.start_serve([sys.executable, "-m", "app.serve"])
     with embedded_stack.client() as c:
         yield c
 
