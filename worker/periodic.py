@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from abc import ABC, abstractmethod
 
 from sqlalchemy.orm import sessionmaker
 
@@ -17,7 +18,7 @@ from app.core.db import make_engine
 log = logging.getLogger(__name__)
 
 
-class PeriodicThread(threading.Thread):
+class PeriodicThread(threading.Thread, ABC):
     """Calls `tick()` at once and then every `period_s` seconds until `stopped` is set.
 
     A failing tick (a database or broker outage) is logged and retried next period; after
@@ -40,8 +41,9 @@ class PeriodicThread(threading.Thread):
         self.engine = make_engine(settings.db_url)
         self.sessions = sessionmaker(bind=self.engine, expire_on_commit=False)
 
+    @abstractmethod
     def tick(self) -> object:
-        raise NotImplementedError  # abstract: each subclass says what one period does
+        """One period's work."""
 
     def finish(self) -> None:
         """Runs once after the last tick (before the engine is disposed)."""
