@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.core.config import get_settings
 from app.core.db import UNAVAILABLE
-from app.core.errors import AppError
+from app.core.errors import AppError, field_path
 from app.core.limits import BodyLimitMiddleware
 from app.core.openapi import document_errors
 from app.core.strict_json import StrictJsonMiddleware
@@ -49,9 +49,7 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str, str]:
     first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": ""}
     if first.get("type") == "json_invalid":
         return 400, "malformed_json", f"malformed JSON: {first.get('ctx', {}).get('error', '')}"
-    loc = [str(p) for p in first.get("loc", ()) if p not in ("body",)]
-    field = ".".join(loc) or "body"
-    return 422, "validation_error", f"{field}: {first.get('msg')}"
+    return 422, "validation_error", f"{field_path(first.get('loc', ()))}: {first.get('msg')}"
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -93,3 +94,17 @@ class Unavailable(AppError):
 
     def __init__(self, message: str, *, code: str | None = None, retry_after: int = 5) -> None:
         super().__init__(message, code=code, headers={"Retry-After": str(retry_after)})
+
+
+def field_path(loc: Sequence[int | str]) -> str:
+    """A pydantic `loc` as the rest of the API names fields: ("body", "texts", 0) ->
+    "texts[0]", ("body", "task", "labels", 1, "name") -> "task.labels[1].name"."""
+    path = ""
+    for part in loc:
+        if part == "body" and not path:
+            continue
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path or "body"

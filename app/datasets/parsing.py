@@ -28,7 +28,7 @@ from typing import Annotated, Any, BinaryIO
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from app.core.config import get_settings
-from app.core.errors import AppError, Invalid, InvalidText, PayloadTooLarge
+from app.core.errors import AppError, Invalid, InvalidText, PayloadTooLarge, field_path
 from app.core.strict_json import strict_loads
 from app.core.texts import (
     check_name,
@@ -137,7 +137,7 @@ def rows_from_json(payload: Any) -> tuple[str, Parsed]:
         head = DatasetHead.model_validate(payload)
     except ValidationError as exc:
         err = exc.errors()[0]
-        raise Invalid(".".join(str(p) for p in err["loc"]) or "body",
+        raise Invalid(field_path(err["loc"]),
                       err["msg"].removeprefix("Value error, ")) from exc
     columns = columns_from(head.text_column, head.label_column)
     _check_count(len(head.records))

@@ -147,9 +147,9 @@ def test_job_is_queued_with_location_and_can_be_cancelled(client, dataset_id, ti
 
 @pytest.mark.parametrize("over, status, field", [
     ({"texts": []}, 422, "texts"),
-    ({"texts": [1]}, 422, "texts.0"),
+    ({"texts": [1]}, 422, "texts[0]"),
     ({"texts": "flood"}, 422, "texts"),
-    ({"texts": ["flood", None]}, 422, "texts.1"),
+    ({"texts": ["flood", None]}, 422, "texts[1]"),
     ({"texts": ["flood", ""]}, 422, "texts[1]"),
     ({"texts": ["   \n"]}, 422, "texts[0]"),
     ({"texts": ["x" * 20_001]}, 422, "texts[0]"),

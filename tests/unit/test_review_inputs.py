@@ -116,7 +116,7 @@ def test_an_eval_set_labelled_in_arabic_fits_a_task_labelled_in_arabic(client, t
 @pytest.mark.parametrize("over, field", [
     ({"data": {"eval_dataset_id": ""}}, "data.eval_dataset_id"),
     ({"labels": [{"name": "crisis", "verbalizer": ""}, {"name": "calm", "verbalizer": "none"}]},
-     "task.labels.0.verbalizer"),
+     "task.labels[0].verbalizer"),
 ])
 def test_an_empty_id_or_answer_word_is_refused_not_read_as_none(client, tiny_models, over,
                                                                  field):

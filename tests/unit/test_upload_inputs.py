@@ -275,7 +275,7 @@ STRICT_CASES = [
     ("POST", "/classify", b'{"model": "m", "texts": ["a"], "threshold": false}', JSON,
      422, "validation_error", "threshold"),
     ("POST", "/classify", b'{"model": "m", "texts": [1]}', JSON, 422, "validation_error",
-     "texts.0"),
+     "texts[0]"),
     # NaN and Infinity, and numbers no column holds
     ("POST", "/classify", b'{"model": "m", "texts": ["a"], "threshold": NaN}', JSON,
      422, "invalid_number", "NaN"),
@@ -457,3 +457,16 @@ def test_validate_text_contract():
         assert info.value.status_code == 422 and info.value.code == "invalid_text"
         assert info.value.details == {"field": "texts[2]", "reason": reason}
         assert info.value.message.startswith("texts[2]: ")
+
+
+@pytest.mark.parametrize("method, path, body, field", [
+    # a list item is named with brackets wherever the error comes from, as invalid_text does
+    ("POST", "/classify", {"model": "m", "texts": ["ok", ["nested"]]}, "texts[1]"),
+    ("POST", "/datasets", {"name": "d", "records": [{"text": "a"}, {"text": "b", "x": 1}]},
+     "records[1].x"),
+    ("POST", "/datasets", {"name": "d", "records": [{"text": "a"}, "plain"]}, "records[1]"),
+    ("PUT", "/models/m/aliases/prod", {"version": "two"}, "version"),
+])
+def test_validation_errors_name_list_items_with_brackets(client, method, path, body, field):
+    err = _refused(client.request(method, path, content=json.dumps(body), headers=JSON), 422)
+    assert err["message"].startswith(f"{field}: "), err
