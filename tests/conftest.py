@@ -30,19 +30,9 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
 
 @pytest.fixture
 def embedded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Point Settings at a fresh embedded home (SQLite + filesystem broker), migrated."""
-    from app.core.db import reset_caches
-    from app.core.migrate import upgrade
-
-    for key in list(os.environ):
-        if key.startswith("TAILOR_"):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("TAILOR_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("TAILOR_MODEL_SOURCES", support.TEST_MODEL_SOURCES)
-    reset_caches()
-    upgrade()
-    yield tmp_path / "home"
-    reset_caches()
+    """A fresh embedded home, migrated to head."""
+    with support.embedded_home(tmp_path, monkeypatch) as home:
+        yield home
 
 
 @pytest.fixture

@@ -9,7 +9,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -177,3 +178,23 @@ def job_body(name: str, dataset_id: str, teacher: str, student: str,
         "data": {"dataset_id": dataset_id, "eval_dataset_id": eval_dataset_id},
         "distillation": {"epochs": 2, "batch_size": 8, **distillation},
     }
+
+
+@contextmanager
+def embedded_home(tmp_path: Path, monkeypatch: Any,
+                  revision: str = "head") -> Iterator[Path]:
+    """Point Settings at a fresh embedded home (SQLite + filesystem broker) whose database
+    is migrated to `revision`; every other TAILOR_* variable is cleared."""
+    from app.core.config import get_settings
+    from app.core.db import reset_caches
+    from app.core.migrate import upgrade
+
+    for key in list(os.environ):
+        if key.startswith("TAILOR_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("TAILOR_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TAILOR_MODEL_SOURCES", TEST_MODEL_SOURCES)
+    reset_caches()
+    upgrade(get_settings().db_url, revision)
+    yield tmp_path / "home"
+    reset_caches()

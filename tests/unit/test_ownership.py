@@ -5,7 +5,6 @@ stable; with auth off everything belongs to one local owner."""
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.fixtures import legacy
+from tests.support import embedded_home
 
 ADMIN, TRAINER, READER = "own-admin", "own-trainer", "own-reader"
 KEYS = f"{ADMIN}:admin,{TRAINER}:train,{READER}:classify"
@@ -30,18 +30,9 @@ def records(n: int = 2) -> list[dict[str, str]]:
 def home_at_0002(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """An embedded home whose database stands at revision 0002; yields its URL."""
     from app.core.config import get_settings
-    from app.core.db import reset_caches
-    from app.core.migrate import upgrade
 
-    for key in list(os.environ):
-        if key.startswith("TAILOR_"):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("TAILOR_HOME", str(tmp_path / "home"))
-    reset_caches()
-    url = get_settings().db_url
-    upgrade(url, "0002")
-    yield url
-    reset_caches()
+    with embedded_home(tmp_path, monkeypatch, revision="0002"):
+        yield get_settings().db_url
 
 
 def restart_app(monkeypatch: pytest.MonkeyPatch, keys: str) -> TestClient:
