@@ -17,7 +17,9 @@ import re
 from typing import Any
 
 import anyio
-from starlette.responses import JSONResponse
+from fastapi.routing import APIRoute
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.errors import AppError, BadRequest, Invalid, InvalidText, UnsupportedMediaType
@@ -297,3 +299,28 @@ def _replay(body: bytes, tail: Message | None, receive: Receive) -> Receive:
         return tail if tail is not None else await receive()
 
     return replay
+
+
+_NOT_PARSED = object()
+
+
+class ParsedJsonRequest(Request):
+    """A request whose `json()` is the body StrictJsonMiddleware already parsed, so a route
+    does not parse the same bytes a second time (the FastAPI "custom Request" pattern)."""
+
+    async def json(self) -> Any:
+        parsed = self.scope.get("state", {}).get(PARSED_BODY_KEY, _NOT_PARSED)
+        return await super().json() if parsed is _NOT_PARSED else parsed
+
+
+class StrictJsonRoute(APIRoute):
+    """Route class for routers with JSON bodies: FastAPI reads the middleware's parse."""
+
+    def get_route_handler(self) -> Any:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            response: Response = await handler(ParsedJsonRequest(request.scope, request.receive))
+            return response
+
+        return route

@@ -15,12 +15,13 @@ from app.core.db import session_scope
 from app.core.deps import SessionDep, TrainScope
 from app.core.limits import MAX_LIST_OFFSET
 from app.core.security import Principal
+from app.core.strict_json import StrictJsonRoute
 from app.jobs import service
 from app.jobs.schemas import JobCreate, JobList, JobOut
 from app.models import FINAL_STATES, JobState
 from worker.celery_app import enqueue_job
 
-router = APIRouter(prefix="/jobs", tags=["jobs"])
+router = APIRouter(prefix="/jobs", tags=["jobs"], route_class=StrictJsonRoute)
 SSE_POLL_SECONDS = 0.5
 SSE_KEEPALIVE_SECONDS = 15
 

@@ -7,10 +7,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path
 
 from app.core.deps import AdminScope, SessionDep
+from app.core.strict_json import StrictJsonRoute
 from app.keys import service
 from app.keys.schemas import KeyCreate, KeyCreated, KeyList, KeyOut
 
-router = APIRouter(prefix="/keys", tags=["keys"])
+router = APIRouter(prefix="/keys", tags=["keys"], route_class=StrictJsonRoute)
 
 
 @router.post("", status_code=201, response_model=KeyCreated,

@@ -7,10 +7,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 
 from app.core.deps import ClassifyScope
+from app.core.strict_json import StrictJsonRoute
 from app.serving import service
 from app.serving.schemas import ClassifyIn, ClassifyOut
 
-router = APIRouter(tags=["serving"])
+router = APIRouter(tags=["serving"], route_class=StrictJsonRoute)
 
 
 async def queue_open(request: Request) -> None:
