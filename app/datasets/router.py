@@ -17,7 +17,7 @@ from starlette.requests import ClientDisconnect
 
 from app.core.deps import SessionDep, TrainScope
 from app.core.errors import BadRequest, Invalid, UnsupportedMediaType
-from app.core.limits import MAX_LIST_OFFSET
+from app.core.params import DEFAULT_LIST_LIMIT, LimitQuery, OffsetQuery
 from app.core.streams import RequestBodyFile, sliced
 from app.core.strict_json import PARSED_BODY_KEY, is_json_type, media_type, parse_body
 from app.datasets import parsing, service
@@ -93,13 +93,19 @@ async def _json_payload(request: Request) -> Any:
 _MISSING = object()
 
 
+FORM_FIELDS = ("name", "text_column", "label_column")
+
+
 async def _from_form(request: Request, query_name: str | None, text_column: str | None,
                      label_column: str | None) -> tuple[str, parsing.Parsed]:
     """Read a multipart upload: exactly one `file` part, optional `name`, `text_column`,
     `label_column` fields (each may also come as a query parameter)."""
     stream = sliced(request.stream(), parsing.READ_CHUNK)
     try:
-        form = await MultiPartParser(request.headers, stream, max_files=1, max_fields=8).parse()
+        # Room for a file in each known part, so a `name` sent as a file is refused naming
+        # `name`, not as "too many files"; the body limit bounds their bytes together.
+        form = await MultiPartParser(request.headers, stream, max_files=len(FORM_FIELDS) + 1,
+                                     max_fields=8).parse()
     except MultiPartException as exc:
         raise BadRequest(f"malformed multipart body: {exc.message}",
                          code="malformed_multipart") from exc
@@ -109,9 +115,12 @@ async def _from_form(request: Request, query_name: str | None, text_column: str 
             raise Invalid("file", "a multipart upload needs exactly one 'file' part")
         upload = uploads[0]
         fields = {}
-        for key, query_value in (("name", query_name), ("text_column", text_column),
-                                 ("label_column", label_column)):
-            value = form.get(key, query_value)
+        for key, query_value in zip(FORM_FIELDS, (query_name, text_column, label_column),
+                                    strict=True):
+            given = form.getlist(key)
+            if len(given) > 1:  # as for a repeated JSON key or query parameter: never pick one
+                raise Invalid(key, "given more than once; send each field once")
+            value = given[0] if given else query_value
             if value is not None and not isinstance(value, str):
                 raise Invalid(key, "must be a form field, not a file")
             fields[key] = value
@@ -137,8 +146,8 @@ def _name_from_filename(filename: str) -> str:
 
 @router.get("", response_model=DatasetList)
 def list_datasets(db: SessionDep, principal: TrainScope,
-                  limit: Annotated[int, Query(ge=1, le=500)] = 50,
-                  offset: Annotated[int, Query(ge=0, le=MAX_LIST_OFFSET)] = 0) -> Any:
+                  limit: LimitQuery = DEFAULT_LIST_LIMIT,
+                  offset: OffsetQuery = 0) -> Any:
     datasets = service.list_datasets(db=db, viewer=principal, limit=limit, offset=offset)
     return {"datasets": [d.summary() for d in datasets]}
 

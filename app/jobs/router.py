@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.core.db import session_scope
 from app.core.deps import SessionDep, TrainScope
-from app.core.limits import MAX_LIST_OFFSET
+from app.core.params import DEFAULT_LIST_LIMIT, LimitQuery, OffsetQuery
 from app.core.security import Principal
 from app.core.strict_json import StrictJsonRoute
 from app.jobs import service
@@ -40,8 +40,8 @@ def submit_job(payload: JobCreate, response: Response, db: SessionDep, principal
 def list_jobs(db: SessionDep, principal: TrainScope,
               state: Annotated[JobState | None, Query()] = None,
               name: Annotated[str | None, Query(max_length=64)] = None,
-              limit: Annotated[int, Query(ge=1, le=500)] = 50,
-              offset: Annotated[int, Query(ge=0, le=MAX_LIST_OFFSET)] = 0) -> Any:
+              limit: LimitQuery = DEFAULT_LIST_LIMIT,
+              offset: OffsetQuery = 0) -> Any:
     jobs = service.list_jobs(db=db, viewer=principal, state=state.value if state else None,
                              name=name, limit=limit, offset=offset)
     return {"jobs": [service.job_to_dict(j) for j in jobs],

@@ -8,15 +8,14 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import PlainTextResponse
 
 from app.core.deps import AdminScope, ClassifyScope, SessionDep
+from app.core.params import VersionPath
 from app.core.strict_json import StrictJsonRoute
 from app.models import ModelVersion
-from app.models.base import MAX_INT
 from app.registry import service
 from app.registry.schemas import AliasIn, AliasOut, ModelDetail, ModelList, VersionDetail
 
 router = APIRouter(prefix="/models", tags=["registry"], route_class=StrictJsonRoute)
 NamePath = Annotated[str, Path(max_length=64)]
-VersionPath = Annotated[int, Path(ge=1, le=MAX_INT)]
 ArchivedQuery = Annotated[bool, Query(description="Also list archived versions.")]
 
 

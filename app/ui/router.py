@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from app.core.deps import ClassifyScope, SessionDep, TrainScope
 from app.core.errors import NotFound
+from app.core.params import OffsetQuery, VersionQuery
 from app.jobs.schemas import NAME_PATTERN
 from app.registry.service import list_models
 from app.ui import views
@@ -50,7 +51,7 @@ def render(request: Request, template: str, **context: Any) -> HTMLResponse:
 
 
 @router.get("", response_class=HTMLResponse)
-def jobs_shell(request: Request, offset: Annotated[int, Query(ge=0)] = 0) -> HTMLResponse:
+def jobs_shell(request: Request, offset: OffsetQuery = 0) -> HTMLResponse:
     return render(request, "shell.html", title="Jobs", page="jobs",
                   part=f"/ui/parts/jobs?offset={offset}")
 
@@ -77,7 +78,7 @@ def models_shell(request: Request) -> HTMLResponse:
 
 @router.get("/models/{name}", response_class=HTMLResponse)
 def model_shell(request: Request, name: str,
-                version: Annotated[int | None, Query(ge=1)] = None) -> HTMLResponse:
+                version: VersionQuery = None) -> HTMLResponse:
     name = _checked(name, NAME_PATTERN, "model named", code="model_not_found")
     suffix = f"?version={version}" if version else ""
     return render(request, "shell.html", title=f"Model {name}", page="model",
@@ -86,7 +87,7 @@ def model_shell(request: Request, name: str,
 
 @router.get("/parts/jobs", response_class=HTMLResponse)
 def jobs_part(request: Request, db: SessionDep, principal: TrainScope,
-              offset: Annotated[int, Query(ge=0)] = 0) -> HTMLResponse:
+              offset: OffsetQuery = 0) -> HTMLResponse:
     return render(request, "jobs.html", **views.jobs_page(db, principal, JOBS_PER_PAGE, offset))
 
 
@@ -103,7 +104,7 @@ def models_part(request: Request, db: SessionDep, _: ClassifyScope) -> HTMLRespo
 
 @router.get("/parts/models/{name}", response_class=HTMLResponse)
 def model_part(request: Request, name: str, db: SessionDep, _: ClassifyScope,
-               version: Annotated[int | None, Query(ge=1)] = None) -> HTMLResponse:
+               version: VersionQuery = None) -> HTMLResponse:
     return render(request, "model.html", **views.model_page(db, name, version))
 
 
