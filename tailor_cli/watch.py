@@ -14,13 +14,10 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from tailor_cli.client import Api, StreamBroken
+from tailor import Client, JobFailed
+from tailor.jobs import FINAL
 from tailor_cli.metrics import fmt
 from tailor_cli.render import esc, out, state_text
-
-FINAL = {"succeeded", "failed", "cancelled"}
-RECONNECTS = 20  # a dropped stream resumes from the last event id (Last-Event-ID)
-RECONNECT_PAUSE_S = 1.0
 
 
 class PhaseBars:
@@ -68,24 +65,19 @@ class PhaseBars:
             self.current = None
 
 
-def follow(api: Api, job_id: str) -> dict[str, Any]:
-    """Show the job's progress until it reaches a final state; return the final job."""
-    api.get(f"/jobs/{job_id}")  # a clean 404 before any display
+def follow(client: Client, job_id: str) -> dict[str, Any]:
+    """Show the job's progress until it reaches a final state; return the final job.
+
+    Raises:
+        TailorError: 404 for an unknown job (before any display); `stream_lost`.
+    """
+    client.jobs.get(job_id)  # a clean 404 before any display
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
                         TimeElapsedColumn(), TextColumn("{task.fields[info]}"),
                         console=out, disable=not out.is_terminal)
-    last_id: str | None = None
     with progress:
         bars = PhaseBars(progress)
-        for attempt in range(RECONNECTS + 1):
-            try:
-                for name, data in api.events(f"/jobs/{job_id}/events", last_id):
-                    if name == "end":
-                        return api.get(f"/jobs/{job_id}")
-                    last_id = data.get("_sse_id", last_id)
-                    bars.update(data)
-            except StreamBroken:
-                if attempt == RECONNECTS:
-                    raise
-            time.sleep(RECONNECT_PAUSE_S)
-    return api.get(f"/jobs/{job_id}")
+        try:
+            return client.jobs.wait(job_id, on_progress=bars.update)
+        except JobFailed as failed:
+            return failed.job

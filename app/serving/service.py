@@ -34,14 +34,17 @@ def check_request(body: ClassifyIn) -> None:
     """Refuse requests over the limits or with an invalid text, naming the item.
 
     Raises:
-        PayloadTooLarge: more than `max_classify_texts` texts.
+        PayloadTooLarge: more than `max_classify_texts` texts (the limit in
+            `details.max_texts`, so clients can split their lists).
         Invalid: a text over `max_text_chars` characters.
         InvalidText: an empty or invisible text, a lone surrogate, NUL, a text over the limit.
     """
     settings = get_settings()
     if len(body.texts) > settings.max_classify_texts:
         raise PayloadTooLarge(f"texts: {len(body.texts)} texts exceed the limit of "
-                              f"{settings.max_classify_texts} per request")
+                              f"{settings.max_classify_texts} per request",
+                              details={"field": "texts",
+                                       "max_texts": settings.max_classify_texts})
     for i, text in enumerate(body.texts):
         if len(text) > settings.max_text_chars:  # first: bounds the work of the next check
             raise Invalid(f"texts[{i}]", f"{len(text)} characters exceed the limit of "
