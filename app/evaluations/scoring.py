@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import numpy as np
 
@@ -62,7 +63,7 @@ async def score(pool: ModelPool, batcher: MicroBatcher, refs: RefCache, ref: str
 
 
 async def _classify_when_room(pool: ModelPool, batcher: MicroBatcher, refs: RefCache,
-                              body: ClassifyIn) -> dict:
+                              body: ClassifyIn) -> dict[str, Any]:
     deadline = time.monotonic() + QUEUE_PATIENCE_S
     while True:
         try:
