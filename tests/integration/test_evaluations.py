@@ -265,6 +265,10 @@ def test_bad_inputs_are_4xx_naming_the_item_and_owners_see_only_their_own(api: S
         everyone = {e["id"] for e in client.get("/evaluations", params={"limit": 500},
                                                 headers=auth(ADMIN)).json()["evaluations"]}
         assert {mine_id, theirs_id} <= everyone
+        by_admin = evaluate(client, "crisis", mine, key=ADMIN)  # admin keys use any dataset
+        assert by_admin.status_code == 201, by_admin.text
+        assert error(client.get(f"/evaluations/{by_admin.json()['id']}", headers=auth(OWNER)),
+                     404)["code"] == "not_found"
         page_html = client.get("/ui/parts/models/crisis", headers=auth(OWNER)).text
         assert mine_id in page_html and theirs_id not in page_html
     assert "Traceback" not in api.logs() and "unhandled error" not in api.logs()
