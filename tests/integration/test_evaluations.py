@@ -12,6 +12,7 @@ import pytest
 
 from tests.fixtures.tiny import CALM_TEXTS, CRISIS_TEXTS, corpus
 from tests.fixtures.versions import register_tiny
+from tests.integration.report import record_input
 from tests.support import Stack, embedded_home, make_env
 
 pytestmark = [pytest.mark.integration]
@@ -272,3 +273,9 @@ def test_bad_inputs_are_4xx_naming_the_item_and_owners_see_only_their_own(api: S
         page_html = client.get("/ui/parts/models/crisis", headers=auth(OWNER)).text
         assert mine_id in page_html and theirs_id not in page_html
     assert "Traceback" not in api.logs() and "unhandled error" not in api.logs()
+    record_input("eval rows whose labels are empty, unknown or of the wrong type",
+                 ["POST /evaluations"],
+                 ["'storm' and 'wildfire' (unknown to the version)",
+                  '["crisis", "calm"] (single-label version)', "a dataset without labels"],
+                 ["422 labels_unknown naming every unknown label with its rows",
+                  "422 labels_invalid naming the rows", "422 dataset_unlabeled"])
