@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     max_dataset_rows: int = 200_000
     max_text_chars: int = 20_000
     max_classify_texts: int = 256
+    # POST /evaluations scores synchronously, so the answer holds the result: a cap keeps a
+    # request within about a minute on a CPU (MiniLM-L6 serves a few hundred short texts/s).
+    max_evaluation_rows: int = Field(5_000, ge=1, description="Labeled rows one evaluation "
+                                     "scores at most (422 `dataset_too_large` beyond).")
 
     job_max_attempts: int = Field(3, ge=1)
     job_lease_seconds: int = Field(120, ge=1)

@@ -103,9 +103,10 @@ def models_part(request: Request, db: SessionDep, _: ClassifyScope) -> HTMLRespo
 
 
 @router.get("/parts/models/{name}", response_class=HTMLResponse)
-def model_part(request: Request, name: str, db: SessionDep, _: ClassifyScope,
+def model_part(request: Request, name: str, db: SessionDep, principal: ClassifyScope,
                version: VersionQuery = None) -> HTMLResponse:
-    return render(request, "model.html", **views.model_page(db, name, version))
+    return render(request, "model.html", **views.model_page(db, name, version),
+                  evaluations=views.evaluation_groups(db, principal, name))
 
 
 @router.get("/static/{name}")

@@ -11,6 +11,7 @@ from markupsafe import Markup
 from sqlalchemy.orm import Session
 
 from app.core.security import Principal
+from app.evaluations import service as evaluations
 from app.jobs import service as jobs
 from app.models import FINAL_STATES, JobEvent
 from app.models.base import utcnow
@@ -20,6 +21,7 @@ from tailor_cli.metrics import comparison, eval_report
 
 SIDES = ("teacher", "student")
 SHOWN_ELSEWHERE = {"teacher", "student", "prompts", "phases"}
+MAX_EVALUATIONS = 200  # newest evaluations of a model shown on its page
 MAX_EVENT_PAGES = 40  # events_after pages of 500: enough for hours of once-a-second progress
 # Raw HTML in a card is shown as text: cards quote user-supplied label names and prompts.
 _markdown = MarkdownIt("commonmark", {"html": False}).enable("table")
@@ -147,3 +149,21 @@ def model_page(db: Session, name: str, version: int | None) -> dict[str, Any]:
     return {"model": model, "version": detail, "aliases_of": by_version,
             "card_html": Markup(_markdown.render(detail["card"] or "")),
             **metric_sections(detail["metrics"])}
+
+
+def evaluation_groups(db: Session, viewer: Principal, name: str) -> list[dict[str, Any]]:
+    """The model's evaluations `viewer` may see, grouped by dataset (the most recently
+    scored dataset first; in a group, newest version first): `[{"dataset_id",
+    "dataset_name", "best": id of the highest macro-F1, "evaluations": [EvaluationOut]}]`."""
+    rows = evaluations.list_evaluations(db=db, viewer=viewer, model=name,
+                                        limit=MAX_EVALUATIONS, offset=0)
+    groups: dict[str, dict[str, Any]] = {}
+    for row in rows:  # newest first, so groups come in order of their latest evaluation
+        group = groups.setdefault(row.dataset_id, {"dataset_id": row.dataset_id,
+                                                   "dataset_name": row.dataset_name,
+                                                   "evaluations": []})
+        group["evaluations"].append(evaluations.evaluation_to_dict(row))
+    for group in groups.values():
+        group["evaluations"].sort(key=lambda e: -e["version"])  # stable: newest first within
+        group["best"] = max(group["evaluations"], key=lambda e: e["macro_f1"])["id"]
+    return list(groups.values())
