@@ -101,6 +101,22 @@ class RunWarningOut(BaseModel):
     message: str
 
 
+class ProgressDetailOut(BaseModel):
+    """Counts of the stage a running job is in, updated every few seconds (at most about
+    once a second): teacher texts during annotation, training steps during distillation."""
+
+    stage: Literal["annotate", "distill"]
+    done: int = Field(ge=0)
+    total: int = Field(ge=0, description="Expected units; for `annotate` the strategy's "
+                       "estimate of teacher calls (grows to `done` if it ran short).")
+    unit: Literal["texts", "steps"]
+    rate_per_s: float | None = Field(description="Units per second over the last 30 s; "
+                                                 "null until measured.")
+    eta_s: float | None = Field(description="Seconds left in this stage at that rate; null "
+                                            "while unknown.")
+    updated_at: datetime
+
+
 class ModelRef(BaseModel):
     name: str
     version: int
@@ -112,6 +128,8 @@ class JobOut(BaseModel):
     state: str
     phase: str | None
     progress: float = Field(ge=0, le=1)
+    progress_detail: ProgressDetailOut | None = Field(
+        None, description="While annotation or training runs: done of total, rate, ETA.")
     metrics: dict[str, Any]
     warnings: list[RunWarningOut] = Field(
         default_factory=list, description="Set when the job succeeds: degenerate results "

@@ -186,7 +186,9 @@ def events_after(*, db: Session, job_id: str, after_id: int) -> list[JobEvent]:
 def job_to_dict(job: Job) -> dict[str, Any]:
     return {
         "id": job.id, "name": job.name, "state": job.state, "phase": job.phase,
-        "progress": round(job.progress or 0.0, 4), "metrics": job.metrics or {},
+        "progress": round(job.progress or 0.0, 4),
+        "progress_detail": None if job.is_final else job.progress_detail,
+        "metrics": job.metrics or {},
         "warnings": job.warnings or [],
         "error": ({"code": job.error_code, "message": job.error_message or ""}
                   if job.error_code else None),
