@@ -88,6 +88,37 @@ class JobCreate(Strict):
     distillation: DistillationIn = Field(default_factory=DistillationIn)
 
 
+class PhaseEstimate(BaseModel):
+    seconds: float = Field(ge=0)
+
+
+class RateOut(BaseModel):
+    value: float
+    basis: Literal["measured on this worker class", "documented default"]
+
+
+class EstimateOut(BaseModel):
+    """What a job would cost, from the engine's own counts and measured or default rates."""
+
+    texts: int = Field(ge=0, description="Corpus texts plus labeled eval texts.")
+    teacher_calls: int = Field(ge=0, description="Teacher calls the strategy expects (texts "
+                               "already in the teacher cache cost less).")
+    training_steps: int = Field(ge=0, description="Student steps of the schedule (refine "
+                                "counted at its largest).")
+    phases: dict[Literal["annotate", "distill", "evaluate"], PhaseEstimate]
+    seconds: float = Field(ge=0, description="Sum of the phases, wall seconds on one worker.")
+    basis: Literal["measured on this worker class", "documented default"] = Field(
+        description="`measured on this worker class` when every rate came from recently "
+                    "succeeded jobs with the same teacher and student; see `rates`.")
+    rates: dict[str, RateOut] = Field(description="teacher_calls_per_s, teacher_load_s, "
+                                      "student_steps_per_s, student_ms_per_text.")
+
+
+class DryRunOut(BaseModel):
+    dry_run: Literal[True] = True
+    estimate: EstimateOut
+
+
 class JobError(BaseModel):
     code: str
     message: str

@@ -15,7 +15,7 @@ from app.core.db import lock_row
 from app.core.errors import Conflict, Invalid, NotFound, Unavailable
 from app.core.ownership import only_visible, visible
 from app.core.security import Principal
-from app.jobs import checks, lifecycle
+from app.jobs import checks, estimate, lifecycle
 from app.jobs.schemas import JobCreate
 from app.models import Dataset, Job, JobEvent, JobState
 from app.models.base import new_id, utcnow
@@ -125,6 +125,18 @@ def submit_job(*, db: Session, payload: JobCreate, principal: Principal,
         raise Unavailable(f"the job queue is unreachable ({type(exc).__name__}); "
                           "nothing was created, retry later", code="broker_unavailable") from exc
     return job, True
+
+
+def dry_run(*, db: Session, payload: JobCreate, principal: Principal) -> dict[str, Any]:
+    """Validate `payload` exactly as `submit_job` does and estimate its cost; create nothing
+    (no job row, no idempotency record, no message).
+
+    Returns `{"dry_run": True, "estimate": ...}` (shape in app.jobs.estimate.estimate_job).
+    Raises the same Invalid (422) a real submission of this payload would.
+    """
+    spec = normalized_spec(payload)
+    validate_spec(db, spec, principal)
+    return {"dry_run": True, "estimate": estimate.estimate_job(db, spec, engine_config(spec))}
 
 
 def _by_idempotency_key(db: Session, owner: str, key: str | None) -> Job | None:
