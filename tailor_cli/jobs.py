@@ -11,6 +11,7 @@ import typer
 import yaml
 
 from tailor_cli.client import Api, CliError, UsageError
+from tailor_cli.estimate import estimate_table
 from tailor_cli.render import esc, jobs_table, out, show_metrics, state_text
 from tailor_cli.watch import follow
 
@@ -146,6 +147,9 @@ def submit(ctx: typer.Context,
            epochs: Annotated[int | None, typer.Option()] = None,
            idempotency_key: Annotated[str | None, typer.Option()] = None,
            watch: Annotated[bool, typer.Option("--watch", help="follow it until it ends")]
+           = False,
+           dry_run: Annotated[bool, typer.Option(
+               "--dry-run", help="check the spec and print an estimate; create nothing")]
            = False) -> None:
     """Submit a job from a spec file and/or flags (flags override the file)."""
     api: Api = ctx.obj
@@ -154,6 +158,9 @@ def submit(ctx: typer.Context,
                               "labels": label, "instruction": instruction,
                               "multi_label": multi_label, "teacher": teacher, "prompts": prompt,
                               "student": student, "strategy": strategy, "epochs": epochs})
+    if dry_run:
+        out.print(estimate_table(api.post("/jobs", json=spec, params={"dry_run": "true"})))
+        return
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
     job = api.post("/jobs", json=spec, headers=headers)
     out.print(f"submitted job [bold]{esc(job['id'])}[/bold] "

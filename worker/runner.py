@@ -72,9 +72,9 @@ class JobProgress:
             raise lifecycle.LeaseLost(self.job_id)
         now = time.monotonic()
         step = (state, phase)
-        # Calls that carry metrics (losses) may be written more often than plain ticks.
-        interval = PROGRESS_MIN_INTERVAL_S / 4 if metrics else PROGRESS_MIN_INTERVAL_S
-        if step == self._last_step and now - self._last_write < interval:
+        # One write a second at most within a step, losses included (a fast GPU steps many
+        # times a second): the live loss chart thins out, the phase summary keeps them all.
+        if step == self._last_step and now - self._last_write < PROGRESS_MIN_INTERVAL_S:
             return
         self._last_write, self._last_step = now, step
         try:
