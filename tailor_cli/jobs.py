@@ -10,6 +10,7 @@ import typer
 
 from tailor import Client, TailorError, specs
 from tailor_cli.client import CliError, UsageError
+from tailor_cli.estimate import estimate_table
 from tailor_cli.render import esc, jobs_table, out, show_metrics, state_text
 from tailor_cli.watch import follow
 
@@ -90,6 +91,9 @@ def submit(ctx: typer.Context,
            epochs: Annotated[int | None, typer.Option()] = None,
            idempotency_key: Annotated[str | None, typer.Option()] = None,
            watch: Annotated[bool, typer.Option("--watch", help="follow it until it ends")]
+           = False,
+           dry_run: Annotated[bool, typer.Option(
+               "--dry-run", help="check the spec and print an estimate; create nothing")]
            = False) -> None:
     """Submit a job from a spec file and/or flags (flags override the file)."""
     client: Client = ctx.obj
@@ -98,6 +102,9 @@ def submit(ctx: typer.Context,
                               "labels": label, "instruction": instruction,
                               "multi_label": multi_label, "teacher": teacher, "prompts": prompt,
                               "student": student, "strategy": strategy, "epochs": epochs})
+    if dry_run:
+        out.print(estimate_table(client.jobs.create(spec, dry_run=True)))
+        return
     job = client.jobs.create(spec, idempotency_key=idempotency_key)
     out.print(f"submitted job [bold]{esc(job['id'])}[/bold] "
               f"({esc(job['name'])}, {esc(job['state'])})")

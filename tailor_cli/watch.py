@@ -16,6 +16,7 @@ from rich.progress import (
 
 from tailor import Client, JobFailed
 from tailor.jobs import FINAL
+from tailor_cli.estimate import duration
 from tailor_cli.metrics import fmt
 from tailor_cli.render import esc, out, state_text
 
@@ -34,8 +35,11 @@ class PhaseBars:
         state = event.get("state") or ""
         phase = event.get("phase") or state
         data = event.get("data") or {}
-        info = "  ".join(f"{k} {fmt(v)}" for k, v in data.items()
-                         if isinstance(v, int | float) and not isinstance(v, bool))
+        detail = data.get("progress_detail")
+        detail = detail if isinstance(detail, dict) else None
+        info = "  ".join([f"{k} {fmt(v)}" for k, v in data.items()
+                          if isinstance(v, int | float) and not isinstance(v, bool)]
+                         + ([detail_text(detail)] if detail else []))
         self.progress.update(self.overall, completed=event.get("progress") or 0.0,
                              description=f"overall · {esc(state)}")
         if state != self.state or phase != self.current:
@@ -55,6 +59,8 @@ class PhaseBars:
         task = self.phases[phase]
         if isinstance(data.get("phase_progress"), int | float):
             self.progress.update(task, total=1.0, completed=float(data["phase_progress"]))
+        elif detail and detail.get("stage") == "annotate":  # training bars go per phase
+            self.progress.update(task, total=detail["total"], completed=detail["done"])
         if info:
             self.progress.update(task, info=esc(info))
 
@@ -63,6 +69,13 @@ class PhaseBars:
             task = self.phases[self.current]
             self.progress.update(task, total=1.0, completed=1.0)
             self.current = None
+
+
+def detail_text(detail: dict[str, Any]) -> str:
+    """A job's progress_detail as `120/900 texts · 2.40/s · ETA 5m 25s`."""
+    rate = detail.get("rate_per_s")
+    return (f"{detail.get('done', 0):,}/{detail.get('total', 0):,} {detail.get('unit', '')}"
+            f" · {'—' if rate is None else f'{rate:.2f}'}/s · ETA {duration(detail.get('eta_s'))}")
 
 
 def follow(client: Client, job_id: str) -> dict[str, Any]:

@@ -64,16 +64,17 @@ class JobProgress:
         self._last_step: tuple[str, str] | None = None
 
     def __call__(self, state: str, phase: str, fraction: float,
-                 metrics: dict[str, Any] | None = None) -> None:
+                 metrics: dict[str, Any] | None = None,
+                 detail: dict[str, Any] | None = None) -> None:
         from worker.distill.engine import Cancelled
 
         if self.heartbeat.lost.is_set():
             raise lifecycle.LeaseLost(self.job_id)
         now = time.monotonic()
         step = (state, phase)
-        # Calls that carry metrics (losses) may be written more often than plain ticks.
-        interval = PROGRESS_MIN_INTERVAL_S / 4 if metrics else PROGRESS_MIN_INTERVAL_S
-        if step == self._last_step and now - self._last_write < interval:
+        # One write a second at most within a step, losses included (a fast GPU steps many
+        # times a second): the live loss chart thins out, the phase summary keeps them all.
+        if step == self._last_step and now - self._last_write < PROGRESS_MIN_INTERVAL_S:
             return
         self._last_write, self._last_step = now, step
         try:
@@ -81,11 +82,20 @@ class JobProgress:
                 if lifecycle.is_cancel_requested(db, self.job_id):
                     raise Cancelled()
                 lifecycle.advance(db, self.job_id, self.owner, state=state, phase=phase,
-                                  progress=fraction, event_data=metrics)
+                                  progress=fraction, progress_detail=detail,
+                                  event_data=_event_data(metrics, detail))
         except UNAVAILABLE:
             # A database outage must not throw away hours of work: keep computing. The lease
             # decides: if it expires meanwhile, the next write raises LeaseLost.
             log.warning("progress for %s not recorded (database unavailable)", self.job_id)
+
+
+def _event_data(metrics: dict[str, Any] | None, detail: dict[str, Any] | None
+                ) -> dict[str, Any] | None:
+    """A progress event's data: the step's metrics (losses) and the stage's counts."""
+    if detail is None:
+        return metrics
+    return {**(metrics or {}), "progress_detail": detail}
 
 
 def run_job(job_id: str) -> str:

@@ -68,11 +68,16 @@ def renew(db: Session, job_id: str, owner: str, lease_seconds: int) -> bool:
 
 def advance(db: Session, job_id: str, owner: str, *, state: str, phase: str | None,
             progress: float, metrics: dict[str, Any] | None = None,
+            progress_detail: dict[str, Any] | None = None,
             event_data: dict[str, Any] | None = None) -> Job:
-    """Record progress (and a state change) for a job we hold; return the fresh row."""
+    """Record progress (and a state change) for a job we hold; return the fresh row.
+
+    `progress_detail` replaces the stored one (`{"stage", "done", "total", "unit",
+    "rate_per_s", "eta_s", "updated_at"}`, or None outside a counted stage)."""
     job = hold(db, job_id, owner)
     changed = job.state != state
     job.state, job.phase, job.progress = state, phase, progress
+    job.progress_detail = progress_detail
     if metrics is not None:
         job.metrics = {**(job.metrics or {}), **metrics}
     record_event(db, job, "state" if changed else "progress", event_data)
@@ -102,6 +107,7 @@ def set_final(db: Session, job: Job, *, state: str, error: tuple[str, str] | Non
     """Write a final state onto a locked job row and log it; the caller commits."""
     job.state = state
     job.finished_at = utcnow()
+    job.progress_detail = None  # counts describe a running stage; a final job has none
     job.lease_owner, job.lease_expires_at = None, None
     if state == JobState.SUCCEEDED:
         job.progress = 1.0

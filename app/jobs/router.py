@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from app.core.db import session_scope
@@ -17,7 +17,7 @@ from app.core.params import DEFAULT_LIST_LIMIT, LimitQuery, OffsetQuery
 from app.core.security import Principal
 from app.core.strict_json import StrictJsonRoute
 from app.jobs import service
-from app.jobs.schemas import JobCreate, JobList, JobOut
+from app.jobs.schemas import DryRunOut, JobCreate, JobList, JobOut
 from app.models import FINAL_STATES, JobState
 from worker.celery_app import enqueue_job
 
@@ -27,9 +27,20 @@ SSE_KEEPALIVE_SECONDS = 15
 
 
 @router.post("", status_code=202, response_model=JobOut,
-             summary="Submit a distillation job (202; honours Idempotency-Key)")
+             summary="Submit a distillation job (202; honours Idempotency-Key)",
+             responses={200: {"model": DryRunOut,
+                              "description": "dry_run=true: valid; the estimate. Nothing "
+                                             "was created."}})
 def submit_job(payload: JobCreate, response: Response, db: SessionDep, principal: TrainScope,
-               idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> Any:
+               idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+               dry_run: Annotated[bool, Query(
+                   description="Validate as a real submission does and answer 200 with an "
+                               "estimate (texts, teacher calls, seconds per phase); create "
+                               "nothing. Idempotency-Key is ignored.")] = False) -> Any:
+    if dry_run:
+        body = DryRunOut.model_validate(service.dry_run(db=db, payload=payload,
+                                                        principal=principal))
+        return JSONResponse(body.model_dump(mode="json"), status_code=200)
     job, _created = service.submit_job(db=db, payload=payload, principal=principal,
                                        idempotency_key=idempotency_key, enqueue=enqueue_job)
     response.headers["Location"] = f"/jobs/{job.id}"

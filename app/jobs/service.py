@@ -15,7 +15,7 @@ from app.core.db import lock_row
 from app.core.errors import Conflict, Invalid, NotFound, Unavailable
 from app.core.ownership import only_visible, visible
 from app.core.security import Principal
-from app.jobs import checks, lifecycle
+from app.jobs import checks, estimate, lifecycle
 from app.jobs.schemas import JobCreate
 from app.models import Dataset, Job, JobEvent, JobState
 from app.models.base import new_id, utcnow
@@ -127,6 +127,18 @@ def submit_job(*, db: Session, payload: JobCreate, principal: Principal,
     return job, True
 
 
+def dry_run(*, db: Session, payload: JobCreate, principal: Principal) -> dict[str, Any]:
+    """Validate `payload` exactly as `submit_job` does and estimate its cost; create nothing
+    (no job row, no idempotency record, no message).
+
+    Returns `{"dry_run": True, "estimate": ...}` (shape in app.jobs.estimate.estimate_job).
+    Raises the same Invalid (422) a real submission of this payload would.
+    """
+    spec = normalized_spec(payload)
+    validate_spec(db, spec, principal)
+    return {"dry_run": True, "estimate": estimate.estimate_job(db, spec, engine_config(spec))}
+
+
 def _by_idempotency_key(db: Session, owner: str, key: str | None) -> Job | None:
     return db.scalar(select(Job).where(Job.owner == owner, Job.idempotency_key == key))
 
@@ -186,7 +198,9 @@ def events_after(*, db: Session, job_id: str, after_id: int) -> list[JobEvent]:
 def job_to_dict(job: Job) -> dict[str, Any]:
     return {
         "id": job.id, "name": job.name, "state": job.state, "phase": job.phase,
-        "progress": round(job.progress or 0.0, 4), "metrics": job.metrics or {},
+        "progress": round(job.progress or 0.0, 4),
+        "progress_detail": None if job.is_final else job.progress_detail,
+        "metrics": job.metrics or {},
         "warnings": job.warnings or [],
         "error": ({"code": job.error_code, "message": job.error_message or ""}
                   if job.error_code else None),

@@ -59,6 +59,9 @@ class Job(Owned, Base):
     # should not be trusted as they stand; an alias moves onto a warned version only by force.
     warnings: Mapped[list[dict[str, str]]] = mapped_column(JSONType, default=list,
                                                            server_default=text("'[]'"))
+    # While a counted stage runs (worker/distill/progress.py): `{"stage", "done", "total",
+    # "unit", "rate_per_s", "eta_s", "updated_at"}`; None before, between and after.
+    progress_detail: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
     model_name: Mapped[str | None] = mapped_column(String(64))

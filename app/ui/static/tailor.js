@@ -118,9 +118,29 @@ function showEvent(scope, ev) {
   if (bar && typeof ev.progress === 'number') bar.value = ev.progress;
   const pct = scope.querySelector('[data-field=percent]');
   if (pct && typeof ev.progress === 'number') pct.textContent = `${Math.round(100 * ev.progress)}%`;
+  const detail = scope.querySelector('[data-field=detail]');
+  if (detail) detail.textContent = detailText(ev.data && ev.data.progress_detail);
   const live = scope.querySelector('[data-field=live]');
   const loss = ev.data && ev.data.loss;
   if (live && typeof loss === 'number') live.textContent = `loss ${loss.toFixed(4)}`;
+}
+
+// A running stage's counts, as app/ui/templates/_progress.html renders them:
+// "120/900 texts · 2.40/s · ETA 5m 25s"; '' outside a counted stage.
+function duration(seconds) {
+  if (seconds === null || seconds === undefined) return '—';
+  const s = Math.max(0, Math.round(seconds));
+  const pad = (n) => String(n).padStart(2, '0');
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ${pad(s % 60)}s`;
+  return `${Math.floor(s / 3600)}h ${pad(Math.floor((s % 3600) / 60))}m`;
+}
+
+function detailText(d) {
+  if (!d) return '';
+  const rate = d.rate_per_s === null ? '—' : d.rate_per_s.toFixed(2);
+  return `${d.done.toLocaleString('en-US')}/${d.total.toLocaleString('en-US')} ${d.unit} · ` +
+    `${rate}/s · ETA ${duration(d.eta_s)}`;
 }
 
 // ---- pages ---------------------------------------------------------------------------
