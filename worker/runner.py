@@ -98,8 +98,12 @@ def _event_data(metrics: dict[str, Any] | None, detail: dict[str, Any] | None
     return {**(metrics or {}), "progress_detail": detail}
 
 
-def run_job(job_id: str) -> str:
-    """Run a job to a final state (or give it back); return what happened, for logs."""
+def run_job(job_id: str, node: str | None = None) -> str:
+    """Run a job to a final state (or give it back); return what happened, for logs.
+
+    `node` is the Celery node name of the worker running it (`tailor-<pid>@<host>`), recorded
+    on the job as its `worker`; None (a direct call) records the lease owner id instead.
+    """
     from worker.distill.config import ConfigError
     from worker.distill.engine import Cancelled, DistillData, EngineError, run
     from worker.distill.sources import ModelSourceError
@@ -117,11 +121,13 @@ def run_job(job_id: str) -> str:
             return "unknown job"
         if job.is_final:
             return f"already {job.state}"
-        claimed = lifecycle.claim(db, job_id, owner, settings.job_lease_seconds)
+        claimed = lifecycle.claim(db, job_id, owner, settings.job_lease_seconds, worker=node)
         if claimed is None:
             # Held by a live worker, or cancelled / out of attempts while stranded: either
             # way the holder or the sweeper settles it; this message has nothing to do.
             return HELD
+        log.info("job %s claimed by %s (attempt %d of %d)", job_id, claimed.worker,
+                 claimed.attempts, claimed.max_attempts)
         spec, attempts = claimed.spec, claimed.attempts
         submitted = (claimed.owner, claimed.created_at)
         corpus = [t for t, _ in read_records(db=db, dataset_id=spec["data"]["dataset_id"])]

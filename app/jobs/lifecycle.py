@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from app.core.db import lock_row
 from app.models import FINAL_STATES, Job, JobEvent, JobState
 from app.models.base import utcnow
+from app.models.job import WORKER_NAME_MAX
 
 NON_FINAL = [s.value for s in JobState if s not in FINAL_STATES]
 
@@ -24,10 +25,13 @@ def record_event(db: Session, job: Job, kind: str, data: dict[str, Any] | None =
                     progress=job.progress, data=data))
 
 
-def claim(db: Session, job_id: str, owner: str, lease_seconds: int) -> Job | None:
+def claim(db: Session, job_id: str, owner: str, lease_seconds: int,
+          worker: str | None = None) -> Job | None:
     """Take the job's lease if nobody holds a live one and attempts remain; count the attempt.
 
-    None if another worker holds it, it is final or cancelled, or its attempts are spent.
+    `owner` is the lease holder's unique id; `worker` its Celery node name, shown on the job
+    (default: `owner`). None if another worker holds it, it is final or cancelled, or its
+    attempts are spent.
     """
     now = utcnow()
     result = db.execute(
@@ -36,13 +40,15 @@ def claim(db: Session, job_id: str, owner: str, lease_seconds: int) -> Job | Non
                Job.attempts < Job.max_attempts,
                or_(Job.lease_owner.is_(None), Job.lease_expires_at < now))
         .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_seconds),
-                attempts=Job.attempts + 1, started_at=now, updated_at=now))
+                worker=(worker or owner)[:WORKER_NAME_MAX], attempts=Job.attempts + 1,
+                started_at=now, updated_at=now))
     if result.rowcount != 1:  # type: ignore[attr-defined]
         db.commit()
         return None
     job = db.get(Job, job_id, populate_existing=True)
     assert job is not None
-    record_event(db, job, "claimed", {"owner": owner, "attempt": job.attempts})
+    record_event(db, job, "claimed", {"owner": owner, "worker": job.worker,
+                                      "attempt": job.attempts})
     db.commit()
     return job
 

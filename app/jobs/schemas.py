@@ -172,6 +172,14 @@ class JobOut(BaseModel):
     spec: dict[str, Any]
     owner: str = Field(description="Id of the API key that submitted it ('local' with auth "
                                    "off, 'admin' for jobs older than ownership).")
+    worker: str | None = Field(
+        None, description="Celery node name (`tailor-<pid>@<host>`) of the worker that "
+        "claimed the job: it holds the lease until `lease_expires_at` (renewed while it "
+        "runs); once the job is final, or back in the queue after its worker died, the last "
+        "one that ran it. Null until a worker claims it.")
+    lease_expires_at: datetime | None = Field(
+        None, description="When the worker's lease runs out unless renewed; null when no "
+        "worker holds the job.")
     created_at: datetime
     updated_at: datetime
     started_at: datetime | None

@@ -207,7 +207,7 @@ def job_to_dict(job: Job) -> dict[str, Any]:
         "model": ({"name": job.model_name, "version": job.model_version}
                   if job.model_version is not None else None),
         "attempts": job.attempts, "cancel_requested": job.cancel_requested, "spec": job.spec,
-        "owner": job.owner,
+        "owner": job.owner, "worker": job.worker, "lease_expires_at": job.lease_expires_at,
         "created_at": job.created_at, "updated_at": job.updated_at,
         "started_at": job.started_at, "finished_at": job.finished_at,
     }
