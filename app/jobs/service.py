@@ -90,8 +90,10 @@ def validate_spec(db: Session, spec: dict[str, Any], viewer: Principal) -> None:
     checks.check_submission(db, spec, cfg)
 
 
-def lock_datasets(db: Session, spec: dict[str, Any], viewer: Principal) -> None:
-    """Take the row locks of the datasets a job names, and check again that they exist.
+def lock_datasets(db: Session, spec: dict[str, Any], viewer: Principal, *,
+                  lock: bool = True) -> None:
+    """Take the row locks of the datasets a job names (unless `lock` is False), and check
+    again that they exist.
 
     DELETE /datasets takes the same lock (app.datasets.service.delete_dataset) before it
     looks for jobs that use the dataset, so a dataset being deleted is never picked by a new
@@ -102,7 +104,9 @@ def lock_datasets(db: Session, spec: dict[str, Any], viewer: Principal) -> None:
     """
     for field in ("dataset_id", "eval_dataset_id"):
         dataset_id = spec["data"].get(field)
-        if dataset_id and visible(lock_row(db, Dataset, dataset_id), viewer) is None:
+        row = (lock_row(db, Dataset, dataset_id) if lock
+               else db.get(Dataset, dataset_id, populate_existing=True)) if dataset_id else None
+        if dataset_id and visible(row, viewer) is None:
             raise Invalid(f"data.{field}", f"no dataset with id {dataset_id!r}",
                           code="dataset_not_found")
 
@@ -117,7 +121,12 @@ def submit_job(*, db: Session, payload: JobCreate, principal: Principal,
         existing = _by_idempotency_key(db, principal.key_id, idempotency_key)
         if existing is not None:
             return _replay(existing, request_hash), False
-    validate_spec(db, spec, principal)
+    try:
+        validate_spec(db, spec, principal)
+    except Invalid:
+        # A dataset deleted while the checks read it looks empty to them: name the cause.
+        lock_datasets(db, spec, principal, lock=False)
+        raise
     lock_datasets(db, spec, principal)  # held until commit: a delete cannot slip in between
     job = Job(id=new_id("job"), name=payload.name, state=JobState.QUEUED, progress=0.0,
               spec=spec, metrics={}, attempts=0, max_attempts=get_settings().job_max_attempts,
