@@ -21,7 +21,7 @@ from app.core.db import UNAVAILABLE, session_scope
 from app.core.errors import AppError
 from app.core.secrets import redact
 from app.datasets.service import read_records
-from app.jobs import lifecycle
+from app.jobs import files, lifecycle
 from app.jobs.service import engine_config
 from app.models import Job, JobState
 from app.registry.service import register_version
@@ -194,4 +194,4 @@ def _finish(job_id: str, owner: str, state: str, error: tuple[str, str]) -> None
 
 def job_workdir(job_id: str) -> Path:
     """Where a job keeps its checkpoints and student files (inside the artifact store)."""
-    return get_settings().artifacts / "jobs" / job_id
+    return files.job_workdir(job_id)

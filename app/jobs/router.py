@@ -1,4 +1,4 @@
-"""HTTP routes for jobs: submit, list, get, Server-Sent Events, cancel."""
+"""HTTP routes for jobs: submit, list, get, Server-Sent Events, cancel, delete."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from app.core.deps import SessionDep, TrainScope
 from app.core.params import DEFAULT_LIST_LIMIT, LimitQuery, OffsetQuery
 from app.core.security import Principal
 from app.core.strict_json import StrictJsonRoute
-from app.jobs import service
+from app.jobs import files, service
 from app.jobs.schemas import DryRunOut, JobCreate, JobList, JobOut
 from app.models import FINAL_STATES, JobState
 from worker.celery_app import enqueue_job
@@ -67,6 +67,17 @@ def get_job(job_id: str, db: SessionDep, principal: TrainScope) -> Any:
 @router.post("/{job_id}/cancel", response_model=JobOut, summary="Cancel (409 if already final)")
 def cancel_job(job_id: str, db: SessionDep, principal: TrainScope) -> Any:
     return service.job_to_dict(service.cancel_job(db=db, job_id=job_id, viewer=principal))
+
+
+@router.delete("/{job_id}", status_code=204, response_class=Response,
+               summary="Delete a final job, its events and work files (never a registered "
+                       "version's artifacts)",
+               responses={404: {"description": "no such job (or another key's)"},
+                          409: {"description": "`job_not_final`: cancel it first"}})
+def delete_job(job_id: str, db: SessionDep, principal: TrainScope) -> Response:
+    kept = service.delete_job(db=db, job_id=job_id, viewer=principal)
+    files.remove_work_files(job_id, keep=kept)
+    return Response(status_code=204)
 
 
 @router.get("/{job_id}/events", summary="Server-Sent Events: state changes and progress",

@@ -11,6 +11,7 @@ from markupsafe import Markup
 from sqlalchemy.orm import Session
 
 from app.core.security import Principal
+from app.datasets import service as datasets
 from app.evaluations import service as evaluations
 from app.jobs import service as jobs
 from app.models import FINAL_STATES, JobEvent
@@ -137,8 +138,53 @@ def jobs_page(db: Session, viewer: Principal, limit: int, offset: int) -> dict[s
             "prev_offset": max(0, offset - limit) if offset else None}
 
 
+def submit_page(db: Session, viewer: Principal, from_job: str | None) -> dict[str, Any]:
+    """The submit form, prefilled with the spec of `from_job` (a clone) or a skeleton.
+
+    Raises:
+        NotFound: `from_job` absent or another key's (404, as GET /jobs/{id}).
+    """
+    if from_job is None:
+        return {"source": None, "spec": SPEC_SKELETON}
+    job = jobs.get_job(db=db, job_id=from_job, viewer=viewer)
+    return {"source": job.id, "spec": job.spec}
+
+
+# What a new (not cloned) job starts from: the three required fields (DESIGN.md section 3).
+SPEC_SKELETON: dict[str, Any] = {
+    "name": "crisis",
+    "task": {"labels": [{"name": "crisis", "description": "a disaster or emergency"},
+                        {"name": "not_crisis", "description": "anything else"}]},
+    "data": {"dataset_id": "ds_..."}}
+
+
+def datasets_page(db: Session, viewer: Principal, limit: int, offset: int) -> dict[str, Any]:
+    """The datasets `viewer` may see, newest first, each with the ids of the jobs that are
+    not final and use it (those the viewer may see): such a dataset cannot be deleted yet."""
+    rows = datasets.list_datasets(db=db, viewer=viewer, limit=limit, offset=offset)
+    return {"datasets": [{**d.summary(), "in_use": [j.id for j in datasets.jobs_using(db, d.id)
+                                                     if viewer.may_see(j.owner)]}
+                         for d in rows],
+            "next_offset": offset + limit if len(rows) == limit else None,
+            "prev_offset": max(0, offset - limit) if offset else None}
+
+
+def export_links(detail: dict[str, Any]) -> list[dict[str, str]]:
+    """Download links for a version's exports: `[{"format", "href"}]`.
+
+    Hook for exports (DESIGN.md section 8, GET .../versions/{v}/export?format=onnx|hf), not
+    built yet: once the version detail lists its exports, return one link per format here
+    and the model page shows them; until then there is nothing to download and no link.
+    """
+    return [{"format": f, "href": f"/models/{detail['name']}/versions/{detail['version']}"
+                                  f"/export?format={f}"}
+            for f in detail.get("exports") or []]
+
+
 def model_page(db: Session, name: str, version: int | None) -> dict[str, Any]:
-    model = registry.get_model(db=db, name=name)
+    """A model's versions (archived ones too: they can be unarchived or deleted here), its
+    aliases, and the chosen version (default: the latest live one) in full."""
+    model = registry.get_model(db=db, name=name, include_archived=True)
     chosen = version or model["latest_version"]
     if chosen is None:
         return {"model": model, "version": None}
@@ -147,6 +193,7 @@ def model_page(db: Session, name: str, version: int | None) -> dict[str, Any]:
     for alias, v in model["aliases"].items():
         by_version.setdefault(v, []).append(alias)
     return {"model": model, "version": detail, "aliases_of": by_version,
+            "exports": export_links(detail),
             "card_html": Markup(_markdown.render(detail["card"] or "")),
             **metric_sections(detail["metrics"])}
 
