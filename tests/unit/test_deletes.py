@@ -211,7 +211,7 @@ def test_a_model_name_stays_with_its_holder_when_its_first_job_and_version_go(em
             refuse_taken_name(db, "floods", B)
 
 
-def test_migration_0008_records_the_holder_the_old_rule_named(tmp_path, monkeypatch):
+def test_migration_0009_records_the_holder_the_old_rule_named(tmp_path, monkeypatch):
     from sqlalchemy import text
 
     from app.core.migrate import upgrade
