@@ -39,6 +39,8 @@ class TeacherIn(Strict):
     probe_size: int = Field(96, ge=8, le=10_000)
     max_prompts: int = Field(1, ge=1, le=16)
     extra_labelers: list[Literal["embedding"]] = Field(default_factory=lambda: ["embedding"])
+    label_model: Literal["auto", "gaussian", "weighted", "dawid_skene"] = Field(
+        "auto", description="How annotators are combined; auto: chosen per job without labels.")
     reprompt: bool = True
     reprompt_fraction: float = Field(0.15, ge=0, le=1)
     reprompt_confidence: float = Field(0.65, ge=0, le=1)
@@ -72,8 +74,12 @@ class DistillationIn(Strict):
     temperature: float = Field(2.0, ge=0.5, le=20)
     holdout_fraction: float = Field(0.15, gt=0, lt=0.5)
     seed: int = Field(0, ge=0, le=2**32 - 1, description="Random seed (numpy's range).")
-    representations: bool = True
-    progressive: bool = True
+    representations: bool | Literal["auto"] = Field(
+        "auto", description="Align with the teacher's hidden states; auto: where they pay.")
+    progressive: bool | Literal["auto"] = Field(
+        "auto", description="align -> easy -> full -> refine; auto: where the easy phase pays.")
+    self_training_rounds: int = Field(
+        2, ge=0, le=5, description="Rounds in which the student joins the label model.")
     align_loss: Literal["contrastive", "mse"] = "contrastive"
     easy_fraction: float = Field(0.5, ge=0.05, le=1)
 

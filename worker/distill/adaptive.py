@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from worker.distill import decisions
+from worker.distill import judge as jd
 from worker.distill import label_model as lm
 from worker.distill.annotate import annotate_each
 from worker.distill.config import EngineConfig
@@ -26,7 +28,8 @@ from worker.distill.prompts import Prompt, few_shot, prompt_pool
 from worker.distill.strategies import Annotation, Context, register
 from worker.distill.teacher import TeacherError
 
-SKILL_FLOOR = 0.02  # estimated balanced accuracy above chance below which a prompt is noise
+SKILL_FLOOR = 0.02  # a prompt scoring this little on the probe is noise
+BOOTSTRAP_ROUNDS = 50  # resamples of the probe behind each prompt score's spread
 MIN_DS_ANNOTATORS = 3  # Dawid-Skene is not identifiable with fewer annotators
 FEW_SHOT_MIX = 0.5  # a re-asked text's label: half the ensemble, half the few-shot answer
 CONFIDENT_SHARE = 0.5  # demonstrations come from the most confident half of the corpus
@@ -53,6 +56,8 @@ class GroupResult:
     record: list[dict[str, Any]]
     label_model: str
     prior: list[float]
+    judge: dict[str, Any]  # every label model's criterion and prior, which one was chosen
+    annotators: list[jd.Annotator]  # what the judge combined (self-training adds the student)
 
 
 def confidence(probs: np.ndarray, multi_label: bool) -> np.ndarray:
@@ -68,6 +73,7 @@ class Adaptive:
     """Adaptive prompting + progressive distillation (the default strategy)."""
 
     name = "adaptive"
+    self_trains = True  # the student joins the label model (worker/distill/self_training.py)
 
     # ------------------------------------------------------------------ annotation
     def annotate(self, ctx: Context, texts: list[str], n_corpus: int) -> Annotation:
@@ -87,13 +93,24 @@ class Adaptive:
         else:
             probs = results[0].probs
         reprompted = np.zeros(len(texts), dtype=bool)
+        ref = np.arange(n_corpus)
         if cfg.teacher.reprompt and cfg.teacher.demos and embeddings is not None:
             for g, res in enumerate(results):
-                col = res.probs
-                asked = self._reprompt(ctx, res, col, texts, n_corpus, embeddings)
-                reprompted |= asked
+                chosen, fresh = self._reprompt(ctx, res, res.probs, texts, n_corpus, embeddings)
+                if not len(chosen):
+                    continue
+                # The few-shot answer improves the teacher's own answer on those texts; the
+                # judge then combines it with the other annotators as before.
+                first = res.annotators[0]
+                first.probs[chosen] = ((1 - FEW_SHOT_MIX) * first.probs[chosen]
+                                       + FEW_SHOT_MIX * fresh)
+                res.probs = jd.fit(res.label_model, res.annotators, ref,
+                                   cfg.distillation.seed).posterior
+                reprompted[chosen] = True
                 if task.multi_label:
-                    probs[:, g] = col[:, 0]
+                    probs[:, g] = res.probs[:, 0]
+                else:
+                    probs = res.probs
         best = results[0].few_shot_prompt
         record = {
             "prompts": [p for r in results for p in r.record],
@@ -103,10 +120,16 @@ class Adaptive:
             "label_model": sorted({r.label_model for r in results}),
             "estimated_prior": [r.prior for r in results],
             "extra_labelers": [name for name, _ in extras],
+            "judge": [r.judge for r in results],
+            "annotators": [[{"name": a.name, "source": a.source} for a in r.annotators]
+                           for r in results],
             "reprompted": int(reprompted.sum()),
             "reprompted_corpus": int(reprompted[:n_corpus].sum()),
         }
         extra = {"reprompted": reprompted.astype(np.float32)}
+        for g, res in enumerate(results):  # what the judge combined, for self-training
+            for i, a in enumerate(res.annotators):
+                extra[f"annotator.{g}.{i}"] = a.probs.astype(np.float32)
         if embeddings is not None:
             extra["embeddings"] = embeddings
         return Annotation(probs, results[0].hidden, record, extra)
@@ -122,7 +145,8 @@ class Adaptive:
     def _group(self, ctx: Context, group: list[Prompt], texts: list[str], n_corpus: int,
                probe: np.ndarray, extras: list[tuple[str, np.ndarray]],
                want_hidden: bool) -> GroupResult:
-        """Judge every prompt on the probe, keep the best, label every text with them."""
+        """Judge every prompt on the probe, keep the best, label every text with the judge."""
+        cfg = ctx.cfg
         probe_texts = [texts[i] for i in probe]
         judged, skipped = [], []
         for i, prompt in enumerate(group):
@@ -134,34 +158,32 @@ class Adaptive:
                 skipped.append({"name": prompt.name, "id": prompt.id, "kept": False,
                                 "weight": 0.0, "skipped": exc.message})
         k = judged[0].probe_probs.shape[1]
-        # Every candidate (and extra labeler) has answered the probe: a label model over all
-        # of them estimates how often each one is right, without a single gold label.
-        annotators = [j.probe_probs for j in judged] + [p[probe] for _, p in extras]
-        skill, prior = self._estimate_skill(annotators, k)
-        for j, s_ in zip(judged, skill, strict=False):
-            j.skill = float(s_)
+        ranking = self._rank_prompts(judged, [p[probe] for _, p in extras], k,
+                                     cfg.distillation.seed)
         judged.sort(key=lambda j: -j.skill)
         useful = [j for j in judged if j.skill > SKILL_FLOOR]
-        kept = useful[: ctx.cfg.teacher.max_prompts] or judged[:1]
-        names, probs, skills, hidden = [], [], [], None
+        kept = useful[: cfg.teacher.max_prompts] or judged[:1]
+        annotators, hidden = [], None
         for i, j in enumerate(kept):
             scores = ctx.scores(j.prompt, texts, want_hidden and i == 0)
             p = lm.normalize(np.exp(scores.logprobs - scores.logprobs.max(1, keepdims=True)))
-            probs.append(lm.calibrate(p, j.content_free) if j.calibrated else p)
-            names.append(j.prompt.name)
-            skills.append(j.skill)
+            annotators.append(jd.Annotator(j.prompt.name, "teacher",
+                                           lm.calibrate(p, j.content_free) if j.calibrated
+                                           else p))
             hidden = scores.hidden if i == 0 else hidden
-        extra_skill = skill[len(judged):]
-        for (name, p), s_ in zip(extras, extra_skill, strict=True):
-            names.append(name)
-            probs.append(p)
-            skills.append(float(s_))
-        weights = np.clip(np.asarray(skills), SKILL_FLOOR / 10, None)
-        weights = weights / weights.sum()
-        combined = lm.combine(probs, weights)
+        annotators += [jd.Annotator(name, name, p) for name, p in extras]
+        ref = np.arange(n_corpus)
+        chosen, fitted = jd.judge(annotators, ref, choose=cfg.teacher.label_model,
+                                  seed=cfg.distillation.seed)
+        spread = jd.bootstrap_skill(chosen.model, annotators, ref,
+                                    seed=cfg.distillation.seed)
+        weights = np.clip(chosen.skill - 1.0 / k, 0.0, None)
+        weights = weights / weights.sum() if weights.sum() > 0 else weights
+        matched = [jd.match_prior(a.probs, chosen.prior, ref) for a in annotators]
         dispute = np.zeros(len(texts), dtype=bool)
-        for p in probs[1:]:
-            dispute |= p.argmax(1) != probs[0].argmax(1)
+        for m in matched:
+            dispute |= m.argmax(1) != chosen.posterior.argmax(1)
+        names = [a.name for a in annotators]
         record: list[dict[str, Any]] = list(skipped)
         for j in judged:
             entry: dict[str, Any] = {"name": j.prompt.name, "id": j.prompt.id,
@@ -169,53 +191,99 @@ class Adaptive:
                                      "options": list(j.prompt.options),
                                      "kind": j.prompt.kind, "prefixes": list(j.prompt.prefixes),
                                      "mutual_information": round(j.mi, 5),
-                                     "estimated_balanced_accuracy": round(j.skill + 1 / k, 4),
+                                     "probe_agreement": round(j.skill, 4),
+                                     "probe_agreement_spread": round(
+                                         ranking["spread"].get(j.prompt.name, 0.0), 4),
                                      "calibrated": j.calibrated,
                                      "content_free": [round(float(x), 4) for x in j.content_free],
                                      "kept": j.prompt.name in names, "weight": 0.0}
             if j.prompt.name in names:
-                entry["weight"] = round(float(weights[names.index(j.prompt.name)]), 4)
+                at = names.index(j.prompt.name)
+                entry["estimated_balanced_accuracy"] = round(float(chosen.skill[at]), 4)
+                entry["skill_spread"] = round(float(spread[at]), 4)
+                entry["weight"] = round(float(weights[at]), 4)
             record.append(entry)
-        for (name, _), s_ in zip(extras, extra_skill, strict=True):
+        for at, (name, _) in enumerate(extras, start=len(kept)):
             record.append({"name": name, "id": name, "template": None, "label": None,
                            "kind": "labeler", "kept": True,
-                           "estimated_balanced_accuracy": round(float(s_) + 1 / k, 4),
-                           "weight": round(float(weights[names.index(name)]), 4)})
+                           "estimated_balanced_accuracy": round(float(chosen.skill[at]), 4),
+                           "skill_spread": round(float(spread[at]), 4),
+                           "weight": round(float(weights[at]), 4)})
         questions = [j.prompt for j in judged if j.prompt.kind == "choice"] or [group[0]]
-        how = f"dawid_skene on {len(probe)} probe texts, {len(annotators)} annotators"
-        return GroupResult(combined, hidden, kept[0], questions[0], dispute, record, how,
-                           [round(float(x), 4) for x in prior])
+        judge_record = {
+            "chosen": chosen.model, "requested": cfg.teacher.label_model,
+            "ranked_prompts_by": ranking["by"], "probe_size": int(len(probe)),
+            "fitted_on": int(n_corpus),
+            "candidates": [{"model": f.model, "criterion": (None if f.criterion is None
+                                                            else round(f.criterion, 4)),
+                            "per_source": f.per_source,
+                            "prior": [round(float(x), 4) for x in f.prior]}
+                           for f in fitted],
+        }
+        return GroupResult(chosen.posterior, hidden, kept[0], questions[0], dispute, record,
+                           chosen.model, [round(float(x), 4) for x in chosen.prior],
+                           judge_record, annotators)
 
     @staticmethod
-    def _estimate_skill(annotators: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _rank_prompts(judged: list[Judged], extras: list[np.ndarray], k: int,
+                      seed: int) -> dict[str, Any]:
+        """Score every candidate prompt on the probe (sets `Judged.skill`).
+
+        With an independent labeler (the embedding labeler), a prompt's score is its rank
+        agreement with that labeler: when their errors are independent given the true label,
+        the agreement grows with the prompt's own separation of the classes, and prompts of
+        one teacher cannot vouch for each other. Without one, a Dawid-Skene model over the
+        prompts' votes estimates each one's balanced accuracy above chance.
+        Returns {"by": how, "spread": {prompt name: std over bootstrap resamples}}.
+        """
+        rng = np.random.default_rng(seed)
+        n = len(judged[0].probe_probs)
+        draws = [rng.integers(0, n, n) for _ in range(BOOTSTRAP_ROUNDS)]
+        if extras:
+            other = lm.normalize(np.mean(extras, axis=0))
+            every = np.arange(n)
+            for j in judged:
+                j.skill = jd.agreement(j.probe_probs, other, every)
+            spread = {j.prompt.name: float(np.std([jd.agreement(j.probe_probs, other, d)
+                                                   for d in draws])) for j in judged}
+            return {"by": "agreement with the independent labelers on the probe",
+                    "spread": spread}
+        annotators = [j.probe_probs for j in judged]
+        skill = Adaptive._estimate_skill(annotators, k)
+        for j, s_ in zip(judged, skill, strict=True):
+            j.skill = float(s_)
+        boot = [Adaptive._estimate_skill([a[d] for a in annotators], k) for d in draws]
+        spread = {j.prompt.name: float(s_) for j, s_ in zip(judged, np.std(boot, axis=0),
+                                                             strict=True)}
+        return {"by": "dawid_skene on the probe's votes", "spread": spread}
+
+    @staticmethod
+    def _estimate_skill(annotators: list[np.ndarray], k: int) -> np.ndarray:
         """Balanced accuracy above chance of each annotator, from a full-confusion
         Dawid-Skene model over their probe answers (MI-weighted mixture as the start)."""
         if len(annotators) < MIN_DS_ANNOTATORS:
-            mi = np.asarray([lm.mutual_information(p) for p in annotators])
-            return mi, lm.normalize(np.mean(annotators, axis=(0, 1)))
+            return np.asarray([lm.mutual_information(p) for p in annotators])
         votes = np.stack([p.argmax(1) for p in annotators], axis=1)
         mi = np.clip([lm.mutual_information(p) for p in annotators], 1e-6, None)
         init = lm.combine(annotators, np.asarray(mi) / np.sum(mi))
         model = lm.dawid_skene(votes, k, init, one_coin=False)
         balanced = np.diagonal(model.confusion, axis1=1, axis2=2).mean(1)
-        return balanced - 1 / k, model.prior
+        return balanced - 1 / k
 
     def _reprompt(self, ctx: Context, res: GroupResult, probs: np.ndarray, texts: list[str],
-                  n_corpus: int, embeddings: np.ndarray) -> np.ndarray:
-        """Re-ask the least certain / disputed texts with retrieved examples (in place)."""
+                  n_corpus: int, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Re-ask the least certain / disputed texts with retrieved examples; returns (the
+        re-asked indices, their few-shot answers [len, K])."""
         t = ctx.cfg.teacher
         conf = probs.max(1)
         uncertain = np.where((conf < t.reprompt_confidence) | res.dispute)[0]
         chosen = uncertain[np.argsort(conf[uncertain], kind="stable")]
         chosen = chosen[: int(t.reprompt_fraction * len(texts))]
-        asked = np.zeros(len(texts), dtype=bool)
         if len(chosen) == 0:
-            return asked
+            return chosen, np.zeros((0, probs.shape[1]))
         fresh = self.ask_with_examples(ctx, res.few_shot_prompt, probs, chosen, texts,
                                        n_corpus, embeddings)
-        probs[chosen] = (1 - FEW_SHOT_MIX) * probs[chosen] + FEW_SHOT_MIX * fresh
-        asked[chosen] = True
-        return asked
+        return chosen, fresh
 
     def ask_with_examples(self, ctx: Context, prompt: Prompt, probs: np.ndarray,
                           chosen: np.ndarray, texts: list[str], n_corpus: int,
@@ -248,17 +316,25 @@ class Adaptive:
     # ------------------------------------------------------------------ distillation
     def schedule(self, cfg: EngineConfig, ann: Annotation, train_idx: np.ndarray) -> list[Phase]:
         """align (representations) -> easy (confident texts, T) -> full (all, weighted,
-        T annealed to 1, + representations) -> refine (disagreements re-asked)."""
+        T annealed to 1, + representations) -> refine (disagreements re-asked).
+
+        "auto" settings are decided here without labels (worker/distill/decisions.py); the
+        decisions and their evidence go to `ann.record["decisions"]`."""
         d, multi = cfg.distillation, cfg.task.multi_label
         loss = "soft_bce" if multi else "soft_ce"
         conf = confidence(ann.probs, multi)
         weights = 0.1 + 0.9 * conf  # never zero: an unsure label still says something
-        rep = d.representations and ann.hidden is not None
+        rep, rep_why = self._decide_representations(cfg, ann, train_idx, conf)
+        easy_on, easy_why = self._decide_progressive(cfg, ann, train_idx, conf)
+        ann.record["decisions"] = {
+            "representations": {"setting": d.representations, "used": rep, **rep_why},
+            "progressive": {"setting": d.progressive, "used": easy_on, **easy_why}}
         align = 0.5 if rep else 0.0
         full = Phase("full", train_idx, d.epochs, loss, (d.temperature, 1.0), weights,
                      align_weight=align, align_loss=d.align_loss)
-        if not d.progressive:
-            return [full]
+        if not easy_on:
+            return ([Phase("align", train_idx, 1, None, align_weight=1.0,
+                           align_loss=d.align_loss)] if rep else []) + [full]
         phases = []
         if rep:
             phases.append(Phase("align", train_idx, 1, None, align_weight=1.0,
@@ -269,6 +345,34 @@ class Adaptive:
         phases.append(full)
         phases.append(Phase("refine", train_idx, 1, loss, (1.0, 1.0), refine=True))
         return phases
+
+    @staticmethod
+    def _decide_representations(cfg: EngineConfig, ann: Annotation, train_idx: np.ndarray,
+                                conf: np.ndarray) -> tuple[bool, dict[str, Any]]:
+        setting = cfg.distillation.representations
+        if ann.hidden is None:
+            return False, {"reason": "the teacher gives no hidden states"}
+        if setting != "auto":
+            return bool(setting), {"reason": "set in the job spec"}
+        targets = ann.probs
+        if cfg.task.multi_label:  # the probe learns the most likely label of each text
+            targets = ann.probs / np.clip(ann.probs.sum(1, keepdims=True), 1e-9, None)
+        return decisions.representations_pay(ann.hidden, ann.extra.get("embeddings"),
+                                             targets, train_idx, conf,
+                                             cfg.distillation.seed)
+
+    @staticmethod
+    def _decide_progressive(cfg: EngineConfig, ann: Annotation, train_idx: np.ndarray,
+                            conf: np.ndarray) -> tuple[bool, dict[str, Any]]:
+        d = cfg.distillation
+        if d.progressive != "auto":
+            return bool(d.progressive), {"reason": "set in the job spec"}
+        if cfg.task.multi_label:  # per-label yes/no: only the judge's confidence to go by
+            return decisions.easy_phase_pays(ann.probs, [], train_idx, conf, d.easy_fraction)
+        annotators = [np.asarray(v) for k, v in ann.extra.items()
+                      if k.startswith("annotator.0.")]
+        return decisions.easy_phase_pays(ann.probs, annotators, train_idx, conf,
+                                         d.easy_fraction)
 
     def refine(self, ctx: Context, ann: Annotation, train_idx: np.ndarray,
                student_probs: np.ndarray, texts: list[str], seed: int

@@ -117,6 +117,9 @@ class TeacherConfig:
             data (a channel prompt costs one pass per label).
         extra_labelers: labelers joining the prompts in the label model ("embedding": text
             vs. label-description similarity in the student base's embedding space).
+        label_model: how the judge combines annotators (worker/distill/judge.py):
+            "gaussian", "weighted", "dawid_skene", or "auto" (the one with the best
+            leave-one-source-out agreement, decided per job without labels).
         reprompt: re-ask uncertain or disputed texts with retrieved solved examples.
         reprompt_fraction: at most this share of texts is re-asked (few-shot is costlier).
         reprompt_confidence: texts whose combined top probability is below this are uncertain.
@@ -131,6 +134,7 @@ class TeacherConfig:
     probe_size: int = 96
     max_prompts: int = 1
     extra_labelers: list[str] = field(default_factory=lambda: ["embedding"])
+    label_model: str = "auto"
     reprompt: bool = True
     reprompt_fraction: float = 0.15
     reprompt_confidence: float = 0.65
@@ -155,6 +159,8 @@ class TeacherConfig:
                               f"unknown {sorted(unknown)}; known: {list(EXTRA_LABELERS)}")
         if not 0.0 <= self.reprompt_fraction <= 1.0:
             raise ConfigError("teacher.reprompt_fraction", "must be in [0, 1]")
+        if self.label_model not in ("auto", *LABEL_MODELS):
+            raise ConfigError("teacher.label_model", f"must be one of {['auto', *LABEL_MODELS]}")
         if not 0 <= self.demos <= 16:
             raise ConfigError("teacher.demos", "must be between 0 and 16")
 
@@ -212,6 +218,7 @@ class StudentConfig:
 
 
 STRATEGIES = ("adaptive", "vanilla_kd", "pseudo_label")
+LABEL_MODELS = ("gaussian", "weighted", "dawid_skene")  # worker/distill/judge.py
 EXTRA_LABELERS = ("embedding",)
 
 
@@ -230,9 +237,14 @@ class DistillConfig:
         temperature: softens teacher and student distributions in the KD loss (Hinton et al.).
         holdout_fraction: share of the corpus kept out of training to measure agreement.
         seed: makes splits, initialisation and order reproducible.
-        representations: align the student with the teacher's hidden states (adaptive).
+        representations: align the student with the teacher's hidden states (adaptive);
+            "auto" decides per job whether the states carry more than the labels
+            (worker/distill/decisions.py).
         progressive: align -> easy -> full -> refine; off means one confidence-weighted
-            phase (adaptive ablation).
+            phase; "auto" decides per job whether the easy phase pays.
+        self_training_rounds: rounds in which the trained student joins the label model as
+            one more annotator, the targets are refreshed and the student trained on
+            (worker/distill/self_training.py); 0 turns self-training off.
         align_loss: "contrastive" (InfoNCE over the batch) or "mse".
         easy_fraction: share of most confident texts used in the easy phase.
     """
@@ -244,8 +256,9 @@ class DistillConfig:
     temperature: float = 2.0
     holdout_fraction: float = 0.15
     seed: int = 0
-    representations: bool = True
-    progressive: bool = True
+    representations: bool | str = "auto"
+    progressive: bool | str = "auto"
+    self_training_rounds: int = 2
     align_loss: str = "contrastive"
     easy_fraction: float = 0.5
 
@@ -264,6 +277,11 @@ class DistillConfig:
             raise ConfigError("distillation.temperature", "must be between 0.5 and 20")
         if not 0.0 < self.holdout_fraction < 0.5:
             raise ConfigError("distillation.holdout_fraction", "must be in (0, 0.5)")
+        for name in ("representations", "progressive"):
+            if getattr(self, name) not in (True, False, "auto"):
+                raise ConfigError(f"distillation.{name}", "must be true, false or \"auto\"")
+        if not 0 <= self.self_training_rounds <= 5:
+            raise ConfigError("distillation.self_training_rounds", "must be between 0 and 5")
 
 
 @dataclass

@@ -233,6 +233,8 @@ def run(cfg: EngineConfig, data: DistillData, *, workdir: Path, cache_dir: Path,
                            **{k: v for k, v in ann.record.items() if k != "prompts"}}
     metrics["phases"] = {"annotate": {"seconds": ann_meta["annotation"]["seconds"]},
                          **train_meta["log"]}
+    metrics["self_training"] = train_meta.get("self_training")
+    metrics["decisions"] = train_meta.get("decisions")
     warnings = [w.to_dict() for w in run_warnings(metrics, multi_label=cfg.task.multi_label)]
     for w in warnings:
         log.warning("run warning %s: %s", w["code"], w["message"])
@@ -243,6 +245,8 @@ def run(cfg: EngineConfig, data: DistillData, *, workdir: Path, cache_dir: Path,
         "student_base": {"uri": student_uri, "sha256": student_src.sha256},
         "prompts": [p for p in metrics["prompts"] if p.get("kept", True)],
         "strategy": metrics["strategy"],
+        "self_training": metrics["self_training"],
+        "decisions": metrics["decisions"],
         "data": {"corpus_sha256": _digest(corpus), "corpus_texts": len(corpus),
                  "eval_sha256": (_digest(eval_texts, list(data.eval_labels))
                                  if eval_texts else None)},

@@ -199,3 +199,20 @@ def predict_logits(student: Student, enc: Encoded, indices: np.ndarray, batch_si
         logits, _ = student(ids, mask)
         out[pos] = logits.float().cpu().numpy()
     return out
+
+
+@torch.inference_mode()
+def predict_pooled(student: Student, enc: Encoded, indices: np.ndarray, batch_size: int,
+                   device: torch.device) -> np.ndarray:
+    """The student's pooled sentence embeddings [len(indices), H], in `indices` order."""
+    student.eval()
+    out: np.ndarray | None = None
+    order = np.argsort([len(enc.ids[i]) for i in indices], kind="stable")
+    for start in range(0, len(indices), batch_size):
+        pos = order[start:start + batch_size]
+        ids, mask = collate(enc, np.asarray(indices)[pos], device)
+        _, pooled = student(ids, mask)
+        if out is None:
+            out = np.zeros((len(indices), pooled.shape[1]), dtype=np.float32)
+        out[pos] = pooled.float().cpu().numpy()
+    return out if out is not None else np.zeros((0, 0), dtype=np.float32)

@@ -89,6 +89,7 @@ class Annotation:
 
 class Strategy(Protocol):
     name: str
+    self_trains: bool  # whether the trained student joins the label model for more rounds
 
     def annotate(self, ctx: Context, texts: list[str], n_corpus: int) -> Annotation: ...
 
@@ -137,6 +138,7 @@ class VanillaKD:
     """One fixed prompt, soft labels, one training phase, no representations."""
 
     name = "vanilla_kd"
+    self_trains = False
     loss_single, loss_multi = "soft_ce", "soft_bce"
 
     def annotate(self, ctx: Context, texts: list[str], n_corpus: int) -> Annotation:

@@ -20,7 +20,23 @@ from safetensors.torch import load_file, save_file
 
 from worker.distill import evaluate as ev
 from worker.distill.config import EngineConfig
-from worker.distill.phases import encode, predict_logits, train_phases
+from worker.distill.phases import (
+    Encoded,
+    Phase,
+    encode,
+    predict_logits,
+    predict_pooled,
+    train_phases,
+)
+from worker.distill.self_training import (
+    MIN_CHANGE,
+    TOLERANCE,
+    Groups,
+    changed,
+    independent_agreement,
+    refreshed_targets,
+    student_annotators,
+)
 from worker.distill.sources import ResolvedModel
 from worker.distill.strategies import Annotation, Context, Strategy
 from worker.distill.student import (
@@ -136,6 +152,13 @@ def distill(cfg: EngineConfig, strategy: Strategy, ctx: Context, ann: Annotation
         logs[phase.name] = {**log.phases[phase.name], **extra}
         done += phase.steps(d.batch_size)
         _save_phase(ckpt, student, targets, {"key": key, "log": logs[phase.name]})
+    groups = (Groups.from_annotation(ann.record, ann.extra, multi, len(corpus))
+              if d.self_training_rounds and getattr(strategy, "self_trains", False) else None)
+    st_log: dict[str, Any] | None = None
+    if groups is not None:
+        targets, st_log = self_train(cfg, groups, student, enc, targets,
+                                                    hidden, train_idx, workdir, key, device,
+                                                    report)
     train_seconds = time.perf_counter() - started
     every = np.arange(len(corpus))
     logits = predict_logits(student, enc, every, d.batch_size, device)
@@ -156,10 +179,80 @@ def distill(cfg: EngineConfig, strategy: Strategy, ctx: Context, ann: Annotation
                     "target_modules": targeted},
     })
     projector = sum(p.numel() for p in student.projector.parameters()) if student.projector else 0
-    meta = {"key": key, "files": files, "log": logs, "train_seconds": round(train_seconds, 3),
+    meta = {"key": key, "files": files, "log": logs, "self_training": st_log,
+            "decisions": ann.record.get("decisions"),
+            "train_seconds": round(train_seconds, 3),
             "temperature": temperature, "decision_bias": [round(float(b), 4) for b in bias],
             "trainable_params": student.trainable_parameters() - projector,
             "total_params": student.total_parameters() - projector}
     atomic_json(meta_path, meta)
     report("distilling", phases[-1].name, 1.0)
     return student, tokenizer, meta
+
+
+def self_train(cfg: EngineConfig, groups: Groups, student: Student, enc: Encoded,
+               targets: np.ndarray, hidden: np.ndarray | None, train_idx: np.ndarray,
+               workdir: Path, key: str, device: torch.device, report: ReportFn
+               ) -> tuple[np.ndarray, dict[str, Any]]:
+    """Self-training rounds (worker/distill/self_training.py); returns the final targets
+    [N, K] and a log of every round (kept or discarded, and why). Each round is
+    checkpointed like a phase."""
+    from worker.distill.adaptive import confidence
+
+    d, multi = cfg.distillation, cfg.task.multi_label
+    ref = np.arange(len(enc))
+    loss = "soft_bce" if multi else "soft_ce"
+
+    def as_annotator(t: np.ndarray) -> tuple[list[np.ndarray], float]:
+        pooled = predict_pooled(student, enc, ref, d.batch_size, device)
+        mine = student_annotators(pooled, t, ref, multi, d.seed)
+        return mine, independent_agreement(groups, mine, ref, d.seed)
+
+    mine, score = as_annotator(targets)
+    rounds: list[dict[str, Any]] = []
+    log: dict[str, Any] = {"rounds": rounds, "agreement_before": round(score, 4),
+                           "stopped": "rounds used up"}
+    for r in range(1, d.self_training_rounds + 1):
+        ckpt = workdir / f"self-train-{r}"
+        saved = _load_phase(ckpt, key)
+        if saved is not None:
+            state, meta = saved
+            targets = state.pop("__targets__").numpy()
+            student.load_state_dict(state, strict=False)
+            rounds.append(meta["log"])
+            if not meta["log"]["kept"]:
+                log["stopped"] = meta["log"]["why"]
+                break
+            mine, score = as_annotator(targets)
+            continue
+        report("distilling", f"self-train {r}", 1.0)
+        new_targets, skills = refreshed_targets(groups, mine, ref, d.seed)
+        moved = changed(targets, new_targets, multi)
+        entry: dict[str, Any] = {"round": r, "changed": round(moved, 4), "judge": skills}
+        if moved < MIN_CHANGE:
+            entry.update(kept=False, why=f"converged: {moved:.1%} of labels changed")
+        else:
+            before = {n: p.detach().clone() for n, p in student.named_parameters()
+                      if p.requires_grad}
+            weights = 0.1 + 0.9 * confidence(new_targets, multi)
+            phase = Phase(f"self-train-{r}", train_idx, 1, loss, (1.0, 1.0), weights)
+            train_log = train_phases(student, enc, new_targets, hidden, [phase],
+                                     batch_size=d.batch_size, learning_rate=d.learning_rate,
+                                     seed=d.seed + 100 + r, device=device)
+            new_mine, new_score = as_annotator(new_targets)
+            entry.update(agreement=round(new_score, 4), **{
+                k: v for k, v in train_log.phases[phase.name].items() if k != "losses"})
+            if new_score < score - TOLERANCE:
+                student.load_state_dict(before, strict=False)
+                entry.update(kept=False, why=f"discarded: agreement with the other annotators "
+                             f"fell from {score:.4f} to {new_score:.4f}")
+            else:
+                entry.update(kept=True, why="kept")
+                targets, mine, score = new_targets, new_mine, new_score
+        rounds.append(entry)
+        _save_phase(ckpt, student, targets, {"key": key, "log": entry})
+        if not entry["kept"]:
+            log["stopped"] = entry["why"]
+            break
+    log["agreement_after"] = round(score, 4)
+    return targets, log

@@ -1,0 +1,91 @@
+"""Per-job decisions, without labels, on the two mechanisms that pay only sometimes.
+
+*Representations* (aligning the student with the teacher's hidden states): they pay when the
+teacher's states carry more about the task than the student's own embeddings already do.
+Measured as the cross-validated accuracy of a linear probe (scikit-learn's logistic
+regression) predicting the judge's confident labels, once from the teacher's states and once
+from the student base's embeddings (the probing view of Alain & Bengio, 2017).
+
+*The easy phase* (a curriculum on the most confident texts first, Bengio et al., 2009): it
+pays when the confident texts are markedly cleaner than the rest. Measured as how much
+more often the independent annotators agree with the judge on the confident share than on
+the others: with one annotator (nothing independent to compare) the confidence spread of
+the judge is used instead.
+
+Each decision returns its evidence, recorded in the job's metrics and lineage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+PROBE_MARGIN = 0.02  # the teacher's states must beat the student's embeddings by this much
+CONFIDENT_SHARE = 0.5  # the probe learns the judge's most confident half
+EASY_GAIN = 0.15  # the confident share must agree this much more often to pay
+
+
+def _probe_accuracy(features: np.ndarray, labels: np.ndarray, seed: int) -> float:
+    counts = np.bincount(labels)
+    folds = min(5, int(counts[counts > 0].min()))
+    if folds < 2 or (counts > 0).sum() < 2:
+        return float("nan")
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
+    splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    return float(cross_val_score(model, features, labels, cv=splitter).mean())
+
+
+def representations_pay(hidden: np.ndarray | None, embeddings: np.ndarray | None,
+                        targets: np.ndarray, rows: np.ndarray, confidence: np.ndarray,
+                        seed: int) -> tuple[bool, dict[str, Any]]:
+    """Whether the teacher's hidden states [N, Ht] predict the judge's confident labels
+    better than the student's embeddings [N, Hs] do, on `rows` (the training texts).
+
+    `targets` [N, K] are single-label distributions (multi-label callers pass the most
+    likely label's column set as a distribution); `confidence` [N] in 0..1.
+    """
+    if hidden is None:
+        return False, {"reason": "the teacher gives no hidden states"}
+    if embeddings is None:
+        return True, {"reason": "no student embeddings to compare with: kept on"}
+    cut = np.quantile(confidence[rows], 1 - CONFIDENT_SHARE)
+    sure = rows[confidence[rows] >= cut]
+    labels = targets[sure].argmax(1)
+    teacher = _probe_accuracy(hidden[sure], labels, seed)
+    student = _probe_accuracy(embeddings[sure], labels, seed)
+    if np.isnan(teacher) or np.isnan(student):
+        return False, {"reason": "too few confident texts per label to probe"}
+    pays = teacher >= student + PROBE_MARGIN
+    return pays, {"teacher_probe_accuracy": round(teacher, 4),
+                  "student_probe_accuracy": round(student, 4), "texts": int(len(sure)),
+                  "margin": PROBE_MARGIN}
+
+
+def easy_phase_pays(posterior: np.ndarray, annotators: Sequence[np.ndarray],
+                    rows: np.ndarray, confidence: np.ndarray, easy_fraction: float
+                    ) -> tuple[bool, dict[str, Any]]:
+    """Whether the judge's most confident `easy_fraction` of `rows` is markedly cleaner than
+    the rest: the annotators [N, K] each agree with the judge's decision there at least
+    EASY_GAIN more often on average."""
+    cut = np.quantile(confidence[rows], 1 - easy_fraction)
+    easy, rest = rows[confidence[rows] >= cut], rows[confidence[rows] < cut]
+    if len(easy) == 0 or len(rest) == 0:
+        return False, {"reason": "no confidence spread: every text is as confident"}
+    if annotators:
+        decided = posterior.argmax(1)
+        on_easy = np.mean([(a[easy].argmax(1) == decided[easy]).mean() for a in annotators])
+        on_rest = np.mean([(a[rest].argmax(1) == decided[rest]).mean() for a in annotators])
+        basis = "annotator agreement with the judge"
+    else:
+        on_easy, on_rest = confidence[easy].mean(), confidence[rest].mean()
+        basis = "judge confidence"
+    gain = float(on_easy - on_rest)
+    return gain >= EASY_GAIN, {"basis": basis, "easy": round(float(on_easy), 4),
+                               "rest": round(float(on_rest), 4), "gain": round(gain, 4),
+                               "threshold": EASY_GAIN}

@@ -1,0 +1,142 @@
+"""The student corrects its teacher: self-training rounds through the label model.
+
+A student trained on the judge's soft labels often beats them: it sees every text through
+one encoder and smooths labels that the teacher's prompts got wrong one by one. Each round
+(Lee, 2013; Xie et al., 2020, "Noisy Student"; here with the student as one more annotator
+of a label model, as in Karamanolakis et al., 2021, "ASTRA"):
+
+1. the student's answers on the corpus join the label model as one more annotator. They are
+   cross-fitted: a logistic head on the student's own pooled embeddings, fitted on the other
+   folds, answers for each text, so no text is labelled by a head that saw its target. Its
+   skill is estimated by the label model like every other annotator's, never assumed;
+2. the judge refits; its posterior becomes the new targets; the student trains on them;
+3. the round is kept only if the new student agrees at least as well as the previous one
+   with the judge fitted *without* the student (teacher prompts and labelers alone). Under
+   independent errors that agreement grows with how well the student separates the true
+   classes (worker/distill/judge.py), so a round that drifts towards the student's own
+   mistakes lowers it and is discarded: weights and targets go back to the previous round.
+
+The loop stops after `distillation.self_training_rounds`, when a round is discarded, or
+when fewer than MIN_CHANGE of the corpus changes its label.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
+
+from worker.distill import judge as jd
+
+FOLDS = 5
+MIN_CHANGE = 0.01  # a round that moves fewer labels than this has converged
+TOLERANCE = 0.005  # agreement may dip this much (bootstrap noise) before a round is discarded
+HEAD_C = 1.0  # inverse L2 strength of the cross-fitted logistic head (scikit-learn default)
+
+
+@dataclass
+class Groups:
+    """The label model's annotators per question (one group for single-label, one per label
+    for multi-label), as the adaptive strategy left them in the annotation."""
+
+    annotators: list[list[jd.Annotator]]
+    models: list[str]
+    multi_label: bool
+
+    @classmethod
+    def from_annotation(cls, record: dict[str, Any], extra: dict[str, np.ndarray],
+                        multi_label: bool, rows: int) -> Groups | None:
+        """The first `rows` rows (the corpus) of every annotator; None when the strategy
+        recorded no annotators (the baselines)."""
+        names = record.get("annotators")
+        if not names:
+            return None
+        groups = [[jd.Annotator(a["name"], a["source"],
+                                np.asarray(extra[f"annotator.{g}.{i}"][:rows], dtype=np.float64))
+                   for i, a in enumerate(group)] for g, group in enumerate(names)]
+        models = [j.get("chosen", "gaussian") for j in record.get("judge", [])]
+        return cls(groups, models or ["gaussian"] * len(groups), multi_label)
+
+
+def cross_fitted(pooled: np.ndarray, targets: np.ndarray, ref: np.ndarray,
+                 seed: int) -> np.ndarray:
+    """Out-of-fold probabilities [N, K] of a logistic head on `pooled` [N, H] fitted to the
+    targets' argmax over `ref` rows; rows outside `ref` get a head fitted on all of `ref`.
+    A class absent from a fold's training rows gets probability 0 there."""
+    k = targets.shape[1]
+    y = targets.argmax(1)
+    out = np.zeros((len(pooled), k))
+
+    def head(rows: np.ndarray, at: np.ndarray) -> np.ndarray:
+        classes = np.unique(y[rows])
+        probs = np.zeros((len(at), k))
+        if len(classes) == 1:
+            probs[:, classes[0]] = 1.0
+            return probs
+        model = LogisticRegression(C=HEAD_C, max_iter=1000).fit(pooled[rows], y[rows])
+        probs[:, model.classes_] = model.predict_proba(pooled[at])
+        return probs
+
+    counts = np.bincount(y[ref], minlength=k)
+    folds = min(FOLDS, max(2, int(counts[counts > 0].min())))
+    splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    for train, test in splitter.split(ref, y[ref]):
+        out[ref[test]] = head(ref[train], ref[test])
+    rest = np.setdiff1d(np.arange(len(pooled)), ref)
+    if len(rest):
+        out[rest] = head(ref, rest)
+    return out
+
+
+def student_annotators(pooled: np.ndarray, targets: np.ndarray, ref: np.ndarray,
+                       multi_label: bool, seed: int) -> list[np.ndarray]:
+    """The student as an annotator of each group: [N, K] for single-label; per label
+    [N, 2] (yes, no) for multi-label, from a cross-fitted head per label."""
+    if not multi_label:
+        return [cross_fitted(pooled, targets, ref, seed)]
+    out = []
+    for j in range(targets.shape[1]):
+        yes = targets[:, j:j + 1]
+        out.append(cross_fitted(pooled, np.concatenate([yes, 1 - yes], axis=1), ref, seed))
+    return out
+
+
+def independent_agreement(groups: Groups, student: list[np.ndarray], ref: np.ndarray,
+                          seed: int) -> float:
+    """Mean over groups of the rank agreement between the student and the judge fitted on
+    the other annotators alone (the round's acceptance criterion)."""
+    values = []
+    for annotators, model, mine in zip(groups.annotators, groups.models, student,
+                                       strict=True):
+        without = jd.fit(model, annotators, ref, seed).posterior
+        values.append(jd.agreement(mine, without, ref))
+    return float(np.mean(values))
+
+
+def refreshed_targets(groups: Groups, student: list[np.ndarray], ref: np.ndarray,
+                      seed: int) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """The judge refitted with the student as one more annotator: targets [N, K] (or
+    [N, L] yes-probabilities for multi-label) and, per group, the student's estimated
+    balanced accuracy next to every other annotator's."""
+    columns, record = [], []
+    for annotators, model, mine in zip(groups.annotators, groups.models, student,
+                                       strict=True):
+        with_student = [*annotators, jd.Annotator("student", "student", mine)]
+        j = jd.fit(model, with_student, ref, seed)
+        columns.append(j.posterior)
+        record.append({"label_model": model,
+                       "skill": {a.name: round(float(s), 4)
+                                 for a, s in zip(with_student, j.skill, strict=True)}})
+    if groups.multi_label:
+        return np.stack([c[:, 0] for c in columns], axis=1), record
+    return columns[0], record
+
+
+def changed(old: np.ndarray, new: np.ndarray, multi_label: bool) -> float:
+    """Share of rows whose decision differs between two target arrays."""
+    if multi_label:
+        return float(((old >= 0.5) != (new >= 0.5)).any(1).mean())
+    return float((old.argmax(1) != new.argmax(1)).mean())
