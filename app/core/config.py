@@ -48,6 +48,14 @@ class Settings(BaseSettings):
     max_dataset_rows: int = 200_000
     max_text_chars: int = 20_000
     max_classify_texts: int = 256
+    # Explanations cost about `explain_steps` forward and backward passes per text, so a
+    # request of 8 short texts takes about a second on 2 CPU cores: more would hold a core
+    # for long. They run one request at a time; explain_max_waiting more may wait (429 past).
+    max_explain_texts: int = Field(8, ge=1, description="Texts per /classify request with "
+                                   "explain: true (422 beyond).")
+    explain_steps: int = Field(32, ge=4, le=512, description="Integration steps per text.")
+    explain_max_waiting: int = Field(4, ge=1, description="Explanation requests running or "
+                                     "waiting at once (429 beyond).")
 
     job_max_attempts: int = Field(3, ge=1)
     job_lease_seconds: int = Field(120, ge=1)
