@@ -17,6 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.templating import Jinja2Templates
 
+from app.core.config import get_settings
 from app.core.deps import ClassifyScope, SessionDep, TrainScope
 from app.core.errors import NotFound
 from app.core.params import OffsetQuery, VersionQuery
@@ -105,7 +106,8 @@ def models_part(request: Request, db: SessionDep, _: ClassifyScope) -> HTMLRespo
 @router.get("/parts/models/{name}", response_class=HTMLResponse)
 def model_part(request: Request, name: str, db: SessionDep, _: ClassifyScope,
                version: VersionQuery = None) -> HTMLResponse:
-    return render(request, "model.html", **views.model_page(db, name, version))
+    return render(request, "model.html", **views.model_page(db, name, version),
+                  max_explain_texts=get_settings().max_explain_texts)
 
 
 @router.get("/static/{name}")
