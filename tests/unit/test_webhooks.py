@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import httpx
 import pytest
 
 from app.core.config import get_settings
 from app.core.secrets import MASK, redact
+from app.webhooks.delivery import REFUSED, DeliveryFailed, deliver
 from app.webhooks.signing import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -157,3 +161,73 @@ def test_a_job_without_notify_keeps_its_spec_as_before(webhooks_on, client, tiny
 
 def test_the_secret_is_masked(webhooks_on):
     assert redact(f"signing with {SECRET} failed") == f"signing with {MASK} failed"
+
+
+class _Down(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:  # noqa: N802 -- http.server's name
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(503)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def _job_events(job_id: str) -> list[dict]:
+    from app.core.db import session_scope
+    from app.jobs.service import events_after
+
+    with session_scope() as db:
+        return [e.data for e in events_after(db=db, job_id=job_id, after_id=0)
+                if e.kind == "webhook"]
+
+
+def test_a_receiver_that_fails_is_recorded_and_gives_up_without_touching_the_job(
+        embedded, monkeypatch, client, tiny_models):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Down)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("TAILOR_WEBHOOK_SECRET", SECRET)
+    monkeypatch.setenv("TAILOR_WEBHOOK_ALLOW", "127.0.0.1")
+    get_settings.cache_clear()
+    try:
+        resp = _submit(client, tiny_models, f"http://127.0.0.1:{server.server_address[1]}/h")
+        assert resp.status_code == 202, resp.text
+        job = resp.json()
+        with pytest.raises(DeliveryFailed):
+            deliver(job["id"], "job.cancelled", attempt=1, last=False)
+        with pytest.raises(DeliveryFailed):
+            deliver(job["id"], "job.cancelled", attempt=2, last=True)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [(e["attempt"], e["outcome"], e["status"]) for e in _job_events(job["id"])] == [
+        (1, "failed", 503), (2, "gave_up", 503)]
+    after = client.get(f"/jobs/{job['id']}").json()
+    assert (after["state"], after["error"]) == (job["state"], job["error"])
+
+
+def test_a_name_that_rebinds_to_an_internal_address_is_refused_at_send(embedded, monkeypatch,
+                                                                        client, tiny_models):
+    """Checked public at submission, it resolves to loopback by the time of sending: no
+    request leaves, the refusal is recorded, and it is not retried."""
+    answer = ["93.184.216.34"]
+
+    def fake_getaddrinfo(host, port, *args, **kwargs):
+        assert host == "hooks.example.com"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (answer[0], port))]
+
+    def no_request(*args, **kwargs):
+        raise AssertionError("a request was sent to a refused address")
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake_getaddrinfo)
+    monkeypatch.setattr(httpx.Client, "post", no_request)
+    monkeypatch.setenv("TAILOR_WEBHOOK_SECRET", SECRET)
+    monkeypatch.setenv("TAILOR_WEBHOOK_ALLOW", "hooks.example.com")
+    get_settings.cache_clear()
+    resp = _submit(client, tiny_models, "https://hooks.example.com/hook")
+    assert resp.status_code == 202, resp.text
+    answer[0] = "127.0.0.1"
+    assert deliver(resp.json()["id"], "job.failed", attempt=1, last=False) == REFUSED
+    [event] = _job_events(resp.json()["id"])
+    assert event["outcome"] == "refused" and event["code"] == "webhook_target_not_allowed"
