@@ -8,6 +8,7 @@ RUN pip install --no-cache-dir --index-url "$TORCH_INDEX" torch==2.13.0
 COPY pyproject.toml README.md ./
 COPY app ./app
 COPY worker ./worker
+COPY tailor ./tailor
 COPY tailor_cli ./tailor_cli
 COPY migrations ./migrations
 COPY alembic.ini ./

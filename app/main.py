@@ -24,6 +24,7 @@ from app.core.strict_json import StrictJsonMiddleware
 from app.core.url_guard import UrlGuardMiddleware
 from app.datasets.router import router as datasets_router
 from app.datasets.schemas import DatasetCreate
+from app.evaluations.router import router as evaluations_router
 from app.jobs.router import router as jobs_router
 from app.keys.router import router as keys_router
 from app.ops.metrics import MetricsMiddleware
@@ -113,7 +114,7 @@ def create_app() -> FastAPI:
                   description="Distil tailored language models out of large language models: "
                               "submit jobs, watch them, classify with the registered students.")
     for router in (ops_router, datasets_router, jobs_router, registry_router, serving_router,
-                   keys_router, ui_router):
+                   evaluations_router, keys_router, ui_router):
         app.include_router(router)
     install_error_handlers(app)
     app.add_middleware(StrictJsonMiddleware,  # inside the body limit

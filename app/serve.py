@@ -45,10 +45,12 @@ class _Server(uvicorn.Server):
 
 
 def worker_command(concurrency: int = 1) -> list[str]:
-    """The Celery worker command line for the distill and notify (webhook) queues."""
-    return [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
-            "-Q", "distill,notify", "-c", str(concurrency), "--pool", "prefork", "-l", "INFO",
-            "--without-gossip", "--without-mingle", "--without-heartbeat"]
+    """The embedded worker's command line: `python -m worker` (node `tailor-<pid>@<host>`,
+    queues `distill` and `notify` for webhooks, log level INFO), without the gossip, mingle
+    and event heartbeats that only matter between workers (the filesystem transport cannot
+    broadcast them)."""
+    return [sys.executable, "-m", "worker", "-c", str(concurrency), "--without-gossip",
+            "--without-mingle", "--without-heartbeat"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,6 @@ import csv
 import io
 import json
 import os
-import re
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -16,7 +15,8 @@ from typing import Any
 from rich.table import Table
 
 from app.core.visible import has_visible_text
-from tailor_cli.client import Api, CliError, UsageError
+from tailor import Client, TailorError
+from tailor_cli.client import CliError, UsageError
 from tailor_cli.render import esc
 
 
@@ -141,31 +141,25 @@ def text_problem(text: str) -> str | None:
     return None
 
 
-def classify_batches(api: Api, model: str, rows: list[tuple[str, str]], batch: int,
+def classify_batches(client: Client, model: str, rows: list[tuple[str, str]], batch: int,
                      options: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], int]]:
     """Yield (text, result, version) in input order, `batch` texts per request.
 
     Args:
-        rows: (where, text) pairs from read_rows; a server error about `texts[i]` of a
-            batch is reported with that row's `where` before the server's own message.
+        rows: (where, text) pairs from read_rows; a server error about one text is reported
+            with that row's `where` before the server's own message.
     """
-    for start in range(0, len(rows), batch):
-        chunk = rows[start:start + batch]
-        texts = [text for _, text in chunk]
-        try:
-            body = api.post("/classify", json={"model": model, "texts": texts, **options})
-        except CliError as exc:
-            item = ITEM.match(exc.message)
-            if item is None or int(item.group(1)) >= len(chunk):
-                raise
-            where = chunk[int(item.group(1))][0]
-            raise CliError(f"{where}: {exc.message}", code=exc.code, status=exc.status) from exc
-        for text, result in zip(texts, body["results"], strict=True):
-            yield text, result, body["version"]
-
-
-# How the server names a text in its errors ("texts[3]: ...").
-ITEM = re.compile(r"^texts\[(\d+)\]")
+    texts = [text for _, text in rows]
+    try:
+        body = client.classify(model, texts, batch_size=batch, **options)
+    except TailorError as exc:
+        index = exc.details.get("index") if isinstance(exc.details, dict) else None
+        if not isinstance(index, int) or not 0 <= index < len(rows):
+            raise
+        raise CliError(f"{rows[index][0]}: {exc.message}", code=exc.code,
+                       status=exc.status) from exc
+    for text, result in zip(texts, body["results"], strict=True):
+        yield text, result, body["version"]
 
 
 def scores_table(model: str, rows: list[tuple[str, dict[str, Any], int]]) -> Table:

@@ -3,87 +3,32 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 
-from tailor_cli.client import Api, CliError, UsageError
+from tailor import Client, TailorError, specs
+from tailor_cli.client import CliError, UsageError
+from tailor_cli.estimate import estimate_table
 from tailor_cli.render import esc, jobs_table, out, show_metrics, state_text
 from tailor_cli.watch import follow
 
 app = typer.Typer(help="Submit, watch, list and cancel distillation jobs.", no_args_is_help=True)
 
 
-_BOOL_TAG = "tag:yaml.org,2002:bool"
-_TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
-_MERGE_TAG = "tag:yaml.org,2002:merge"
-
-
-class SpecLoader(yaml.SafeLoader):
-    """yaml.SafeLoader read as YAML 1.2 reads a spec, and strict about keys.
-
-    - A key given twice in one mapping is an error: PyYAML (like json) silently keeps the
-      last, so `epochs: 3` then `epochs: 30` would train for 30 unseen; the server refuses
-      duplicate keys in a JSON body for the same reason.
-    - Only true/false are booleans and nothing is a date: YAML 1.1 turns the label names
-      `yes`, `no`, `on`, `off` into booleans and `2024-01-01` into a date, which the server
-      then refuses as "not a valid string" (or the CLI cannot even send).
-    """
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            if key_node.tag == _MERGE_TAG:
-                continue  # `<<: *defaults` merges; its keys may be overridden on purpose
-            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
-            if not isinstance(key, str | int | float | bool):
-                continue  # unhashable keys: the base class refuses them itself
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} appears more than once in one mapping",
-                    key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-SpecLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag not in (_BOOL_TAG, _TIMESTAMP_TAG)]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-SpecLoader.add_implicit_resolver(_BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-                                 list("tTfF"))
-
-
 def load_spec(path: Path) -> dict[str, Any]:
-    """A job spec from YAML or JSON (JSON is YAML, so one parser reads both).
+    """A job spec from YAML or JSON, read by the client's strict loader (tailor.specs).
 
     Raises:
         UsageError: the file cannot be read. CliError: it is not UTF-8, not YAML, repeats a
             key, or is not a mapping; the message is one line naming the file's line.
     """
     try:
-        spec = yaml.load(path.read_text(encoding="utf-8"), Loader=SpecLoader)  # noqa: S506
-    except OSError as exc:
-        raise UsageError(f"cannot read spec {path}: {exc.strerror}") from exc
-    except UnicodeDecodeError as exc:
-        raise CliError(f"cannot read spec {path}: not valid UTF-8 (byte "
-                       f"0x{exc.object[exc.start]:02x} at offset {exc.start}); save it as "
-                       "UTF-8") from exc
-    except yaml.YAMLError as exc:
-        raise CliError(f"cannot read spec {path}: {_yaml_problem(exc)}") from exc
-    if not isinstance(spec, dict):
-        raise CliError(f"spec {path} must be a mapping with name, task, data, ...")
-    return spec
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    """One line: where in the file, and what (PyYAML's own message spans several lines)."""
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    where = f"line {mark.line + 1} column {mark.column + 1}: " if mark is not None else ""
-    return " ".join(f"{where}{problem}".split())
+        return specs.load_spec(path)
+    except TailorError as exc:
+        error = UsageError if exc.code == "spec_unreadable" else CliError
+        raise error(exc.message) from exc
 
 
 def parse_label(text: str) -> dict[str, str]:
@@ -146,29 +91,31 @@ def submit(ctx: typer.Context,
            epochs: Annotated[int | None, typer.Option()] = None,
            idempotency_key: Annotated[str | None, typer.Option()] = None,
            watch: Annotated[bool, typer.Option("--watch", help="follow it until it ends")]
+           = False,
+           dry_run: Annotated[bool, typer.Option(
+               "--dry-run", help="check the spec and print an estimate; create nothing")]
            = False) -> None:
     """Submit a job from a spec file and/or flags (flags override the file)."""
-    api: Api = ctx.obj
+    client: Client = ctx.obj
     spec = load_spec(spec_file) if spec_file else {}
     spec = apply_flags(spec, {"name": name, "dataset": dataset, "eval_dataset": eval_dataset,
                               "labels": label, "instruction": instruction,
                               "multi_label": multi_label, "teacher": teacher, "prompts": prompt,
                               "student": student, "strategy": strategy, "epochs": epochs})
-    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-    job = api.post("/jobs", json=spec, headers=headers)
+    if dry_run:
+        out.print(estimate_table(client.jobs.create(spec, dry_run=True)))
+        return
+    job = client.jobs.create(spec, idempotency_key=idempotency_key)
     out.print(f"submitted job [bold]{esc(job['id'])}[/bold] "
               f"({esc(job['name'])}, {esc(job['state'])})")
     if watch:
-        raise typer.Exit(report(follow(api, job["id"])))
+        raise typer.Exit(report(follow(client, job["id"])))
 
 
 @app.command("watch")
 def watch_job(ctx: typer.Context, job_id: str) -> None:
     """Follow a job live (a bar per phase); exit status is non-zero unless it succeeds."""
-    job = follow(ctx.obj, job_id)
-    if job["state"] not in ("succeeded", "failed", "cancelled"):
-        raise CliError(f"lost the event stream while job {job_id} was {job['state']}")
-    raise typer.Exit(report(job))
+    raise typer.Exit(report(follow(ctx.obj, job_id)))
 
 
 @app.command("list")
@@ -179,8 +126,7 @@ def list_jobs(ctx: typer.Context,
               as_json: Annotated[bool, typer.Option(
                   "--json", help="one JSON document, as GET /jobs answers")] = False) -> None:
     """List jobs, newest first."""
-    params = {k: v for k, v in {"state": state, "name": name, "limit": limit}.items() if v}
-    body = ctx.obj.get("/jobs", params=params)
+    body = ctx.obj.jobs.page(state=state or None, name=name or None, limit=limit or None)
     if as_json:
         typer.echo(json.dumps(body))
         return
@@ -190,7 +136,7 @@ def list_jobs(ctx: typer.Context,
 @app.command()
 def cancel(ctx: typer.Context, job_id: str) -> None:
     """Ask a job to stop (it stops at its next step)."""
-    job = ctx.obj.post(f"/jobs/{job_id}/cancel")
+    job = ctx.obj.jobs.cancel(job_id)
     note = " (stopping at its next step)" if job["cancel_requested"] and \
         job["state"] != "cancelled" else ""
     out.print(f"job {esc(job_id)} {state_text(job['state'])}{note}")

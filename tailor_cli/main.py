@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from tailor import TailorError
 from tailor_cli import jobs
 from tailor_cli.classify import (
     check_rows,
@@ -18,7 +19,7 @@ from tailor_cli.classify import (
     scores_table,
     write_atomically,
 )
-from tailor_cli.client import Api, CliError, Connection, UsageError
+from tailor_cli.client import UsageError, client_for
 from tailor_cli.models import datasets, models
 from tailor_cli.render import err, esc, out
 
@@ -41,7 +42,7 @@ def connect(ctx: typer.Context,
                 help="TOML file with url and api_key [default: ~/.config/tailor/config.toml]")]
             = None) -> None:
     """Connection settings: flags, then TAILOR_URL / TAILOR_API_KEY, then the config file."""
-    ctx.obj = Api(Connection.resolve(url, api_key, config))
+    ctx.obj = client_for(url, api_key, config)
 
 
 @app.command()
@@ -58,12 +59,14 @@ def serve(host: Annotated[str | None, typer.Option()] = None,
 
 
 @app.command()
-def worker(concurrency: Annotated[int, typer.Option(help="jobs at once")] = 1) -> None:
-    """Run a distillation worker on the `distill` queue (one per GPU)."""
-    from app.serve import worker_command
-
-    command = worker_command(concurrency)
-    os.execv(command[0], command)
+def worker(concurrency: Annotated[int, typer.Option(help="jobs at once")] = 1,
+           name: Annotated[str | None, typer.Option(
+               help="Celery node name [default: tailor-<pid>@<host>, unique per worker]")]
+           = None) -> None:
+    """Run a worker on the `distill` and `notify` (webhook) queues, one per GPU; logs at INFO."""
+    command = [sys.executable, "-m", "worker", "-c", str(concurrency),
+               *(["-n", name] if name else [])]
+    os.execv(command[0], command)  # same pid: the default node name names this process
 
 
 @app.command()
@@ -108,8 +111,9 @@ def run() -> None:
     traceback: usage errors exit 2, server and input errors 1 (server messages verbatim)."""
     try:
         status = app(standalone_mode=False)  # returns the exit code of typer.Exit
-    except CliError as exc:
-        fail(exc.message + (f" ({exc.code})" if exc.code else ""), exc.exit_code)
+    except TailorError as exc:  # the server's errors, and the command line's own
+        fail(exc.message + (f" ({exc.code})" if exc.code else ""),
+             getattr(exc, "exit_code", 1))
     except (typer.Abort, KeyboardInterrupt):
         err.print("aborted")
         sys.exit(130)

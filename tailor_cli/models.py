@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from tailor_cli.client import Api, CliError
+from tailor import Client, TailorError
+from tailor_cli.client import CliError
 from tailor_cli.render import (
     err,
     esc,
@@ -21,8 +22,6 @@ from tailor_cli.render import (
 models = typer.Typer(help="The model registry: list, show, alias.", no_args_is_help=True)
 datasets = typer.Typer(help="Upload datasets (JSONL or CSV with a text column).",
                        no_args_is_help=True)
-UPLOAD_TYPES = {".csv": "text/csv", ".jsonl": "application/x-ndjson",
-                ".ndjson": "application/x-ndjson"}
 
 
 def split_ref(ref: str) -> tuple[str, int | None]:
@@ -38,22 +37,22 @@ def split_ref(ref: str) -> tuple[str, int | None]:
 @models.command("list")
 def list_models(ctx: typer.Context) -> None:
     """Registered models with their latest version and aliases."""
-    out.print(models_table(ctx.obj.get("/models")["models"]))
+    out.print(models_table(ctx.obj.models.list()))
 
 
 @models.command()
 def show(ctx: typer.Context,
          ref: Annotated[str, typer.Argument(metavar="NAME[:VERSION]")]) -> None:
     """A model's versions, or one version's metrics (teacher vs student), prompts and lineage."""
-    api: Api = ctx.obj
+    client: Client = ctx.obj
     name, version = split_ref(ref)
-    model = api.get(f"/models/{name}")
+    model = client.models.get(name)
     if version is None:
         out.print(versions_table(model))
         version = model["latest_version"]
         if version is None:
             return
-    detail = api.get(f"/models/{name}/versions/{version}")
+    detail = client.models.get(name, version)
     out.print(f"[bold]{esc(name)}:{version}[/bold]  labels: {esc(', '.join(detail['labels']))}"
               f"{'  (multi-label)' if detail['multi_label'] else ''}")
     out.print(f"base model: {esc(detail['base_model'])}")
@@ -70,13 +69,13 @@ def alias(ctx: typer.Context, name: str, alias_name: Annotated[str, typer.Argume
               "--force", help="move it even though the version has warnings")] = False
           ) -> None:
     """Point ALIAS (e.g. production) at a version of NAME."""
-    body = {"version": version, **({"force": True} if force else {})}
+    client: Client = ctx.obj
     try:
-        body = ctx.obj.put(f"/models/{name}/aliases/{alias_name}", json=body)
-    except CliError as exc:
+        body = client.models.alias(name, alias_name, version, force=force)
+    except TailorError as exc:
         if exc.code != "version_has_warnings":
             raise
-        detail = ctx.obj.get(f"/models/{name}/versions/{version}")
+        detail = client.models.get(name, version)
         panel = warnings_panel(detail.get("warnings") or [])
         if panel is not None:
             err.print(panel)
@@ -94,13 +93,9 @@ def upload(ctx: typer.Context, file: Annotated[Path, typer.Argument(exists=True,
                help="column (CSV) or field (JSONL) holding the label; default: label")] = None,
            ) -> None:
     """Upload a JSONL or CSV file (`text`, optional `label`); prints the dataset id."""
-    content_type = UPLOAD_TYPES.get(file.suffix.lower())
-    if content_type is None:
-        raise CliError(f"{file}: use a .jsonl or .csv file")
-    params = {"name": name or file.stem, "text_column": text_column,
-              "label_column": label_column}
-    ds = ctx.obj.post("/datasets", params={k: v for k, v in params.items() if v is not None},
-                      content=file.read_bytes(), headers={"Content-Type": content_type})
+    client: Client = ctx.obj
+    ds = client.datasets.upload(file, name=name, text_column=text_column,
+                                label_column=label_column)
     labels = ", ".join(ds.get("labels") or []) or "none"
     out.print(f"dataset [bold]{esc(ds['id'])}[/bold] {esc(ds['name'])}: {ds['rows']} rows, "
               f"{ds['labeled_rows']} labeled (labels: {esc(labels)})")
@@ -111,5 +106,5 @@ def upload(ctx: typer.Context, file: Annotated[Path, typer.Argument(exists=True,
 @datasets.command("list")
 def list_datasets(ctx: typer.Context) -> None:
     """Uploaded datasets, newest first."""
-    for ds in ctx.obj.get("/datasets")["datasets"]:
+    for ds in ctx.obj.datasets.list():
         out.print(esc(f"{ds['id']}  {ds['name']}  {ds['rows']} rows, {ds['labeled_rows']} labeled"))

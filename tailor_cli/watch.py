@@ -14,13 +14,11 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from tailor_cli.client import Api, StreamBroken
+from tailor import Client, JobFailed
+from tailor.jobs import FINAL
+from tailor_cli.estimate import duration
 from tailor_cli.metrics import fmt
 from tailor_cli.render import esc, out, state_text
-
-FINAL = {"succeeded", "failed", "cancelled"}
-RECONNECTS = 20  # a dropped stream resumes from the last event id (Last-Event-ID)
-RECONNECT_PAUSE_S = 1.0
 
 
 class PhaseBars:
@@ -37,8 +35,11 @@ class PhaseBars:
         state = event.get("state") or ""
         phase = event.get("phase") or state
         data = event.get("data") or {}
-        info = "  ".join(f"{k} {fmt(v)}" for k, v in data.items()
-                         if isinstance(v, int | float) and not isinstance(v, bool))
+        detail = data.get("progress_detail")
+        detail = detail if isinstance(detail, dict) else None
+        info = "  ".join([f"{k} {fmt(v)}" for k, v in data.items()
+                          if isinstance(v, int | float) and not isinstance(v, bool)]
+                         + ([detail_text(detail)] if detail else []))
         self.progress.update(self.overall, completed=event.get("progress") or 0.0,
                              description=f"overall · {esc(state)}")
         if state != self.state or phase != self.current:
@@ -58,6 +59,8 @@ class PhaseBars:
         task = self.phases[phase]
         if isinstance(data.get("phase_progress"), int | float):
             self.progress.update(task, total=1.0, completed=float(data["phase_progress"]))
+        elif detail and detail.get("stage") == "annotate":  # training bars go per phase
+            self.progress.update(task, total=detail["total"], completed=detail["done"])
         if info:
             self.progress.update(task, info=esc(info))
 
@@ -68,24 +71,26 @@ class PhaseBars:
             self.current = None
 
 
-def follow(api: Api, job_id: str) -> dict[str, Any]:
-    """Show the job's progress until it reaches a final state; return the final job."""
-    api.get(f"/jobs/{job_id}")  # a clean 404 before any display
+def detail_text(detail: dict[str, Any]) -> str:
+    """A job's progress_detail as `120/900 texts · 2.40/s · ETA 5m 25s`."""
+    rate = detail.get("rate_per_s")
+    return (f"{detail.get('done', 0):,}/{detail.get('total', 0):,} {detail.get('unit', '')}"
+            f" · {'—' if rate is None else f'{rate:.2f}'}/s · ETA {duration(detail.get('eta_s'))}")
+
+
+def follow(client: Client, job_id: str) -> dict[str, Any]:
+    """Show the job's progress until it reaches a final state; return the final job.
+
+    Raises:
+        TailorError: 404 for an unknown job (before any display); `stream_lost`.
+    """
+    client.jobs.get(job_id)  # a clean 404 before any display
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
                         TimeElapsedColumn(), TextColumn("{task.fields[info]}"),
                         console=out, disable=not out.is_terminal)
-    last_id: str | None = None
     with progress:
         bars = PhaseBars(progress)
-        for attempt in range(RECONNECTS + 1):
-            try:
-                for name, data in api.events(f"/jobs/{job_id}/events", last_id):
-                    if name == "end":
-                        return api.get(f"/jobs/{job_id}")
-                    last_id = data.get("_sse_id", last_id)
-                    bars.update(data)
-            except StreamBroken:
-                if attempt == RECONNECTS:
-                    raise
-            time.sleep(RECONNECT_PAUSE_S)
-    return api.get(f"/jobs/{job_id}")
+        try:
+            return client.jobs.wait(job_id, on_progress=bars.update)
+        except JobFailed as failed:
+            return failed.job

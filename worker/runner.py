@@ -21,7 +21,7 @@ from app.core.db import UNAVAILABLE, session_scope
 from app.core.errors import AppError
 from app.core.secrets import redact
 from app.datasets.service import read_records
-from app.jobs import lifecycle
+from app.jobs import files, lifecycle
 from app.jobs.service import engine_config
 from app.models import Job, JobState
 from app.registry.service import register_version
@@ -64,16 +64,17 @@ class JobProgress:
         self._last_step: tuple[str, str] | None = None
 
     def __call__(self, state: str, phase: str, fraction: float,
-                 metrics: dict[str, Any] | None = None) -> None:
+                 metrics: dict[str, Any] | None = None,
+                 detail: dict[str, Any] | None = None) -> None:
         from worker.distill.engine import Cancelled
 
         if self.heartbeat.lost.is_set():
             raise lifecycle.LeaseLost(self.job_id)
         now = time.monotonic()
         step = (state, phase)
-        # Calls that carry metrics (losses) may be written more often than plain ticks.
-        interval = PROGRESS_MIN_INTERVAL_S / 4 if metrics else PROGRESS_MIN_INTERVAL_S
-        if step == self._last_step and now - self._last_write < interval:
+        # One write a second at most within a step, losses included (a fast GPU steps many
+        # times a second): the live loss chart thins out, the phase summary keeps them all.
+        if step == self._last_step and now - self._last_write < PROGRESS_MIN_INTERVAL_S:
             return
         self._last_write, self._last_step = now, step
         try:
@@ -81,15 +82,28 @@ class JobProgress:
                 if lifecycle.is_cancel_requested(db, self.job_id):
                     raise Cancelled()
                 lifecycle.advance(db, self.job_id, self.owner, state=state, phase=phase,
-                                  progress=fraction, event_data=metrics)
+                                  progress=fraction, progress_detail=detail,
+                                  event_data=_event_data(metrics, detail))
         except UNAVAILABLE:
             # A database outage must not throw away hours of work: keep computing. The lease
             # decides: if it expires meanwhile, the next write raises LeaseLost.
             log.warning("progress for %s not recorded (database unavailable)", self.job_id)
 
 
-def run_job(job_id: str) -> str:
-    """Run a job to a final state (or give it back); return what happened, for logs."""
+def _event_data(metrics: dict[str, Any] | None, detail: dict[str, Any] | None
+                ) -> dict[str, Any] | None:
+    """A progress event's data: the step's metrics (losses) and the stage's counts."""
+    if detail is None:
+        return metrics
+    return {**(metrics or {}), "progress_detail": detail}
+
+
+def run_job(job_id: str, node: str | None = None) -> str:
+    """Run a job to a final state (or give it back); return what happened, for logs.
+
+    `node` is the Celery node name of the worker running it (`tailor-<pid>@<host>`), recorded
+    on the job as its `worker`; None (a direct call) records the lease owner id instead.
+    """
     from worker.distill.config import ConfigError
     from worker.distill.engine import Cancelled, DistillData, EngineError, run
     from worker.distill.sources import ModelSourceError
@@ -107,11 +121,13 @@ def run_job(job_id: str) -> str:
             return "unknown job"
         if job.is_final:
             return f"already {job.state}"
-        claimed = lifecycle.claim(db, job_id, owner, settings.job_lease_seconds)
+        claimed = lifecycle.claim(db, job_id, owner, settings.job_lease_seconds, worker=node)
         if claimed is None:
             # Held by a live worker, or cancelled / out of attempts while stranded: either
             # way the holder or the sweeper settles it; this message has nothing to do.
             return HELD
+        log.info("job %s claimed by %s (attempt %d of %d)", job_id, claimed.worker,
+                 claimed.attempts, claimed.max_attempts)
         spec, attempts = claimed.spec, claimed.attempts
         submitted = (claimed.owner, claimed.created_at)
         corpus = [t for t, _ in read_records(db=db, dataset_id=spec["data"]["dataset_id"])]
@@ -178,4 +194,4 @@ def _finish(job_id: str, owner: str, state: str, error: tuple[str, str]) -> None
 
 def job_workdir(job_id: str) -> Path:
     """Where a job keeps its checkpoints and student files (inside the artifact store)."""
-    return get_settings().artifacts / "jobs" / job_id
+    return files.job_workdir(job_id)

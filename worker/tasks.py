@@ -31,7 +31,7 @@ def run_job_task(self: Task, job_id: str) -> str:
     so a second delivery never needs to wait around for the first.
     """
     try:
-        return run_job(job_id)
+        return run_job(job_id, node=self.request.hostname)
     except UNAVAILABLE:
         log.warning("job %s: database unavailable before the run started", job_id)
         return DB_DOWN

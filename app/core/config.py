@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     explain_steps: int = Field(32, ge=4, le=512, description="Integration steps per text.")
     explain_max_waiting: int = Field(4, ge=1, description="Explanation requests running or "
                                      "waiting at once (429 beyond).")
+    # POST /evaluations scores synchronously, so the answer holds the result: a cap keeps a
+    # request within about a minute on a CPU (MiniLM-L6 serves a few hundred short texts/s).
+    max_evaluation_rows: int = Field(5_000, ge=1, description="Labeled rows one evaluation "
+                                     "scores at most (422 `dataset_too_large` beyond).")
 
     job_max_attempts: int = Field(3, ge=1)
     job_lease_seconds: int = Field(120, ge=1)

@@ -1,4 +1,5 @@
-"""HTTP routes for datasets: upload (JSON, multipart JSONL/CSV, raw JSONL/CSV), get, list.
+"""HTTP routes for datasets: upload (JSON, multipart JSONL/CSV, raw JSONL/CSV), get, list,
+delete.
 
 Uploads are parsed and stored in worker threads, never on the event loop: a large upload
 costs its own request time, not everyone's.
@@ -9,7 +10,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
@@ -155,6 +156,16 @@ def list_datasets(db: SessionDep, principal: TrainScope,
 @router.get("/{dataset_id}", response_model=DatasetOut)
 def get_dataset(dataset_id: str, db: SessionDep, principal: TrainScope) -> Any:
     return service.get_dataset(db=db, dataset_id=dataset_id, viewer=principal).summary()
+
+
+@router.delete("/{dataset_id}", status_code=204, response_class=Response,
+               summary="Delete a dataset (409 dataset_in_use while a job that is not final "
+                       "uses it)",
+               responses={404: {"description": "no such dataset (or another key's)"},
+                          409: {"description": "`dataset_in_use`, naming the jobs"}})
+def delete_dataset(dataset_id: str, db: SessionDep, principal: TrainScope) -> Response:
+    service.delete_dataset(db=db, dataset_id=dataset_id, viewer=principal)
+    return Response(status_code=204)
 
 
 # Referenced by _UPLOAD_DOC so that the schema is emitted into components.

@@ -6,16 +6,17 @@ import hashlib
 import json
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.core.errors import Invalid, NotFound
+from app.core.db import lock_row
+from app.core.errors import Conflict, Invalid, NotFound
 from app.core.ownership import only_visible, visible
 from app.core.security import Principal
 from app.core.url_guard import NUL
 from app.datasets.parsing import Row, validate_rows
-from app.models import Dataset, DatasetRecord
+from app.models import FINAL_STATES, Dataset, DatasetRecord, Job
 from app.models.base import new_id
 
 INSERT_CHUNK = 1000
@@ -100,3 +101,40 @@ def read_records(*, db: Session, dataset_id: str) -> list[tuple[str, Any]]:
     stmt = (select(DatasetRecord.text, DatasetRecord.label)
             .where(DatasetRecord.dataset_id == dataset_id).order_by(DatasetRecord.idx))
     return [(t, lab) for t, lab in db.execute(stmt)]
+
+
+def delete_dataset(*, db: Session, dataset_id: str, viewer: Principal) -> None:
+    """Delete a dataset and its rows, unless a job that is not final reads it.
+
+    Taken under the dataset's row lock (`lock_row`), which job submission also takes before
+    it inserts a job naming the dataset: a submission either commits first (and this
+    refuses) or waits and finds the dataset gone (422 `dataset_not_found`). Final jobs keep
+    their spec, which names the deleted id. The caller commits.
+
+    Raises:
+        NotFound: absent, or another key's (404, the same answer).
+        Conflict: `dataset_in_use` (409); `details.jobs` lists the ids, visible to `viewer`,
+            of the jobs that are not final and use it as corpus or eval set.
+    """
+    dataset = visible(lock_row(db, Dataset, dataset_id), viewer)
+    if dataset is None:
+        raise NotFound(f"no dataset with id {dataset_id!r}")
+    users = jobs_using(db, dataset_id)
+    if users:
+        shown = [job.id for job in users if viewer.may_see(job.owner)]
+        raise Conflict(f"dataset {dataset_id} is used by {len(users)} job(s) that are not "
+                       f"final{': ' + ', '.join(shown) if shown else ''}; cancel them or wait "
+                       "until they finish", code="dataset_in_use", details={"jobs": shown})
+    db.execute(delete(DatasetRecord).where(DatasetRecord.dataset_id == dataset_id))
+    db.delete(dataset)
+
+
+def jobs_using(db: Session, dataset_id: str) -> list[Job]:
+    """Jobs that are not final and read `dataset_id` (corpus or eval set), oldest first."""
+    # Jobs that are not final are few at any time; reading their specs here keeps one query
+    # for both databases instead of two dialects of JSON path syntax.
+    stmt = (select(Job).where(Job.state.not_in([s.value for s in FINAL_STATES]))
+            .order_by(Job.created_at))
+    return [job for job in db.scalars(stmt)
+            if dataset_id in (job.spec.get("data", {}).get("dataset_id"),
+                              job.spec.get("data", {}).get("eval_dataset_id"))]

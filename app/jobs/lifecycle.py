@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from app.core.db import lock_row
 from app.models import FINAL_STATES, Job, JobEvent, JobState
 from app.models.base import utcnow
+from app.models.job import WORKER_NAME_MAX
 from app.webhooks import outbox
 
 NON_FINAL = [s.value for s in JobState if s not in FINAL_STATES]
@@ -25,10 +26,13 @@ def record_event(db: Session, job: Job, kind: str, data: dict[str, Any] | None =
                     progress=job.progress, data=data))
 
 
-def claim(db: Session, job_id: str, owner: str, lease_seconds: int) -> Job | None:
+def claim(db: Session, job_id: str, owner: str, lease_seconds: int,
+          worker: str | None = None) -> Job | None:
     """Take the job's lease if nobody holds a live one and attempts remain; count the attempt.
 
-    None if another worker holds it, it is final or cancelled, or its attempts are spent.
+    `owner` is the lease holder's unique id; `worker` its Celery node name, shown on the job
+    (default: `owner`). None if another worker holds it, it is final or cancelled, or its
+    attempts are spent.
     """
     now = utcnow()
     result = db.execute(
@@ -37,13 +41,15 @@ def claim(db: Session, job_id: str, owner: str, lease_seconds: int) -> Job | Non
                Job.attempts < Job.max_attempts,
                or_(Job.lease_owner.is_(None), Job.lease_expires_at < now))
         .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_seconds),
-                attempts=Job.attempts + 1, started_at=now, updated_at=now))
+                worker=(worker or owner)[:WORKER_NAME_MAX], attempts=Job.attempts + 1,
+                started_at=now, updated_at=now))
     if result.rowcount != 1:  # type: ignore[attr-defined]
         db.commit()
         return None
     job = db.get(Job, job_id, populate_existing=True)
     assert job is not None
-    record_event(db, job, "claimed", {"owner": owner, "attempt": job.attempts})
+    record_event(db, job, "claimed", {"owner": owner, "worker": job.worker,
+                                      "attempt": job.attempts})
     db.commit()
     return job
 
@@ -69,11 +75,16 @@ def renew(db: Session, job_id: str, owner: str, lease_seconds: int) -> bool:
 
 def advance(db: Session, job_id: str, owner: str, *, state: str, phase: str | None,
             progress: float, metrics: dict[str, Any] | None = None,
+            progress_detail: dict[str, Any] | None = None,
             event_data: dict[str, Any] | None = None) -> Job:
-    """Record progress (and a state change) for a job we hold; return the fresh row."""
+    """Record progress (and a state change) for a job we hold; return the fresh row.
+
+    `progress_detail` replaces the stored one (`{"stage", "done", "total", "unit",
+    "rate_per_s", "eta_s", "updated_at"}`, or None outside a counted stage)."""
     job = hold(db, job_id, owner)
     changed = job.state != state
     job.state, job.phase, job.progress = state, phase, progress
+    job.progress_detail = progress_detail
     if metrics is not None:
         job.metrics = {**(job.metrics or {}), **metrics}
     record_event(db, job, "state" if changed else "progress", event_data)
@@ -104,6 +115,7 @@ def set_final(db: Session, job: Job, *, state: str, error: tuple[str, str] | Non
     job's webhooks, if it has a `notify.url`, are queued when it does)."""
     job.state = state
     job.finished_at = utcnow()
+    job.progress_detail = None  # counts describe a running stage; a final job has none
     job.lease_owner, job.lease_expires_at = None, None
     if state == JobState.SUCCEEDED:
         job.progress = 1.0

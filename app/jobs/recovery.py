@@ -44,7 +44,7 @@ def sweep(db: Session, *, requeue_after_s: float, waiting: Collection[str] | Non
         Job.lease_expires_at < now)
     for job in _locked(db, expired):
         _settle(db, job, now, out, reason="lease_expired",
-                detail=f"the worker {job.lease_owner} stopped renewing its lease "
+                detail=f"the worker {job.worker or job.lease_owner} stopped renewing its lease "
                        f"in state {job.state} (phase {job.phase})")
     cutoff = now - timedelta(seconds=requeue_after_s)
     unclaimed = select(Job).where(

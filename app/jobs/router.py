@@ -1,4 +1,4 @@
-"""HTTP routes for jobs: submit, list, get, Server-Sent Events, cancel."""
+"""HTTP routes for jobs: submit, list, get, Server-Sent Events, cancel, delete."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from app.core.db import session_scope
@@ -16,8 +16,8 @@ from app.core.deps import SessionDep, TrainScope
 from app.core.params import DEFAULT_LIST_LIMIT, LimitQuery, OffsetQuery
 from app.core.security import Principal
 from app.core.strict_json import StrictJsonRoute
-from app.jobs import service
-from app.jobs.schemas import JobCreate, JobList, JobOut
+from app.jobs import files, service
+from app.jobs.schemas import DryRunOut, JobCreate, JobList, JobOut
 from app.models import FINAL_STATES, JobState
 from worker.celery_app import enqueue_job
 
@@ -27,9 +27,20 @@ SSE_KEEPALIVE_SECONDS = 15
 
 
 @router.post("", status_code=202, response_model=JobOut,
-             summary="Submit a distillation job (202; honours Idempotency-Key)")
+             summary="Submit a distillation job (202; honours Idempotency-Key)",
+             responses={200: {"model": DryRunOut,
+                              "description": "dry_run=true: valid; the estimate. Nothing "
+                                             "was created."}})
 def submit_job(payload: JobCreate, response: Response, db: SessionDep, principal: TrainScope,
-               idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> Any:
+               idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+               dry_run: Annotated[bool, Query(
+                   description="Validate as a real submission does and answer 200 with an "
+                               "estimate (texts, teacher calls, seconds per phase); create "
+                               "nothing. Idempotency-Key is ignored.")] = False) -> Any:
+    if dry_run:
+        body = DryRunOut.model_validate(service.dry_run(db=db, payload=payload,
+                                                        principal=principal))
+        return JSONResponse(body.model_dump(mode="json"), status_code=200)
     job, _created = service.submit_job(db=db, payload=payload, principal=principal,
                                        idempotency_key=idempotency_key, enqueue=enqueue_job)
     response.headers["Location"] = f"/jobs/{job.id}"
@@ -56,6 +67,17 @@ def get_job(job_id: str, db: SessionDep, principal: TrainScope) -> Any:
 @router.post("/{job_id}/cancel", response_model=JobOut, summary="Cancel (409 if already final)")
 def cancel_job(job_id: str, db: SessionDep, principal: TrainScope) -> Any:
     return service.job_to_dict(service.cancel_job(db=db, job_id=job_id, viewer=principal))
+
+
+@router.delete("/{job_id}", status_code=204, response_class=Response,
+               summary="Delete a final job, its events and work files (never a registered "
+                       "version's artifacts)",
+               responses={404: {"description": "no such job (or another key's)"},
+                          409: {"description": "`job_not_final`: cancel it first"}})
+def delete_job(job_id: str, db: SessionDep, principal: TrainScope) -> Response:
+    kept = service.delete_job(db=db, job_id=job_id, viewer=principal)
+    files.remove_work_files(job_id, keep=kept)
+    return Response(status_code=204)
 
 
 @router.get("/{job_id}/events", summary="Server-Sent Events: state changes and progress",

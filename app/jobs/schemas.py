@@ -96,6 +96,37 @@ class JobCreate(Strict):
     notify: NotifyIn | None = Field(None, description="Webhook: see README, Webhooks.")
 
 
+class PhaseEstimate(BaseModel):
+    seconds: float = Field(ge=0)
+
+
+class RateOut(BaseModel):
+    value: float
+    basis: Literal["measured on this worker class", "documented default"]
+
+
+class EstimateOut(BaseModel):
+    """What a job would cost, from the engine's own counts and measured or default rates."""
+
+    texts: int = Field(ge=0, description="Corpus texts plus labeled eval texts.")
+    teacher_calls: int = Field(ge=0, description="Teacher calls the strategy expects (texts "
+                               "already in the teacher cache cost less).")
+    training_steps: int = Field(ge=0, description="Student steps of the schedule (refine "
+                                "counted at its largest).")
+    phases: dict[Literal["annotate", "distill", "evaluate"], PhaseEstimate]
+    seconds: float = Field(ge=0, description="Sum of the phases, wall seconds on one worker.")
+    basis: Literal["measured on this worker class", "documented default"] = Field(
+        description="`measured on this worker class` when every rate came from recently "
+                    "succeeded jobs with the same teacher and student; see `rates`.")
+    rates: dict[str, RateOut] = Field(description="teacher_calls_per_s, teacher_load_s, "
+                                      "student_steps_per_s, student_ms_per_text.")
+
+
+class DryRunOut(BaseModel):
+    dry_run: Literal[True] = True
+    estimate: EstimateOut
+
+
 class JobError(BaseModel):
     code: str
     message: str
@@ -109,6 +140,22 @@ class RunWarningOut(BaseModel):
     message: str
 
 
+class ProgressDetailOut(BaseModel):
+    """Counts of the stage a running job is in, updated every few seconds (at most about
+    once a second): teacher texts during annotation, training steps during distillation."""
+
+    stage: Literal["annotate", "distill"]
+    done: int = Field(ge=0)
+    total: int = Field(ge=0, description="Expected units; for `annotate` the strategy's "
+                       "estimate of teacher calls (grows to `done` if it ran short).")
+    unit: Literal["texts", "steps"]
+    rate_per_s: float | None = Field(description="Units per second over the last 30 s; "
+                                                 "null until measured.")
+    eta_s: float | None = Field(description="Seconds left in this stage at that rate; null "
+                                            "while unknown.")
+    updated_at: datetime
+
+
 class ModelRef(BaseModel):
     name: str
     version: int
@@ -120,6 +167,8 @@ class JobOut(BaseModel):
     state: str
     phase: str | None
     progress: float = Field(ge=0, le=1)
+    progress_detail: ProgressDetailOut | None = Field(
+        None, description="While annotation or training runs: done of total, rate, ETA.")
     metrics: dict[str, Any]
     warnings: list[RunWarningOut] = Field(
         default_factory=list, description="Set when the job succeeds: degenerate results "
@@ -131,6 +180,14 @@ class JobOut(BaseModel):
     spec: dict[str, Any]
     owner: str = Field(description="Id of the API key that submitted it ('local' with auth "
                                    "off, 'admin' for jobs older than ownership).")
+    worker: str | None = Field(
+        None, description="Celery node name (`tailor-<pid>@<host>`) of the worker that "
+        "claimed the job: it holds the lease until `lease_expires_at` (renewed while it "
+        "runs); once the job is final, or back in the queue after its worker died, the last "
+        "one that ran it. Null until a worker claims it.")
+    lease_expires_at: datetime | None = Field(
+        None, description="When the worker's lease runs out unless renewed; null when no "
+        "worker holds the job.")
     created_at: datetime
     updated_at: datetime
     started_at: datetime | None

@@ -1,4 +1,4 @@
-"""Jobs: validate and submit (enqueue after commit), read, list, cancel."""
+"""Jobs: validate and submit (enqueue after commit), read, list, cancel, delete."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from app.core.db import lock_row
 from app.core.errors import Conflict, Invalid, NotFound, Unavailable
 from app.core.ownership import only_visible, visible
 from app.core.security import Principal
-from app.jobs import checks, lifecycle
+from app.jobs import checks, estimate, lifecycle
 from app.jobs.schemas import JobCreate
-from app.models import Dataset, Job, JobEvent, JobState
+from app.models import Dataset, Job, JobEvent, JobState, ModelVersion
 from app.models.base import new_id, utcnow
 from app.registry.service import refuse_taken_name
 from app.webhooks.targets import TargetRefused
@@ -118,6 +118,27 @@ def validate_spec(db: Session, spec: dict[str, Any], viewer: Principal) -> None:
     checks.check_submission(db, spec, cfg)
 
 
+def lock_datasets(db: Session, spec: dict[str, Any], viewer: Principal, *,
+                  lock: bool = True) -> None:
+    """Take the row locks of the datasets a job names (unless `lock` is False), and check
+    again that they exist.
+
+    DELETE /datasets takes the same lock (app.datasets.service.delete_dataset) before it
+    looks for jobs that use the dataset, so a dataset being deleted is never picked by a new
+    job. On SQLite this is the database write lock, taken only now, after the slow checks.
+
+    Raises:
+        Invalid: 422 `dataset_not_found` naming `data.dataset_id` / `data.eval_dataset_id`.
+    """
+    for field in ("dataset_id", "eval_dataset_id"):
+        dataset_id = spec["data"].get(field)
+        row = (lock_row(db, Dataset, dataset_id) if lock
+               else db.get(Dataset, dataset_id, populate_existing=True)) if dataset_id else None
+        if dataset_id and visible(row, viewer) is None:
+            raise Invalid(f"data.{field}", f"no dataset with id {dataset_id!r}",
+                          code="dataset_not_found")
+
+
 def submit_job(*, db: Session, payload: JobCreate, principal: Principal,
                idempotency_key: str | None = None, enqueue: Any) -> tuple[Job, bool]:
     """Create a queued job owned by `principal` and wake a worker; return (job, created).
@@ -128,7 +149,13 @@ def submit_job(*, db: Session, payload: JobCreate, principal: Principal,
         existing = _by_idempotency_key(db, principal.key_id, idempotency_key)
         if existing is not None:
             return _replay(existing, request_hash), False
-    validate_spec(db, spec, principal)
+    try:
+        validate_spec(db, spec, principal)
+    except Invalid:
+        # A dataset deleted while the checks read it looks empty to them: name the cause.
+        lock_datasets(db, spec, principal, lock=False)
+        raise
+    lock_datasets(db, spec, principal)  # held until commit: a delete cannot slip in between
     job = Job(id=new_id("job"), name=payload.name, state=JobState.QUEUED, progress=0.0,
               spec=spec, metrics={}, attempts=0, max_attempts=get_settings().job_max_attempts,
               owner=principal.key_id, idempotency_key=idempotency_key,
@@ -153,6 +180,18 @@ def submit_job(*, db: Session, payload: JobCreate, principal: Principal,
         raise Unavailable(f"the job queue is unreachable ({type(exc).__name__}); "
                           "nothing was created, retry later", code="broker_unavailable") from exc
     return job, True
+
+
+def dry_run(*, db: Session, payload: JobCreate, principal: Principal) -> dict[str, Any]:
+    """Validate `payload` exactly as `submit_job` does and estimate its cost; create nothing
+    (no job row, no idempotency record, no message).
+
+    Returns `{"dry_run": True, "estimate": ...}` (shape in app.jobs.estimate.estimate_job).
+    Raises the same Invalid (422) a real submission of this payload would.
+    """
+    spec = normalized_spec(payload)
+    validate_spec(db, spec, principal)
+    return {"dry_run": True, "estimate": estimate.estimate_job(db, spec, engine_config(spec))}
 
 
 def _by_idempotency_key(db: Session, owner: str, key: str | None) -> Job | None:
@@ -205,6 +244,30 @@ def cancel_job(*, db: Session, job_id: str, viewer: Principal) -> Job:
     return get_job(db=db, job_id=job_id, viewer=viewer)
 
 
+def delete_job(*, db: Session, job_id: str, viewer: Principal) -> list[str]:
+    """Delete a final job and its events; return the artifact paths of the versions it
+    registered, which stay (the caller removes the rest of its work files after commit with
+    `app.jobs.files.remove_work_files`). Its versions keep their `job_id` as lineage.
+
+    Raises:
+        NotFound: absent, or another key's (404, the same answer).
+        Conflict: `job_not_final` (409) while it is queued or running: cancel it first.
+    """
+    job = visible(lock_row(db, Job, job_id), viewer)
+    if job is None:
+        raise NotFound(f"no job with id {job_id!r}")
+    if not job.is_final:
+        raise Conflict(f"job {job_id} is {job.state}; only a succeeded, failed or cancelled "
+                       "job can be deleted (cancel it first)", code="job_not_final",
+                       details={"state": job.state})
+    kept = list(db.scalars(select(ModelVersion.artifact_path)
+                           .where(ModelVersion.job_id == job_id)))
+    db.execute(delete(JobEvent).where(JobEvent.job_id == job_id))
+    db.delete(job)
+    db.commit()
+    return kept
+
+
 def events_after(*, db: Session, job_id: str, after_id: int) -> list[JobEvent]:
     stmt = (select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.id > after_id)
             .order_by(JobEvent.id).limit(500))
@@ -214,14 +277,16 @@ def events_after(*, db: Session, job_id: str, after_id: int) -> list[JobEvent]:
 def job_to_dict(job: Job) -> dict[str, Any]:
     return {
         "id": job.id, "name": job.name, "state": job.state, "phase": job.phase,
-        "progress": round(job.progress or 0.0, 4), "metrics": job.metrics or {},
+        "progress": round(job.progress or 0.0, 4),
+        "progress_detail": None if job.is_final else job.progress_detail,
+        "metrics": job.metrics or {},
         "warnings": job.warnings or [],
         "error": ({"code": job.error_code, "message": job.error_message or ""}
                   if job.error_code else None),
         "model": ({"name": job.model_name, "version": job.model_version}
                   if job.model_version is not None else None),
         "attempts": job.attempts, "cancel_requested": job.cancel_requested, "spec": job.spec,
-        "owner": job.owner,
+        "owner": job.owner, "worker": job.worker, "lease_expires_at": job.lease_expires_at,
         "created_at": job.created_at, "updated_at": job.updated_at,
         "started_at": job.started_at, "finished_at": job.finished_at,
     }

@@ -4,6 +4,7 @@ from app.models.api_key import ApiKey
 from app.models.base import Base
 from app.models.dataset import Dataset
 from app.models.dataset_record import DatasetRecord
+from app.models.evaluation import Evaluation
 from app.models.job import FINAL_STATES, Job, JobState
 from app.models.job_event import JobEvent
 from app.models.model_alias import ModelAlias
@@ -11,5 +12,6 @@ from app.models.model_version import ModelVersion
 from app.models.registered_model import RegisteredModel
 from app.models.worker_heartbeat import WorkerHeartbeat
 
-__all__ = ["ApiKey", "Base", "Dataset", "DatasetRecord", "FINAL_STATES", "Job", "JobEvent",
-           "JobState", "ModelAlias", "ModelVersion", "RegisteredModel", "WorkerHeartbeat"]
+__all__ = ["ApiKey", "Base", "Dataset", "DatasetRecord", "Evaluation", "FINAL_STATES", "Job",
+           "JobEvent", "JobState", "ModelAlias", "ModelVersion", "RegisteredModel",
+           "WorkerHeartbeat"]

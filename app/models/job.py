@@ -24,6 +24,8 @@ class JobState(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
+# Node names come from the worker's `-n` option, of any length: stored cut to this.
+WORKER_NAME_MAX = 255
 FINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 # The happy path, in order; failed/cancelled may follow any non-final state.
 PIPELINE = (JobState.QUEUED, JobState.ANNOTATING, JobState.DISTILLING,
@@ -59,6 +61,9 @@ class Job(Owned, Base):
     # should not be trusted as they stand; an alias moves onto a warned version only by force.
     warnings: Mapped[list[dict[str, str]]] = mapped_column(JSONType, default=list,
                                                            server_default=text("'[]'"))
+    # While a counted stage runs (worker/distill/progress.py): `{"stage", "done", "total",
+    # "unit", "rate_per_s", "eta_s", "updated_at"}`; None before, between and after.
+    progress_detail: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
     model_name: Mapped[str | None] = mapped_column(String(64))
@@ -68,6 +73,10 @@ class Job(Owned, Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     lease_owner: Mapped[str | None] = mapped_column(String(120))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The Celery node name (`tailor-<pid>@<host>`) of the worker that last claimed the job:
+    # it holds the lease while the job runs, and stays once the job is final or stranded, so
+    # an operator knows whose log to read.
+    worker: Mapped[str | None] = mapped_column(String(WORKER_NAME_MAX))
     # When a wake-up message was last published; the worker sweeper re-wakes jobs whose
     # message was lost (broker restart, worker killed) once this is old enough.
     woken_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

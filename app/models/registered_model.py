@@ -8,6 +8,7 @@ from sqlalchemy import Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, UTCDateTime, utcnow
+from app.models.owned import OWNER_LENGTH
 
 
 class RegisteredModel(Base):
@@ -18,5 +19,10 @@ class RegisteredModel(Base):
     # Bumped by one UPDATE ... RETURNING under the model's lock (app/registry/service.py),
     # so numbers never collide, in SQLite as in PostgreSQL.
     latest_version: Mapped[int] = mapped_column(Integer, default=0)
+    # Who holds the name (app/registry/service.py, name_holder): the owner of the job that
+    # registered its first version, from then on, even when that job or version is deleted.
+    # None until a first version is registered.
+    owner: Mapped[str | None] = mapped_column(String(OWNER_LENGTH))
+    owner_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -15,7 +15,7 @@ from app.core.config import get_settings
 from app.core.db import ping, session_scope
 from app.core.deps import AdminScope
 from app.models import Job
-from app.ops import workers
+from app.ops import artifacts, workers
 from app.ops.metrics import JOBS, REGISTRY
 from worker.celery_app import broker_reachable
 
@@ -48,14 +48,13 @@ def _checks() -> tuple[dict[str, Any], int | None]:
         checks["database"] = f"error: {type(exc).__name__}"
     checks["broker"] = "ok" if broker_reachable() else "error: unreachable"
     store = get_settings().artifacts
-    try:
-        store.mkdir(parents=True, exist_ok=True)
-        probe = store / ".ready-probe"
-        probe.write_text("ok")
-        probe.unlink()
-        checks["artifacts"] = "ok"
-    except OSError as exc:
-        checks["artifacts"] = f"error: {exc.strerror}"
+    checks["artifacts"] = artifacts.check_writable(store)
+    if checks["artifacts"] == "ok" and checks["database"] == "ok":
+        try:
+            with session_scope() as db:
+                checks["artifacts"] = artifacts.check_registered(db, store).verdict()
+        except Exception as exc:
+            checks["artifacts"] = f"error: {type(exc).__name__}"
     if checks["database"] != "ok":  # the heartbeats live in the database
         checks["worker"] = "error: unknown while the database is unreachable"
     else:
@@ -69,6 +68,9 @@ def _checks() -> tuple[dict[str, Any], int | None]:
 @router.get("/readyz", summary="Database, broker, artifact store reachable; a worker alive")
 async def readyz() -> JSONResponse:
     """200 when every check is "ok", else 503; `workers` counts fresh worker heartbeats.
+
+    `artifacts` is "ok" when the store is writable and holds the files of the sampled
+    registered versions (aliased and newest: app.ops.artifacts).
 
     The checks block on I/O (database, broker, disk), so they run in the thread pool.
     """

@@ -1,12 +1,13 @@
-"""HTTP routes for the registry: models, versions, aliases, archiving."""
+"""HTTP routes for the registry: models, versions, aliases, archiving, deleting."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 
+from app.core.config import get_settings
 from app.core.deps import AdminScope, ClassifyScope, SessionDep
 from app.core.params import VersionPath
 from app.core.strict_json import StrictJsonRoute
@@ -60,6 +61,20 @@ def unarchive(name: NamePath, version: VersionPath, request: Request, db: Sessio
     row = service.set_archived(db=db, name=name, version=version, archived=False)
     request.app.state.refs.clear()
     return service.version_detail(row)
+
+
+@router.delete("/{name}/versions/{version}", status_code=204, response_class=Response,
+               summary="Delete an archived version no alias points at; its number is never "
+                       "reused",
+               responses={404: {"description": "no such model or version"},
+                          409: {"description": "`version_not_archived` or `version_aliased`"}})
+def delete_version(name: NamePath, version: VersionPath, request: Request, db: SessionDep,
+                   _: AdminScope) -> Response:
+    row = service.delete_version(db=db, name=name, version=version)
+    request.app.state.refs.clear()  # /classify answers 404 for it from now on
+    request.app.state.pool.evict(row.ref)
+    service.remove_version_files(get_settings().artifacts, row.artifact_path)
+    return Response(status_code=204)
 
 
 @router.put("/{name}/aliases/{alias}", response_model=AliasOut,

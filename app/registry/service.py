@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -58,6 +59,7 @@ def register_version(*, db: Session, job_id: str, name: str, result: Any,
             raise Conflict(_taken_message(name), code="model_name_taken",
                            details={"field": "name"})
     number = _next_number(db, name)
+    _hold_name(db, name, job_id)
     rel_path = str(Path(result.student_dir).resolve().relative_to(artifacts_root.resolve()))
     task = result.lineage["config"]["task"]
     version = ModelVersion(
@@ -74,15 +76,24 @@ def register_version(*, db: Session, job_id: str, name: str, result: Any,
 
 def name_holder(db: Session, name: str) -> tuple[str, datetime] | None:
     """Who a model name belongs to: (owner of the job that registered its first version,
-    when that version was registered); None while it has no version. A first version whose
-    job row is gone is admin's (failing closed, like rows older than ownership)."""
-    first = db.scalar(select(ModelVersion).options(*SERVING_ONLY)
-                      .where(ModelVersion.model_name == name)
-                      .order_by(ModelVersion.version).limit(1))
-    if first is None:
+    when that version was registered); None while it never had a version. Recorded on the
+    model row at the first registration (`_hold_name`), so deleting that job or version
+    later changes nothing. A first version without a job row is admin's (failing closed,
+    like rows older than ownership)."""
+    model = db.get(RegisteredModel, name)
+    if model is None or model.owner is None or model.owner_since is None:
         return None
-    job = db.get(Job, first.job_id) if first.job_id else None
-    return (job.owner if job is not None else ADMIN_OWNER), first.created_at
+    return model.owner, model.owner_since
+
+
+def _hold_name(db: Session, name: str, job_id: str) -> None:
+    # Called under the model's row lock; only the first registration writes the holder.
+    model = db.get(RegisteredModel, name, populate_existing=True)
+    assert model is not None  # _ensure_model created it
+    if model.owner is None:
+        job = db.get(Job, job_id)
+        model.owner = job.owner if job is not None else ADMIN_OWNER
+        model.owner_since = utcnow()
 
 
 def refuse_taken_name(db: Session, name: str, viewer: Principal) -> None:
@@ -203,8 +214,8 @@ def resolve_ref(*, db: Session, ref: str) -> ModelVersion:
             raise Conflict(f"model {name!r} is still being trained; no version is "
                            "registered yet", code="model_not_ready")
         if db.get(RegisteredModel, name) is not None:
-            raise NotFound(f"every version of model {name!r} is archived; unarchive one",
-                           code="model_not_found")
+            raise NotFound(f"model {name!r} has no servable version (every one is archived "
+                           "or deleted)", code="model_not_found")
         raise NotFound(f"no model named {name!r}", code="model_not_found")
     return latest
 
@@ -225,7 +236,7 @@ def set_alias(*, db: Session, name: str, alias: str, version: int,
     if warm is not None:  # before the lock: loading may take seconds
         warm(row)
     _lock_model(db, name)
-    db.refresh(row)  # archived meanwhile?
+    row = _reread(db, name, version)  # archived or deleted meanwhile?
     _refuse_archived(row)
     current = db.get(ModelAlias, (name, alias), populate_existing=True)
     if current is None:
@@ -242,19 +253,75 @@ def set_archived(*, db: Session, name: str, version: int, archived: bool) -> Mod
     A version an alias points at cannot be archived: move the alias first, so that archiving
     never silently breaks the traffic an alias carries.
     """
-    row = get_version(db=db, name=name, version=version)
+    get_version(db=db, name=name, version=version)
     _lock_model(db, name)
-    db.refresh(row)
+    row = _reread(db, name, version)
     if archived:
-        pointing = sorted(a.alias for a in db.scalars(select(ModelAlias).where(
-            ModelAlias.model_name == name, ModelAlias.version == version)))
-        if pointing:
-            raise Conflict(f"{row.ref} is served by alias(es) {', '.join(pointing)}; move them "
-                           "to another version first", code="version_aliased",
-                           details={"aliases": pointing})
+        _refuse_aliased(db, row)
     row.archived = archived
     db.commit()
     return row
+
+
+def delete_version(*, db: Session, name: str, version: int) -> ModelVersion:
+    """Delete an archived version no alias points at; return the deleted row (detached) so
+    the caller can drop it from serving and remove its files (`remove_version_files`).
+
+    The number stays taken: `registered_models.latest_version` is never lowered, so a later
+    registration gets a higher number; the model row (and who holds the name) stays too.
+
+    Raises:
+        NotFound: `model_not_found` / `version_not_found` (404), as for an unknown version.
+        Conflict: `version_not_archived` (archive it first, so nothing serves it through
+            `name`) or `version_aliased` naming the aliases in `details.aliases` (409).
+    """
+    get_version(db=db, name=name, version=version)
+    _lock_model(db, name)
+    row = _reread(db, name, version)
+    if not row.archived:
+        raise Conflict(f"{row.ref} is not archived; archive it before deleting it",
+                       code="version_not_archived")
+    _refuse_aliased(db, row)
+    db.delete(row)
+    db.commit()
+    return row
+
+
+def remove_version_files(artifacts_root: Path, artifact_path: str) -> None:
+    """Remove a deleted version's artifact folder, then the job folder that held it once
+    empty (its job deleted earlier). Paths outside the store are left alone."""
+    root = artifacts_root.resolve()
+    folder = (root / artifact_path).resolve()
+    if folder == root or not folder.is_relative_to(root):
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    parent = folder.parent
+    while parent != root and parent.is_relative_to(root / "jobs") and parent != root / "jobs":
+        try:
+            parent.rmdir()  # only when empty: a job that still exists keeps its files
+        except OSError:
+            break
+        parent = parent.parent
+
+
+def _reread(db: Session, name: str, version: int) -> ModelVersion:
+    # After taking the model's lock: what was read before it may have been archived,
+    # unarchived or deleted by the writer we waited for.
+    row = db.scalar(select(ModelVersion).where(ModelVersion.model_name == name,
+                                               ModelVersion.version == version)
+                    .execution_options(populate_existing=True))
+    if row is None:
+        raise NotFound(f"model {name!r} has no version {version}", code="version_not_found")
+    return row
+
+
+def _refuse_aliased(db: Session, row: ModelVersion) -> None:
+    pointing = sorted(a.alias for a in db.scalars(select(ModelAlias).where(
+        ModelAlias.model_name == row.model_name, ModelAlias.version == row.version)))
+    if pointing:
+        raise Conflict(f"{row.ref} is served by alias(es) {', '.join(pointing)}; move them "
+                       "to another version first", code="version_aliased",
+                       details={"aliases": pointing})
 
 
 def _lock_model(db: Session, name: str) -> None:

@@ -35,19 +35,25 @@ def check_request(body: ClassifyIn) -> None:
     """Refuse requests over the limits or with an invalid text, naming the item.
 
     Raises:
-        PayloadTooLarge: more than `max_classify_texts` texts.
-        Invalid: `too_many_to_explain`, more than `max_explain_texts` texts with explain.
+        PayloadTooLarge: more than `max_classify_texts` texts (the limit in
+            `details.max_texts`, so clients can split their lists).
+        Invalid: `too_many_to_explain`, more than `max_explain_texts` texts with explain
+            (the limit in `details.max_texts`).
         Invalid: a text over `max_text_chars` characters.
         InvalidText: an empty or invisible text, a lone surrogate, NUL, a text over the limit.
     """
     settings = get_settings()
     if len(body.texts) > settings.max_classify_texts:
         raise PayloadTooLarge(f"texts: {len(body.texts)} texts exceed the limit of "
-                              f"{settings.max_classify_texts} per request")
+                              f"{settings.max_classify_texts} per request",
+                              details={"field": "texts",
+                                       "max_texts": settings.max_classify_texts})
     if body.explain and len(body.texts) > settings.max_explain_texts:
-        raise Invalid("texts", f"{len(body.texts)} texts with explain: true exceed the limit "
-                      f"of {settings.max_explain_texts}; send fewer, or explain: false",
-                      code="too_many_to_explain")
+        refused = Invalid("texts", f"{len(body.texts)} texts with explain: true exceed the "
+                          f"limit of {settings.max_explain_texts}; send fewer, or explain: "
+                          "false", code="too_many_to_explain")
+        refused.details = {"field": "texts", "max_texts": settings.max_explain_texts}
+        raise refused
     for i, text in enumerate(body.texts):
         if len(text) > settings.max_text_chars:  # first: bounds the work of the next check
             raise Invalid(f"texts[{i}]", f"{len(text)} characters exceed the limit of "

@@ -1,5 +1,9 @@
 """The dashboard at /ui: page shells, the HTML parts they load, and their static files.
 
+Actions (cancel, clone, delete, archive, aliases) are the JSON API's own routes, called by
+tailor.js with the same header: no cookie is ever sent, so no other site can make a
+browser act (no CSRF), and each action needs the scope and ownership the API demands.
+
 Auth: the shells and static files hold no data, so they need no key. Everything with data
 comes from /ui/parts/* and the JSON API, fetched by tailor.js with `Authorization: Bearer`
 from the key the user typed once (kept in sessionStorage). Events are read with fetch()
@@ -11,9 +15,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.templating import Jinja2Templates
 
@@ -72,6 +76,20 @@ def job_shell(request: Request, job_id: str) -> HTMLResponse:
                   part=f"/ui/parts/jobs/{job_id}")
 
 
+@router.get("/submit", response_class=HTMLResponse)
+def submit_shell(request: Request,
+                 from_job: Annotated[str | None, Query(alias="from")] = None) -> HTMLResponse:
+    suffix = f"?from={_checked(from_job, JOB_ID, 'job with id')}" if from_job else ""
+    return render(request, "shell.html", title="Submit a job", page="submit",
+                  part=f"/ui/parts/submit{suffix}")
+
+
+@router.get("/datasets", response_class=HTMLResponse)
+def datasets_shell(request: Request, offset: OffsetQuery = 0) -> HTMLResponse:
+    return render(request, "shell.html", title="Datasets", page="datasets",
+                  part=f"/ui/parts/datasets?offset={offset}")
+
+
 @router.get("/models", response_class=HTMLResponse)
 def models_shell(request: Request) -> HTMLResponse:
     return render(request, "shell.html", title="Models", page="models", part="/ui/parts/models")
@@ -98,15 +116,30 @@ def job_part(request: Request, job_id: str, db: SessionDep, principal: TrainScop
     return render(request, "job.html", **views.job_page(db, principal, job_id))
 
 
+@router.get("/parts/submit", response_class=HTMLResponse)
+def submit_part(request: Request, db: SessionDep, principal: TrainScope,
+                from_job: Annotated[str | None, Query(alias="from", max_length=64)] = None
+                ) -> HTMLResponse:
+    return render(request, "submit.html", **views.submit_page(db, principal, from_job))
+
+
+@router.get("/parts/datasets", response_class=HTMLResponse)
+def datasets_part(request: Request, db: SessionDep, principal: TrainScope,
+                  offset: OffsetQuery = 0) -> HTMLResponse:
+    return render(request, "datasets.html",
+                  **views.datasets_page(db, principal, JOBS_PER_PAGE, offset))
+
+
 @router.get("/parts/models", response_class=HTMLResponse)
 def models_part(request: Request, db: SessionDep, _: ClassifyScope) -> HTMLResponse:
     return render(request, "models.html", models=list_models(db=db))
 
 
 @router.get("/parts/models/{name}", response_class=HTMLResponse)
-def model_part(request: Request, name: str, db: SessionDep, _: ClassifyScope,
+def model_part(request: Request, name: str, db: SessionDep, principal: ClassifyScope,
                version: VersionQuery = None) -> HTMLResponse:
     return render(request, "model.html", **views.model_page(db, name, version),
+                  evaluations=views.evaluation_groups(db, principal, name),
                   max_explain_texts=get_settings().max_explain_texts)
 
 

@@ -11,6 +11,8 @@ from markupsafe import Markup
 from sqlalchemy.orm import Session
 
 from app.core.security import Principal
+from app.datasets import service as datasets
+from app.evaluations import service as evaluations
 from app.jobs import service as jobs
 from app.models import FINAL_STATES, JobEvent
 from app.models.base import utcnow
@@ -20,6 +22,7 @@ from tailor_cli.metrics import comparison, eval_report
 
 SIDES = ("teacher", "student")
 SHOWN_ELSEWHERE = {"teacher", "student", "prompts", "phases"}
+MAX_EVALUATIONS = 200  # newest evaluations of a model shown on its page
 MAX_EVENT_PAGES = 40  # events_after pages of 500: enough for hours of once-a-second progress
 # Raw HTML in a card is shown as text: cards quote user-supplied label names and prompts.
 _markdown = MarkdownIt("commonmark", {"html": False}).enable("table")
@@ -135,8 +138,53 @@ def jobs_page(db: Session, viewer: Principal, limit: int, offset: int) -> dict[s
             "prev_offset": max(0, offset - limit) if offset else None}
 
 
+def submit_page(db: Session, viewer: Principal, from_job: str | None) -> dict[str, Any]:
+    """The submit form, prefilled with the spec of `from_job` (a clone) or a skeleton.
+
+    Raises:
+        NotFound: `from_job` absent or another key's (404, as GET /jobs/{id}).
+    """
+    if from_job is None:
+        return {"source": None, "spec": SPEC_SKELETON}
+    job = jobs.get_job(db=db, job_id=from_job, viewer=viewer)
+    return {"source": job.id, "spec": job.spec}
+
+
+# What a new (not cloned) job starts from: the three required fields (DESIGN.md section 3).
+SPEC_SKELETON: dict[str, Any] = {
+    "name": "crisis",
+    "task": {"labels": [{"name": "crisis", "description": "a disaster or emergency"},
+                        {"name": "not_crisis", "description": "anything else"}]},
+    "data": {"dataset_id": "ds_..."}}
+
+
+def datasets_page(db: Session, viewer: Principal, limit: int, offset: int) -> dict[str, Any]:
+    """The datasets `viewer` may see, newest first, each with the ids of the jobs that are
+    not final and use it (those the viewer may see): such a dataset cannot be deleted yet."""
+    rows = datasets.list_datasets(db=db, viewer=viewer, limit=limit, offset=offset)
+    return {"datasets": [{**d.summary(), "in_use": [j.id for j in datasets.jobs_using(db, d.id)
+                                                     if viewer.may_see(j.owner)]}
+                         for d in rows],
+            "next_offset": offset + limit if len(rows) == limit else None,
+            "prev_offset": max(0, offset - limit) if offset else None}
+
+
+def export_links(detail: dict[str, Any]) -> list[dict[str, str]]:
+    """Download links for a version's exports: `[{"format", "href"}]`.
+
+    Hook for exports (DESIGN.md section 8, GET .../versions/{v}/export?format=onnx|hf), not
+    built yet: once the version detail lists its exports, return one link per format here
+    and the model page shows them; until then there is nothing to download and no link.
+    """
+    return [{"format": f, "href": f"/models/{detail['name']}/versions/{detail['version']}"
+                                  f"/export?format={f}"}
+            for f in detail.get("exports") or []]
+
+
 def model_page(db: Session, name: str, version: int | None) -> dict[str, Any]:
-    model = registry.get_model(db=db, name=name)
+    """A model's versions (archived ones too: they can be unarchived or deleted here), its
+    aliases, and the chosen version (default: the latest live one) in full."""
+    model = registry.get_model(db=db, name=name, include_archived=True)
     chosen = version or model["latest_version"]
     if chosen is None:
         return {"model": model, "version": None}
@@ -145,5 +193,24 @@ def model_page(db: Session, name: str, version: int | None) -> dict[str, Any]:
     for alias, v in model["aliases"].items():
         by_version.setdefault(v, []).append(alias)
     return {"model": model, "version": detail, "aliases_of": by_version,
+            "exports": export_links(detail),
             "card_html": Markup(_markdown.render(detail["card"] or "")),
             **metric_sections(detail["metrics"])}
+
+
+def evaluation_groups(db: Session, viewer: Principal, name: str) -> list[dict[str, Any]]:
+    """The model's evaluations `viewer` may see, grouped by dataset (the most recently
+    scored dataset first; in a group, newest version first): `[{"dataset_id",
+    "dataset_name", "best": id of the highest macro-F1, "evaluations": [EvaluationOut]}]`."""
+    rows = evaluations.list_evaluations(db=db, viewer=viewer, model=name,
+                                        limit=MAX_EVALUATIONS, offset=0)
+    groups: dict[str, dict[str, Any]] = {}
+    for row in rows:  # newest first, so groups come in order of their latest evaluation
+        group = groups.setdefault(row.dataset_id, {"dataset_id": row.dataset_id,
+                                                   "dataset_name": row.dataset_name,
+                                                   "evaluations": []})
+        group["evaluations"].append(evaluations.evaluation_to_dict(row))
+    for group in groups.values():
+        group["evaluations"].sort(key=lambda e: -e["version"])  # stable: newest first within
+        group["best"] = max(group["evaluations"], key=lambda e: e["macro_f1"])["id"]
+    return list(groups.values())

@@ -182,7 +182,8 @@ def test_openapi_documents_every_route(client):
     for path in ["/datasets", "/jobs", "/jobs/{job_id}", "/jobs/{job_id}/cancel",
                  "/jobs/{job_id}/events", "/models", "/models/{name}",
                  "/models/{name}/versions/{version}", "/models/{name}/aliases/{alias}",
-                 "/classify", "/healthz", "/readyz", "/metrics"]:
+                 "/classify", "/evaluations", "/evaluations/{evaluation_id}", "/healthz", "/readyz",
+                 "/metrics"]:
         assert path in paths, path
     assert "multipart/form-data" in paths["/datasets"]["post"]["requestBody"]["content"]
 

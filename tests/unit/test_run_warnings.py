@@ -18,7 +18,7 @@ from tests.integration.report import record_input
 from worker.distill import warnings as rules
 from worker.distill.config import EngineConfig
 from worker.distill.engine import DistillData, run
-from worker.distill.evaluate import classification_report, dominant_decision, majority_baseline
+from worker.distill.metrics import classification_report, dominant_decision, majority_baseline
 
 BALANCED_EVAL = (corpus(8), ["crisis", "calm"] * 4)
 WARNED = [{"code": "teacher_one_class",

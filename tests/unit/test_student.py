@@ -1,3 +1,6 @@
+import os
+import stat
+
 import pytest
 import torch
 
@@ -60,3 +63,20 @@ def test_only_adapter_and_head_train(saved):
     _, student, _, _ = saved
     trainable = {n for n, p in student.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n or n.startswith("head.") for n in trainable)
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640)])
+def test_saved_files_follow_the_umask_so_another_user_can_serve_them(tmp_path, saved,
+                                                                       umask, mode):
+    """The weights were written 0600 while student.json was 0644: an API running as another
+    user of the group could not load what a worker registered."""
+    _base, student, _tok, _files = saved
+    previous = os.umask(umask)
+    try:
+        out = tmp_path / f"umask-{umask:o}"
+        files = save_student(student, out, {"labels": ["a", "b", "c"], "adapter": {"r": 8}})
+    finally:
+        os.umask(previous)
+    assert {name: stat.S_IMODE((out / name).stat().st_mode) for name in files} == {
+        name: mode for name in files}
+    assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~umask

@@ -115,8 +115,18 @@ def test_model_page_shows_versions_aliases_card_and_try_it(client):
     assert client.get("/ui/parts/models/ghost").status_code == 404
 
 
-@pytest.mark.parametrize("path", ["/ui", "/ui/models", "/ui/jobs/job_x", "/ui/models/crisis"])
+@pytest.mark.parametrize("path", ["/ui", "/ui/models", "/ui/jobs/job_x", "/ui/models/crisis",
+                                  "/ui/datasets", "/ui/submit", "/ui/submit?from=job_x"])
 def test_every_shell_loads_the_script_and_names_its_part(client, path):
     html = client.get(path).text
     assert '<script src="/ui/static/tailor.js" defer></script>' in html
     assert 'id="part" data-part="/ui/parts/' in html and 'id="key-dialog"' in html
+
+
+def test_the_clone_page_prefills_a_visible_job_and_refuses_odd_ids(client):
+    job_id = make_job("succeeded")
+    html = client.get(f"/ui/parts/submit?from={job_id}").text
+    assert 'id="spec-json"' in html and f'cloned from <a href="/ui/jobs/{job_id}">' in html
+    assert client.get("/ui/parts/submit?from=job_nope").status_code == 404
+    assert client.get("/ui/submit?from=..%5C..%5Ckeys").status_code == 404  # stays a job id
+    assert '"dataset_id"' in client.get("/ui/parts/submit").text  # a skeleton without one

@@ -37,6 +37,7 @@ from worker.distill.config import ConfigError, EngineConfig
 from worker.distill.evaluate import LATENCY_BATCH, evaluate_run
 from worker.distill.labelers import EmbeddingLabeler
 from worker.distill.openai_teacher import OpenAITeacher, is_openai_uri
+from worker.distill.progress import RateMeter
 from worker.distill.prompts import default_prompts
 from worker.distill.sources import ResolvedModel, SourcePolicy, check_uri, resolve
 from worker.distill.strategies import Annotation, Context, Strategy, get_strategy
@@ -111,21 +112,37 @@ def _digest(*parts: Any) -> str:
 
 
 class Reporter:
-    """Maps per-state fractions onto one overall progress and forwards to the callback."""
+    """Maps per-state fractions onto one overall progress and forwards to the callback.
+
+    The callback gets `(state, phase, overall 0..1, metrics | None, detail | None)`;
+    `detail` is the current stage's ProgressDetail as a dict (done of total texts or steps,
+    rate, ETA) while a counted stage runs in `state`, None otherwise.
+    """
 
     def __init__(self, callback: ProgressFn | None) -> None:
         self.callback = callback
         self._last = 0.0
         self.state, self.phase, self.fraction = "annotating", "start", 0.0
+        self._meter: RateMeter | None = None
+        self.detail: dict[str, Any] | None = None
 
     def __call__(self, state: str, phase: str, fraction: float,
-                 metrics: dict[str, Any] | None = None) -> None:
+                 metrics: dict[str, Any] | None = None,
+                 count: tuple[str, int, int, str] | None = None) -> None:
+        """`count` = (stage, done, total, unit) when the call moves a counted stage."""
+        if state != self.state:
+            self._meter, self.detail = None, None
+        if count is not None:
+            stage, done, total, unit = count
+            if self._meter is None or self._meter.stage != stage:
+                self._meter = RateMeter(stage, unit)
+            self.detail = self._meter.update(done, total).to_dict()
         self.state, self.phase, self.fraction = state, phase, fraction
         lo, hi = PROGRESS[state]
         overall = max(self._last, lo + (hi - lo) * min(1.0, max(0.0, fraction)))
         self._last = overall
         if self.callback:
-            self.callback(state, phase, round(overall, 4), metrics)
+            self.callback(state, phase, round(overall, 4), metrics, self.detail)
 
 
 def run(cfg: EngineConfig, data: DistillData, *, workdir: Path, cache_dir: Path,
@@ -174,7 +191,8 @@ def run(cfg: EngineConfig, data: DistillData, *, workdir: Path, cache_dir: Path,
     def on_texts(n: int) -> None:
         calls[0] += n
         if report.state == "annotating":
-            report("annotating", "annotate", 0.05 + 0.9 * min(1.0, calls[0] / expected))
+            report("annotating", "annotate", 0.05 + 0.9 * min(1.0, calls[0] / expected),
+                   count=("annotate", calls[0], expected, "texts"))
         else:  # the teacher answering during distillation (refine re-asks disagreements)
             report(report.state, report.phase, report.fraction)
 

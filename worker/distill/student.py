@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from peft import (
     get_peft_model_state_dict,
     set_peft_model_state_dict,
 )
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
@@ -110,23 +111,29 @@ def build_student(base: ResolvedModel, cfg: StudentConfig, num_labels: int,
 
 
 def save_student(student: Student, out_dir: Path, meta: dict[str, Any]) -> dict[str, str]:
-    """Write adapter, head and metadata atomically; return {file name: sha256}."""
+    """Write adapter, head and metadata atomically; return {file name: sha256}.
+
+    Every file and folder gets the mode the process umask gives a new file (0644 / 0755
+    under the usual 022, 0640 / 0750 under 027), so an API running as another user of the
+    group can read what a worker registered. (safetensors' `save_file` would write the
+    weights owner-only, 0600, unlike the JSON beside them: the bytes are written here.)
+    """
     tmp = out_dir.with_name(out_dir.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
+    if tmp.exists():  # left by a crashed attempt: rewriting its files would keep their modes
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
     adapter_sd = {k: v.detach().cpu().contiguous()
                   for k, v in get_peft_model_state_dict(student.encoder).items()}
-    save_file(adapter_sd, str(tmp / ADAPTER_FILE))
+    (tmp / ADAPTER_FILE).write_bytes(save(adapter_sd))
     head_sd = {f"head.{k}": v.detach().cpu().contiguous()
                for k, v in student.head.state_dict().items()}
-    save_file(head_sd, str(tmp / HEAD_FILE))
+    (tmp / HEAD_FILE).write_bytes(save(head_sd))
     (tmp / META_FILE).write_text(json.dumps({"format": FORMAT_VERSION, **meta}, indent=2))
     files = {name: sha256_file(tmp / name) for name in (ADAPTER_FILE, HEAD_FILE, META_FILE)}
     for name in files:
         with open(tmp / name, "rb") as fh:
             os.fsync(fh.fileno())
     if out_dir.exists():
-        import shutil
-
         shutil.rmtree(out_dir)
     tmp.rename(out_dir)
     return files

@@ -127,7 +127,8 @@ def distill(cfg: EngineConfig, strategy: Strategy, ctx: Context, ann: Annotation
         def on_step(name: str, step: int, steps: int, loss: float, _base: int = base_done) -> None:
             report("distilling", name, (_base + step) / total,
                    {"loss": round(loss, 5), "phase_progress": round(step / max(1, steps), 4)}
-                   if step % 10 == 0 or step == steps else None)
+                   if step % 10 == 0 or step == steps else None,
+                   count=("distill", _base + step, total, "steps"))
 
         log = train_phases(student, enc, targets, hidden, [phase], batch_size=d.batch_size,
                            learning_rate=d.learning_rate, seed=d.seed + i, device=device,

@@ -51,7 +51,7 @@ def run_warnings(metrics: dict[str, Any], *, multi_label: bool) -> list[RunWarni
     Args:
         metrics: the engine's metrics (`corpus`, `teacher`, `student`, optional `prompts`);
             `teacher.dominant_decision` / `student.dominant_decision` are
-            `{"decision", "share", "texts"}` as `evaluate.dominant_decision` writes them.
+            `{"decision", "share", "texts"}` as `metrics.dominant_decision` writes them.
         multi_label: whether a decision is a set of labels (chance is then 1/2 per label).
     """
     found: list[RunWarning] = []

@@ -1,4 +1,5 @@
-// Tailor dashboard: loads server-rendered parts, follows job events, runs the try-it box.
+// Tailor dashboard: loads server-rendered parts, follows job events, runs the try-it box,
+// and acts: cancel, clone and submit, delete, archive, move aliases.
 // Auth: the API key is asked for once (on the first 401) and kept in sessionStorage; every
 // request sends it as `Authorization: Bearer`. Events are read with fetch() streaming rather
 // than EventSource, which cannot send that header.
@@ -118,9 +119,29 @@ function showEvent(scope, ev) {
   if (bar && typeof ev.progress === 'number') bar.value = ev.progress;
   const pct = scope.querySelector('[data-field=percent]');
   if (pct && typeof ev.progress === 'number') pct.textContent = `${Math.round(100 * ev.progress)}%`;
+  const detail = scope.querySelector('[data-field=detail]');
+  if (detail) detail.textContent = detailText(ev.data && ev.data.progress_detail);
   const live = scope.querySelector('[data-field=live]');
   const loss = ev.data && ev.data.loss;
   if (live && typeof loss === 'number') live.textContent = `loss ${loss.toFixed(4)}`;
+}
+
+// A running stage's counts, as app/ui/templates/_progress.html renders them:
+// "120/900 texts · 2.40/s · ETA 5m 25s"; '' outside a counted stage.
+function duration(seconds) {
+  if (seconds === null || seconds === undefined) return '—';
+  const s = Math.max(0, Math.round(seconds));
+  const pad = (n) => String(n).padStart(2, '0');
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ${pad(s % 60)}s`;
+  return `${Math.floor(s / 3600)}h ${pad(Math.floor((s % 3600) / 60))}m`;
+}
+
+function detailText(d) {
+  if (!d) return '';
+  const rate = d.rate_per_s === null ? '—' : d.rate_per_s.toFixed(2);
+  return `${d.done.toLocaleString('en-US')}/${d.total.toLocaleString('en-US')} ${d.unit} · ` +
+    `${rate}/s · ETA ${duration(d.eta_s)}`;
 }
 
 // ---- pages ---------------------------------------------------------------------------
@@ -240,7 +261,94 @@ async function modelPage() {
   });
 }
 
+// ---- actions: delete, archive, aliases, submit ---------------------------------------
+// Each is the JSON API's own route, sent by api() with the Bearer key: the same scopes and
+// ownership as curl, and no cookie for another site to ride on.
+function showError(message) {
+  const el = document.getElementById('action-error');
+  el.textContent = message || '';
+  el.hidden = !message;
+}
+
+function confirmDialog(message) {
+  const dialog = document.getElementById('confirm-dialog');
+  document.getElementById('confirm-message').textContent = message;
+  dialog.returnValue = '';
+  dialog.showModal();
+  return new Promise((resolve) => {
+    dialog.addEventListener('close', () => resolve(dialog.returnValue === 'ok'), {once: true});
+  });
+}
+
+async function act(button) {
+  showError('');
+  if (button.dataset.confirm && !(await confirmDialog(button.dataset.confirm))) return;
+  button.disabled = true;
+  const options = {method: button.dataset.method};
+  if (button.dataset.body) {
+    options.headers = {'Content-Type': 'application/json'};
+    options.body = button.dataset.body;
+  }
+  try {
+    await api(button.dataset.action, options);
+  } catch (err) {
+    showError(err.message);
+    button.disabled = false;
+    return;
+  }
+  if (button.dataset.next) location.assign(button.dataset.next);
+  else await loadPart();
+}
+
+async function moveAlias(form) {
+  const alias = document.getElementById('alias-name').value.trim();
+  const force = document.getElementById('alias-force');
+  const body = {version: Number(form.dataset.version)};
+  if (force) body.force = force.checked;  // only shown (and required) for a warned version
+  await api(`/models/${encodeURIComponent(form.dataset.model)}/aliases/${encodeURIComponent(alias)}`, {
+    method: 'PUT', headers: {'Content-Type': 'application/json'}, body: JSON.stringify(body),
+  });
+  await loadPart();
+}
+
+function randomKey() {  // crypto.randomUUID needs a secure context; this does not
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return 'ui-' + Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+let lastSubmit = null;  // the same body sent twice (a double click, a retry) is one job
+
+async function submitSpec() {
+  const text = document.getElementById('spec-json').value;
+  try { JSON.parse(text); } catch (err) { throw new Error(`the spec is not valid JSON: ${err.message}`); }
+  if (!lastSubmit || lastSubmit.text !== text) lastSubmit = {text, key: randomKey()};
+  const resp = await api('/jobs', {
+    method: 'POST', body: text,
+    headers: {'Content-Type': 'application/json', 'Idempotency-Key': lastSubmit.key},
+  });
+  location.assign(`/ui/jobs/${encodeURIComponent((await resp.json()).id)}`);
+}
+
+function installActions() {
+  document.addEventListener('click', (e) => {
+    const button = e.target.closest('button[data-action]');
+    if (button) act(button);
+  });
+  const forms = {'alias-form': moveAlias, 'spec-form': submitSpec};
+  document.addEventListener('submit', async (e) => {
+    const handler = forms[e.target.id];
+    if (!handler) return;
+    e.preventDefault();
+    showError('');
+    const button = e.target.querySelector('button[type=submit]');
+    button.disabled = true;
+    try { await handler(e.target); } catch (err) { showError(err.message); }
+    button.disabled = false;
+  });
+}
+
 document.addEventListener('DOMContentLoaded', () => {
+  installActions();
   const forget = document.getElementById('forget-key');
   forget.hidden = !sessionStorage.getItem(KEY);
   forget.addEventListener('click', () => { sessionStorage.removeItem(KEY); location.reload(); });

@@ -1,0 +1,1 @@
+"""Stored evaluations: a registered version scored on a labeled dataset."""
