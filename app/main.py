@@ -31,6 +31,7 @@ from app.ops.metrics import MetricsMiddleware
 from app.ops.router import router as ops_router
 from app.registry.router import router as registry_router
 from app.serving.batcher import MicroBatcher
+from app.serving.explain import Explainer
 from app.serving.pool import ModelPool
 from app.serving.refs import RefCache
 from app.serving.router import router as serving_router
@@ -94,6 +95,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         max_wait_ms=settings.serving_max_wait_ms, max_queue=settings.serving_max_queue,
         max_queue_delay_ms=settings.serving_max_queue_delay_ms, threads=settings.serving_threads)
     app.state.refs = RefCache(settings.serving_ref_cache_seconds)
+    app.state.explainer = Explainer(app.state.pool, steps=settings.explain_steps,
+                                    max_waiting=settings.explain_max_waiting)
     app.state.batcher.start()
     # What exists now (torch, transformers, the app: ~500k objects) lives as long as the
     # process. Frozen, full collections no longer scan it, so a request that allocates many

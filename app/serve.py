@@ -46,8 +46,9 @@ class _Server(uvicorn.Server):
 
 def worker_command(concurrency: int = 1) -> list[str]:
     """The embedded worker's command line: `python -m worker` (node `tailor-<pid>@<host>`,
-    queue `distill`, log level INFO), without the gossip, mingle and event heartbeats that
-    only matter between workers (the filesystem transport cannot broadcast them)."""
+    queues `distill` and `notify` for webhooks, log level INFO), without the gossip, mingle
+    and event heartbeats that only matter between workers (the filesystem transport cannot
+    broadcast them)."""
     return [sys.executable, "-m", "worker", "-c", str(concurrency), "--without-gossip",
             "--without-mingle", "--without-heartbeat"]
 

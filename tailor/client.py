@@ -17,6 +17,9 @@ from tailor.transport import DEFAULT_TIMEOUT_S, Transport
 # The server's default TAILOR_MAX_CLASSIFY_TEXTS (README, Configuration). A server with a
 # lower limit says so in its 413 (`details.max_texts`) and the client splits smaller.
 DEFAULT_MAX_TEXTS = 256
+# The same for requests with `explain: true` (TAILOR_MAX_EXPLAIN_TEXTS); a lower limit comes
+# in a 422 `too_many_to_explain` with `details.max_texts`.
+DEFAULT_MAX_EXPLAIN_TEXTS = 8
 # How the server names a text in its errors: `details.field` is "texts[3]".
 _ITEM = re.compile(r"^texts\[(\d+)\]")
 
@@ -46,6 +49,7 @@ class Client:
         self.models = Models(self.transport)
         self.evaluations = Evaluations(self.transport)
         self.max_texts: int | None = None  # the server's limit, once it has told us
+        self.max_explain_texts: int | None = None  # the same with explain: true
 
     @property
     def url(self) -> str:
@@ -73,7 +77,8 @@ class Client:
                 first request resolves is used for every later one.
             texts: the texts, in order.
             threshold, top_k, explain: as POST /classify takes them.
-            batch_size: texts per request; default and ceiling the server's limit.
+            batch_size: texts per request; default and ceiling the server's limit (with
+                `explain`, its lower limit on explained texts).
 
         Returns:
             `{"model": name, "version": int, "results": [{"label": str | [str] | None,
@@ -97,14 +102,17 @@ class Client:
         results: list[dict[str, Any]] = []
         start = 0
         while True:  # at least one request: the server judges an empty list
-            chunk = texts[start:start + self._batch(batch_size)]
+            chunk = texts[start:start + self._batch(batch_size, explain)]
             try:
                 body = self.transport.request("POST", "/classify",
                                               json={"model": ref, "texts": chunk, **options})
             except TailorError as exc:
                 limit = _server_limit(exc)
                 if limit is not None and 0 < limit < len(chunk):
-                    self.max_texts = limit
+                    if exc.status == 413:
+                        self.max_texts = limit
+                    else:
+                        self.max_explain_texts = limit
                     continue
                 raise _with_index(exc, start) from exc
             if start == 0:  # pin the version the first request resolved
@@ -120,16 +128,23 @@ class Client:
         """Score `model` on a labeled dataset and keep the result (see Evaluations.create)."""
         return self.evaluations.create(model, dataset_id)
 
-    def _batch(self, batch_size: int | None) -> int:
-        limit = self.max_texts or DEFAULT_MAX_TEXTS
+    def _batch(self, batch_size: int | None, explain: bool = False) -> int:
+        """Texts for the next request: `batch_size` within the limits the server has stated,
+        or (none given) those limits, the server's defaults where it has stated none."""
+        known = [n for n in (self.max_texts, self.max_explain_texts if explain else None) if n]
         if batch_size is None:
+            limit = self.max_texts or DEFAULT_MAX_TEXTS
+            if explain:
+                limit = min(limit, self.max_explain_texts or DEFAULT_MAX_EXPLAIN_TEXTS)
             return limit
-        return max(1, min(batch_size, self.max_texts or batch_size))
+        return max(1, min(batch_size, *known))
 
 
 def _server_limit(exc: TailorError) -> int | None:
-    """The per-request text limit a 413 states, if it states one."""
-    if exc.status != 413 or not isinstance(exc.details, dict):
+    """The per-request text limit a 413 (or, for explained texts, a 422
+    `too_many_to_explain`) states, if it states one."""
+    if not isinstance(exc.details, dict) or not (
+            exc.status == 413 or (exc.status == 422 and exc.code == "too_many_to_explain")):
         return None
     limit = exc.details.get("max_texts")
     return limit if isinstance(limit, int) and not isinstance(limit, bool) else None

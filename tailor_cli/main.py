@@ -63,7 +63,7 @@ def worker(concurrency: Annotated[int, typer.Option(help="jobs at once")] = 1,
            name: Annotated[str | None, typer.Option(
                help="Celery node name [default: tailor-<pid>@<host>, unique per worker]")]
            = None) -> None:
-    """Run a distillation worker on the `distill` queue (one per GPU); logs at INFO."""
+    """Run a worker on the `distill` and `notify` (webhook) queues, one per GPU; logs at INFO."""
     command = [sys.executable, "-m", "worker", "-c", str(concurrency),
                *(["-n", name] if name else [])]
     os.execv(command[0], command)  # same pid: the default node name names this process

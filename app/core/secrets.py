@@ -1,8 +1,9 @@
 """Keep secrets out of what Tailor writes: job errors, events and log lines.
 
 The secrets are the ones this process was configured with: TAILOR_OPENAI_API_KEY (sent by the
-worker to an OpenAI-compatible teacher), HF_TOKEN, the keys of TAILOR_API_KEYS, passwords
-inside TAILOR_DATABASE_URL / TAILOR_BROKER_URL, and the credentials of TAILOR_PYPI_INDEX_URL.
+worker to an OpenAI-compatible teacher), HF_TOKEN, the keys of TAILOR_API_KEYS,
+TAILOR_WEBHOOK_SECRET, passwords inside TAILOR_DATABASE_URL / TAILOR_BROKER_URL, and the
+credentials of TAILOR_PYPI_INDEX_URL.
 Stored API keys are only known by their sha256, so they are caught by their `tlr_` prefix;
 any `Bearer` credential is caught by its scheme.
 """
@@ -31,6 +32,7 @@ def configured_secrets() -> list[str]:
     settings = get_settings()
     found = [os.environ.get(name, "") for name in TOKEN_VARIABLES]
     found += [item.strip().partition(":")[0] for item in settings.api_keys.split(",")]
+    found.append(settings.webhook_secret)
     # https://TOKEN@index/simple: a private index's token is often its URL's user name.
     for url, user_is_secret in ((settings.database_url, False), (settings.broker_url, False),
                                 (settings.pypi_index_url, True)):

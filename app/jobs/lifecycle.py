@@ -16,6 +16,7 @@ from app.core.db import lock_row
 from app.models import FINAL_STATES, Job, JobEvent, JobState
 from app.models.base import utcnow
 from app.models.job import WORKER_NAME_MAX
+from app.webhooks import outbox
 
 NON_FINAL = [s.value for s in JobState if s not in FINAL_STATES]
 
@@ -110,7 +111,8 @@ def finish(db: Session, job_id: str, owner: str | None, *, state: str,
 def set_final(db: Session, job: Job, *, state: str, error: tuple[str, str] | None = None,
               metrics: dict[str, Any] | None = None,
               model: tuple[str, int] | None = None) -> None:
-    """Write a final state onto a locked job row and log it; the caller commits."""
+    """Write a final state onto a locked job row and log it; the caller commits (and the
+    job's webhooks, if it has a `notify.url`, are queued when it does)."""
     job.state = state
     job.finished_at = utcnow()
     job.progress_detail = None  # counts describe a running stage; a final job has none
@@ -125,6 +127,9 @@ def set_final(db: Session, job: Job, *, state: str, error: tuple[str, str] | Non
         job.model_name, job.model_version = model
     record_event(db, job, "state", {"error": {"code": error[0], "message": error[1]}}
                  if error else None)
+    if model:  # registered in this same transaction (worker.runner)
+        outbox.schedule(db, job, "version.registered")
+    outbox.schedule(db, job, f"job.{state}")
 
 
 def is_cancel_requested(db: Session, job_id: str) -> bool:

@@ -84,6 +84,13 @@ class DistillationIn(Strict):
     easy_fraction: float = Field(0.5, ge=0.05, le=1)
 
 
+class NotifyIn(Strict):
+    url: str = Field(min_length=1, max_length=2000,
+                     description="http(s) URL POSTed the signed job object when the job ends "
+                                 "and when it registers a version; the operator's "
+                                 "TAILOR_WEBHOOK_ALLOW decides which hosts may be named.")
+
+
 class JobCreate(Strict):
     name: str = Field(pattern=NAME_PATTERN,
                       description="Model name the student registers under (lowercase).")
@@ -92,6 +99,7 @@ class JobCreate(Strict):
     student: StudentIn = Field(default_factory=StudentIn)
     data: DataIn
     distillation: DistillationIn = Field(default_factory=DistillationIn)
+    notify: NotifyIn | None = Field(None, description="Webhook: see README, Webhooks.")
 
 
 class PhaseEstimate(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from typing import Any
@@ -20,6 +21,7 @@ from app.jobs.schemas import JobCreate
 from app.models import Dataset, Job, JobEvent, JobState, ModelVersion
 from app.models.base import new_id, utcnow
 from app.registry.service import refuse_taken_name
+from app.webhooks.targets import TargetRefused
 from worker.distill.config import ConfigError, EngineConfig
 from worker.distill.sources import ModelSourceError, check_available, check_uri
 
@@ -30,6 +32,8 @@ def normalized_spec(payload: JobCreate) -> dict[str, Any]:
     spec = payload.model_dump()
     spec["teacher"]["model"] = spec["teacher"]["model"] or settings.default_teacher
     spec["student"]["model"] = spec["student"]["model"] or settings.default_student
+    if spec.get("notify") is None:  # absent, not null: specs without webhooks read as before
+        spec.pop("notify", None)
     return spec
 
 
@@ -66,6 +70,28 @@ def check_model_sources(spec: dict[str, Any]) -> None:
             raise Invalid(f"{field}.model", exc.message, code=exc.code) from exc
 
 
+def check_notify_url(url: str) -> None:
+    """Refuse a webhook target the operator's policy refuses, or one whose name resolves to
+    an address it refuses (a name that does not resolve now is checked again at each send).
+
+    Raises:
+        Invalid: 422 naming `notify.url`: `webhooks_disabled` (no TAILOR_WEBHOOK_SECRET or
+            TAILOR_WEBHOOK_ALLOW), `invalid_webhook_url`, `credentials_in_spec`,
+            `webhook_target_not_allowed`.
+    """
+    settings = get_settings()
+    policy = settings.webhook_policy
+    try:
+        if not settings.webhook_secret or not policy.enabled:
+            raise TargetRefused("webhooks_disabled", "this server sends no webhooks (the "
+                                "operator sets TAILOR_WEBHOOK_SECRET and TAILOR_WEBHOOK_ALLOW)")
+        parts = policy.check_url(url)
+        with contextlib.suppress(OSError, UnicodeError):  # unresolvable now: checked at send
+            policy.resolve(parts)
+    except TargetRefused as exc:
+        raise Invalid("notify.url", exc.message, code=exc.code) from exc
+
+
 def validate_spec(db: Session, spec: dict[str, Any], viewer: Principal) -> None:
     """Refuse at submission whatever can be refused cheaply, naming the field. Datasets that
     `viewer` may not see are refused exactly like absent ones."""
@@ -74,6 +100,8 @@ def validate_spec(db: Session, spec: dict[str, Any], viewer: Principal) -> None:
     except ConfigError as exc:
         raise Invalid(exc.field, exc.message) from exc
     check_model_sources(spec)
+    if spec.get("notify"):
+        check_notify_url(spec["notify"]["url"])
     refuse_taken_name(db, spec["name"], viewer)
     data = spec["data"]
     if visible(db.get(Dataset, data["dataset_id"]), viewer) is None:

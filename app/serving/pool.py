@@ -80,6 +80,11 @@ class Served:
     nbytes: int
     pins: int = 0  # queued requests that need this version; it is not evicted while > 0
 
+    def calibrated(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Pooled encoder states [N, H] -> calibrated probabilities [N, labels]."""
+        logits = self.head(pooled).float() / self.temperature
+        return torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, -1)
+
 
 @dataclass
 class Encoded:
@@ -133,6 +138,11 @@ class ModelPool:
                 pinned = self._pin(key)
                 self._evict_over_limits()
             return pinned
+
+    def hold(self, served: Served) -> None:
+        """One more pin on a version the caller has pinned already (release it once more)."""
+        with self._lock:
+            served.pins += 1
 
     def release(self, served: Served) -> None:
         with self._lock:
@@ -245,8 +255,7 @@ class ModelPool:
         probs: list[np.ndarray] = [np.empty(0)] * len(rows)
         for served in {s.key: s for s, _ in rows}.values():
             idx = [i for i, (s, _) in enumerate(rows) if s.key == served.key]
-            logits = served.head(pooled[idx]).float() / served.temperature
-            p = torch.sigmoid(logits) if served.multi_label else torch.softmax(logits, -1)
+            p = served.calibrated(pooled[idx])
             for i, row in zip(idx, p.numpy(), strict=True):
                 probs[i] = row
         return probs

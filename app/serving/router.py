@@ -19,10 +19,11 @@ async def queue_open(request: Request) -> None:
     request.app.state.batcher.check_open()
 
 
-@router.post("/classify", response_model=ClassifyOut,
+@router.post("/classify", response_model=ClassifyOut, response_model_exclude_unset=True,
              summary="Classify texts with a registered student (name, name:v or name@alias)",
              responses={429: {"description": "The serving queue is full; see Retry-After"}})
 async def classify(_open: Annotated[None, Depends(queue_open)], body: ClassifyIn,
                    request: Request, _: ClassifyScope) -> Any:
     state = request.app.state
-    return await service.classify(state.pool, state.batcher, state.refs, body)
+    return await service.classify(state.pool, state.batcher, state.refs, body,
+                                  state.explainer)

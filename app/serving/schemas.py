@@ -20,12 +20,34 @@ class ClassifyIn(BaseModel):
                     "Single-label: a top score below it yields label null (abstain).")
     top_k: int | None = Field(None, ge=1, description="Return only the k highest scores; a "
                               "multi-label `label` then lists only labels among them.")
+    explain: bool = Field(False, description="Also return, per text, each token's attribution "
+                          "to the top label (integrated gradients). At most "
+                          "TAILOR_MAX_EXPLAIN_TEXTS texts (default 8); more is a 422 "
+                          "`too_many_to_explain` naming `texts`.")
+
+
+class TokenAttribution(BaseModel):
+    token: str = Field(description="The tokenizer's token, e.g. `##quake`.")
+    start: int = Field(description="Character offset of the token in the text sent.")
+    end: int = Field(description="End offset (exclusive): `text[start:end]` is the token.")
+    attribution: float = Field(description="Contribution to the label's calibrated "
+                               "probability; positive supports the label.")
+
+
+class Explanation(BaseModel):
+    label: str = Field(description="The label explained: the top-scoring one.")
+    method: str = Field(description="`integrated_gradients` (captum).")
+    convergence_delta: float = Field(description="|sum of attributions - (score(text) - "
+                                     "score(baseline))|: small means a faithful sum.")
+    tokens: list[TokenAttribution] = Field(description="The text's tokens in order, special "
+                                           "tokens left out; cut at the model's max_length.")
 
 
 class ClassifyResult(BaseModel):
     label: str | list[str] | None
     scores: dict[str, float]
     truncated: bool = Field(False, description="The text was cut to the model's max_length.")
+    explanation: Explanation | None = Field(None, description="Only with `explain: true`.")
 
 
 class ClassifyOut(BaseModel):

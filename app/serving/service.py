@@ -15,10 +15,11 @@ import numpy as np
 from anyio import to_thread
 
 from app.core.config import get_settings
-from app.core.errors import Invalid, PayloadTooLarge
+from app.core.errors import Invalid, PayloadTooLarge, Unavailable
 from app.core.texts import InvalidText, validate_text
 from app.ops.metrics import CLASSIFIED
 from app.serving.batcher import MicroBatcher
+from app.serving.explain import Explainer
 from app.serving.pool import Encoded, ModelPool, Served
 from app.serving.refs import RefCache, Target
 from app.serving.schemas import ClassifyIn
@@ -36,6 +37,8 @@ def check_request(body: ClassifyIn) -> None:
     Raises:
         PayloadTooLarge: more than `max_classify_texts` texts (the limit in
             `details.max_texts`, so clients can split their lists).
+        Invalid: `too_many_to_explain`, more than `max_explain_texts` texts with explain
+            (the limit in `details.max_texts`).
         Invalid: a text over `max_text_chars` characters.
         InvalidText: an empty or invisible text, a lone surrogate, NUL, a text over the limit.
     """
@@ -45,6 +48,12 @@ def check_request(body: ClassifyIn) -> None:
                               f"{settings.max_classify_texts} per request",
                               details={"field": "texts",
                                        "max_texts": settings.max_classify_texts})
+    if body.explain and len(body.texts) > settings.max_explain_texts:
+        refused = Invalid("texts", f"{len(body.texts)} texts with explain: true exceed the "
+                          f"limit of {settings.max_explain_texts}; send fewer, or explain: "
+                          "false", code="too_many_to_explain")
+        refused.details = {"field": "texts", "max_texts": settings.max_explain_texts}
+        raise refused
     for i, text in enumerate(body.texts):
         if len(text) > settings.max_text_chars:  # first: bounds the work of the next check
             raise Invalid(f"texts[{i}]", f"{len(text)} characters exceed the limit of "
@@ -83,21 +92,52 @@ def _load(pool: ModelPool, refs: RefCache, ref: str) -> tuple[Target, Served]:
 
 
 async def classify(pool: ModelPool, batcher: MicroBatcher, refs: RefCache,
-                   body: ClassifyIn) -> dict[str, Any]:
+                   body: ClassifyIn, explainer: Explainer | None = None) -> dict[str, Any]:
     """Classify `body.texts` with the referenced model version, micro-batched.
 
     The usual request (reference recently resolved, version loaded, a few short texts)
     never leaves the event loop before its texts are queued; the database, model loading
     and the tokenizing of large requests run in a thread.
 
+    With `body.explain`, each result also carries `"explanation"` (app.serving.explain),
+    computed after the request's batched result, outside the micro-batch.
+
     Returns:
         `{"model": name, "version": int, "results": [{"label", "scores", "truncated"}]}`,
         one result per text, in order.
+
+    Raises:
+        Overloaded: 429 when the serving queue, or the explanation queue, is full.
+        Unavailable: `explanation_failed` when an explanation raises (this request only).
     """
     check_request(body)
+    if not body.explain:
+        return (await _classify(pool, batcher, refs, body, keep=False))[0]
+    if explainer is None:
+        raise Unavailable("explanations are not available in this process",
+                          code="explain_unavailable")
+    explainer.admit()  # before the batcher: a refused request holds nothing
+    try:
+        out, served, probs = await _classify(pool, batcher, refs, body, keep=True)
+        try:
+            explanations = await explainer.explain(served, list(body.texts), probs)
+        finally:
+            pool.release(served)
+    finally:
+        explainer.cancel()
+    for result, explanation in zip(out["results"], explanations, strict=True):
+        result["explanation"] = explanation
+    return out
+
+
+async def _classify(pool: ModelPool, batcher: MicroBatcher, refs: RefCache, body: ClassifyIn,
+                    *, keep: bool) -> tuple[dict[str, Any], Served, list[np.ndarray]]:
+    """The response, the version and each text's probabilities. With `keep`, the version
+    stays pinned for the caller (who must `pool.release` it) after the batch let it go."""
     n = len(body.texts)
     batcher.admit(n)  # refuse before any database or model work
     served: Served | None = None
+    held = False
     try:
         target = refs.get(body.model)
         served = pool.pin(target.key) if target is not None else None
@@ -108,17 +148,28 @@ async def classify(pool: ModelPool, batcher: MicroBatcher, refs: RefCache,
             encoded = encode_request(pool, served, texts)
         else:
             encoded = await to_thread.run_sync(encode_request, pool, served, texts)
+        if keep:
+            pool.hold(served)  # a second pin: the batcher releases its own when answered
+            held = True
         future = batcher.submit(served, encoded.ids, encoded.truncated)
     except BaseException:
         batcher.cancel(n)
         if served is not None:
             pool.release(served)
+            if held:
+                pool.release(served)
         raise
-    results = await asyncio.wrap_future(future)
+    try:
+        results = await asyncio.wrap_future(future)
+    except BaseException:
+        if keep:
+            pool.release(served)
+        raise
     CLASSIFIED.labels(target.name).inc(n)
     shaped = [_result(p, served.labels, served.multi_label, body.threshold, body.top_k, cut)
               for p, cut in results]
-    return {"model": target.name, "version": target.version, "results": shaped}
+    return ({"model": target.name, "version": target.version, "results": shaped}, served,
+            [p for p, _ in results])
 
 
 def _result(probs: np.ndarray, labels: list[str], multi: bool, threshold: float | None,

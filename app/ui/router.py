@@ -21,6 +21,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.templating import Jinja2Templates
 
+from app.core.config import get_settings
 from app.core.deps import ClassifyScope, SessionDep, TrainScope
 from app.core.errors import NotFound
 from app.core.params import OffsetQuery, VersionQuery
@@ -138,7 +139,8 @@ def models_part(request: Request, db: SessionDep, _: ClassifyScope) -> HTMLRespo
 def model_part(request: Request, name: str, db: SessionDep, principal: ClassifyScope,
                version: VersionQuery = None) -> HTMLResponse:
     return render(request, "model.html", **views.model_page(db, name, version),
-                  evaluations=views.evaluation_groups(db, principal, name))
+                  evaluations=views.evaluation_groups(db, principal, name),
+                  max_explain_texts=get_settings().max_explain_texts)
 
 
 @router.get("/static/{name}")

@@ -22,6 +22,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 TAILOR = str(Path(sys.executable).with_name("tailor"))
 ADMIN, TRAINER, READER = "client-admin", "client-trainer", "client-reader"
 MAX_TEXTS = 4  # the server's texts per /classify request: small, so lists must be split
+MAX_EXPLAIN_TEXTS = 2  # the same with explain: true
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_models) -> Iterator[St
                                                       f"{READER}:classify",
                                  TAILOR_DEFAULT_TEACHER=tiny_models[0],
                                  TAILOR_DEFAULT_STUDENT=tiny_models[1],
-                                 TAILOR_MAX_CLASSIFY_TEXTS=str(MAX_TEXTS)))
+                                 TAILOR_MAX_CLASSIFY_TEXTS=str(MAX_TEXTS),
+                                 TAILOR_MAX_EXPLAIN_TEXTS=str(MAX_EXPLAIN_TEXTS)))
     stack.start_serve([TAILOR, "serve"])
     yield stack
     stack.stop()
@@ -96,6 +98,11 @@ def test_client_calls_and_errors(server: Stack, tmp_path: Path):
         assert got["scores"] == pytest.approx(want["scores"], abs=1e-5)
     threes = client.classify("news", texts, batch_size=3)["results"]
     assert [r["label"] for r in threes] == [r["label"] for r in whole["results"]]
+    # Explained texts have a lower limit (a 422 `too_many_to_explain` states it): split too.
+    explained = client.classify("news", texts[:5], explain=True)["results"]
+    assert client.max_explain_texts == MAX_EXPLAIN_TEXTS and client.max_texts == MAX_TEXTS
+    assert [r["label"] for r in explained] == [r["label"] for r in whole["results"][:5]]
+    assert all(r["explanation"]["tokens"] for r in explained)
     with pytest.raises(TailorError) as bad:
         client.classify("news", texts[:9] + [" "] + texts[9:])
     assert bad.value.status == 422 and bad.value.details["index"] == 9

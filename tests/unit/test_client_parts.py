@@ -54,6 +54,10 @@ def test_a_refused_text_is_located_in_the_callers_list():
     assert _server_limit(TailorError(413, "payload_too_large", "...",
                                      {"field": "texts", "max_texts": 8})) == 8
     assert _server_limit(TailorError(413, "payload_too_large", "body too large")) is None
+    assert _server_limit(TailorError(422, "too_many_to_explain", "...",
+                                     {"field": "texts", "max_texts": 8})) == 8
+    assert _server_limit(TailorError(422, "invalid", "...",
+                                     {"field": "texts", "max_texts": 8})) is None
 
 
 def test_spec_files_are_read_strictly(tmp_path):

@@ -27,18 +27,20 @@ def test_compose_defines_the_distributed_setup():
     gpu = SERVICES["worker"]["deploy"]["resources"]["reservations"]["devices"][0]
     assert gpu["driver"] == "nvidia" and "gpu" in gpu["capabilities"]
     worker = SERVICES["worker"]
-    assert worker["command"][:3] == ["python", "-m", "worker"]  # its defaults: queue distill
+    assert worker["command"][:3] == ["python", "-m", "worker"]  # its defaults: the queues
+    assert "-Q" not in worker["command"]  # so it consumes distill and notify (below)
     node = worker["command"][worker["command"].index("-n") + 1]
     assert node == "tailor@%h"
     assert "-d tailor@$$HOSTNAME" in worker["healthcheck"]["test"][1], "pings its own node"
 
 
-def test_python_m_worker_consumes_distill_with_a_node_name_per_process():
+def test_python_m_worker_consumes_distill_and_notify_with_a_node_name_per_process():
     from worker.__main__ import celery_argv
-    from worker.celery_app import QUEUE
+    from worker.celery_app import NOTIFY_QUEUE, QUEUE
 
     first, second = celery_argv([], pid=101), celery_argv([], pid=102)
-    assert first[first.index("-Q") + 1] == QUEUE
+    # jobs, and webhook deliveries
+    assert first[first.index("-Q") + 1].split(",") == [QUEUE, NOTIFY_QUEUE]
     assert first[first.index("-l") + 1] == "INFO"
     assert first[first.index("-n") + 1] == "tailor-101@%h"
     assert second[second.index("-n") + 1] == "tailor-102@%h"

@@ -207,9 +207,35 @@ function renderScores(container, body, texts) {
       row.insertCell().textContent = p.toFixed(3);
     });
     item.append(table);
+    if (result.explanation) item.append(renderExplanation(result.explanation, texts[i]));
     container.append(item);
   });
   container.dataset.version = body.version;
+}
+
+// The text as sent, each token highlighted by its attribution to the explained label.
+// Offsets count code points (the server's string indices), so slice an array of them.
+function renderExplanation(explanation, text) {
+  const chars = Array.from(text);
+  const top = Math.max(1e-12, ...explanation.tokens.map((t) => Math.abs(t.attribution)));
+  const out = document.createElement('p');
+  out.className = 'explained';
+  out.title = `Why "${explanation.label}": blue words support it, orange ones speak against it`;
+  let at = 0;
+  explanation.tokens.forEach((t) => {
+    if (t.start < at) return;  // sub-tokens sharing characters: the first one shows
+    if (t.start > at) out.append(chars.slice(at, t.start).join(''));
+    const mark = document.createElement('mark');
+    mark.textContent = chars.slice(t.start, t.end).join('');
+    mark.dataset.attribution = t.attribution;
+    mark.style.setProperty('--a', (Math.abs(t.attribution) / top * 0.8).toFixed(3));
+    if (t.attribution < 0) mark.className = 'against';
+    mark.title = `${t.token}: ${t.attribution.toFixed(4)}`;
+    out.append(mark);
+    at = t.end;
+  });
+  if (at < chars.length) out.append(chars.slice(at).join(''));
+  return out;
 }
 
 async function modelPage() {
@@ -224,7 +250,8 @@ async function modelPage() {
     try {
       const resp = await api('/classify', {
         method: 'POST', headers: {'Content-Type': 'application/json'},
-        body: JSON.stringify({model: e.target.dataset.model, texts}),
+        body: JSON.stringify({model: e.target.dataset.model, texts,
+                              explain: document.getElementById('try-explain').checked}),
       });
       renderScores(out, await resp.json(), texts);
     } catch (err) {
