@@ -145,9 +145,10 @@ def test_evaluate_refusals(server: Stack, tmp_path: Path):
     trainer = api(server)
     before = {d["id"] for d in trainer.get("/datasets").json()["datasets"]}
     unknown = write_csv(tmp_path / "meteors.csv", [(CRISIS_TEXTS[0], "crisis"),
-                                                   ("a meteor fell [red]", "meteor")])
+                                                   ("a meteor fell", "[bold]meteor")])
     out = refused(tailor(server, "evaluate", "-m", "crisis", str(unknown)))
-    assert "meteor" in out and "(labels_unknown)" in out and "removed again" in out
+    assert "[bold]meteor" in out  # the server's words verbatim: brackets are not styling
+    assert "(labels_unknown)" in out and "removed again" in out
     assert {d["id"] for d in trainer.get("/datasets").json()["datasets"]} == before
 
     unlabeled = write_csv(tmp_path / "bare.csv", [(CRISIS_TEXTS[0], "")])
