@@ -9,7 +9,7 @@ from typing import Any
 from tailor.connection import Connection
 from tailor.datasets import Datasets
 from tailor.errors import TailorError
-from tailor.evaluations import Evaluations
+from tailor.evaluations import EVALUATION_TIMEOUT_S, Evaluations
 from tailor.jobs import Jobs
 from tailor.models import Models
 from tailor.transport import DEFAULT_TIMEOUT_S, Transport
@@ -124,9 +124,14 @@ class Client:
                 break
         return {"model": name, "version": version, "results": results}
 
-    def evaluate(self, model: str, dataset_id: str) -> dict[str, Any]:
-        """Score `model` on a labeled dataset and keep the result (see Evaluations.create)."""
-        return self.evaluations.create(model, dataset_id)
+    def evaluate(self, model: str, dataset_id: str, idempotency_key: str | None = None,
+                 timeout: float = EVALUATION_TIMEOUT_S) -> dict[str, Any]:
+        """Score `model` ("name", "name:3", "name@alias") on a labeled dataset and keep the
+        result; return the stored evaluation (accuracy, macro_f1, ece, roc_auc, per_class,
+        confusion, ...). It answers when every row is scored, so it waits up to `timeout`
+        seconds (10 minutes by default), not the client's timeout. See Evaluations.create
+        for the shape and the errors raised."""
+        return self.evaluations.create(model, dataset_id, idempotency_key, timeout)
 
     def _batch(self, batch_size: int | None, explain: bool = False) -> int:
         """Texts for the next request: `batch_size` within the limits the server has stated,

@@ -82,6 +82,7 @@ class Datasets:
         """Delete a dataset and its records.
 
         Raises:
-            TailorError: 404 `not_found`; 409 while a job that is not final uses it.
+            TailorError: 404 `not_found` (another key's dataset too); 409
+                `dataset_in_use` while a job that is not final uses it (`details.jobs`).
         """
         self._t.request("DELETE", f"/datasets/{quote(dataset_id, safe='')}")

@@ -46,8 +46,10 @@ class Jobs:
             spec: the body of POST /jobs (`name`, `task.labels`, `data.dataset_id` are
                 required), or the path of a YAML/JSON file holding it.
             idempotency_key: the same key again answers the first submission's job.
-            dry_run: validate and estimate only; returns `{"dry_run": true, "estimate":
-                {...}}` and creates nothing.
+            dry_run: validate as a submission is validated, create nothing, and return
+                `{"dry_run": True, "estimate": {"texts", "teacher_calls", "training_steps",
+                "phases": {"annotate" | "distill" | "evaluate": {"seconds", ...}},
+                "seconds", "basis", "rates"}}` (`idempotency_key` is then ignored).
 
         Raises:
             TailorError: `spec_unreadable` / `invalid_spec` for a file; the server's 422
@@ -82,7 +84,8 @@ class Jobs:
         """Delete a final job and its work files (never a registered version's files).
 
         Raises:
-            TailorError: 409 while the job is not final; 404.
+            TailorError: 409 `job_not_final` while it is queued or running (cancel it
+                first); 404 `not_found` (another key's job too).
         """
         self._t.request("DELETE", _job_path(job_id))
 

@@ -68,9 +68,11 @@ class Models:
 
     def delete_version(self, name: str, version: int) -> None:
         """Delete an archived, unaliased version and its files (its number is never reused).
+        Needs an `admin` key, like archiving.
 
         Raises:
-            TailorError: 409 while it is aliased or not archived; 404.
+            TailorError: 409 `version_not_archived` (archive it first) or `version_aliased`
+                (`details.aliases`); 404 `model_not_found` / `version_not_found`; 403.
         """
         self._t.request("DELETE", _version_path(name, version))
 

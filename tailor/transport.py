@@ -64,13 +64,20 @@ class Transport:
                            f"cannot reach Tailor at {self.connection.url} ({exc}); start it "
                            "with `tailor serve` or set the URL (--url, TAILOR_URL)")
 
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+    def request(self, method: str, path: str, *, read_timeout: float | None = None,
+                **kwargs: Any) -> Any:
         """Send one request; return the decoded JSON body (None for an empty one, e.g. 204).
+
+        Args:
+            read_timeout: seconds to wait for the answer instead of the client's timeout,
+                for routes that answer only when their work is done (an evaluation).
 
         Raises:
             TailorError: the server's error for a status >= 400; `connection_error` or
                 `timeout` when no answer came; `invalid_response` for a body that is not JSON.
         """
+        if read_timeout is not None:
+            kwargs["timeout"] = httpx.Timeout(self.http.timeout.connect, read=read_timeout)
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.TransportError as exc:

@@ -1,4 +1,4 @@
-"""`tailor jobs ...`: submit (spec file and/or flags), watch, list, cancel."""
+"""`tailor jobs ...`: submit (spec file and/or flags), watch, list, cancel, delete."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ import typer
 
 from tailor import Client, TailorError, specs
 from tailor_cli.client import CliError, UsageError
+from tailor_cli.confirm import confirm_delete, report_deleted
 from tailor_cli.estimate import estimate_table
 from tailor_cli.render import esc, jobs_table, out, show_metrics, state_text
 from tailor_cli.watch import follow
 
-app = typer.Typer(help="Submit, watch, list and cancel distillation jobs.", no_args_is_help=True)
+app = typer.Typer(help="Submit, watch, list, cancel and delete distillation jobs.",
+                  no_args_is_help=True)
 
 
 def load_spec(path: Path) -> dict[str, Any]:
@@ -140,3 +142,18 @@ def cancel(ctx: typer.Context, job_id: str) -> None:
     note = " (stopping at its next step)" if job["cancel_requested"] and \
         job["state"] != "cancelled" else ""
     out.print(f"job {esc(job_id)} {state_text(job['state'])}{note}")
+
+
+@app.command()
+def delete(ctx: typer.Context, job_id: str,
+           yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")]
+           = False,
+           as_json: Annotated[bool, typer.Option(
+               "--json", help='print {"deleted": true, "job": ...} with the job as it was')]
+           = False) -> None:
+    """Delete a final job, its events and work files (a registered version's files stay)."""
+    client: Client = ctx.obj
+    job = client.jobs.get(job_id)
+    confirm_delete(f"job {job['id']} {job['name']!r} ({job['state']}) and its work files", yes)
+    client.jobs.delete(job_id)
+    report_deleted("job", job["id"], job, as_json)

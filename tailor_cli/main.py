@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from tailor import TailorError
-from tailor_cli import jobs
+from tailor_cli import evaluations, jobs
 from tailor_cli.classify import (
     check_rows,
     classify_batches,
@@ -28,6 +28,8 @@ app = typer.Typer(name="tailor", no_args_is_help=True, add_completion=False,
 app.add_typer(datasets, name="datasets")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(models, name="models")
+app.add_typer(evaluations.app, name="evaluations")
+app.command("evaluate")(evaluations.evaluate)
 
 
 @app.callback()

@@ -1,4 +1,4 @@
-"""`tailor models ...` and `tailor datasets ...`: the registry and data uploads."""
+"""`tailor models ...` and `tailor datasets ...`: the registry, data uploads, deletes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from tailor import Client, TailorError
-from tailor_cli.client import CliError
+from tailor_cli.client import CliError, UsageError
+from tailor_cli.confirm import confirm_delete, report_deleted
 from tailor_cli.render import (
     err,
     esc,
@@ -19,9 +20,13 @@ from tailor_cli.render import (
     warnings_panel,
 )
 
-models = typer.Typer(help="The model registry: list, show, alias.", no_args_is_help=True)
-datasets = typer.Typer(help="Upload datasets (JSONL or CSV with a text column).",
-                       no_args_is_help=True)
+models = typer.Typer(help="The model registry: list, show, alias, delete.",
+                     no_args_is_help=True)
+datasets = typer.Typer(help="Upload (JSONL or CSV with a text column), list and delete "
+                            "datasets.", no_args_is_help=True)
+YesOption = Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")]
+JsonOption = Annotated[bool, typer.Option(
+    "--json", help='print {"deleted": true, ...} with the object as it was')]
 
 
 def split_ref(ref: str) -> tuple[str, int | None]:
@@ -108,3 +113,32 @@ def list_datasets(ctx: typer.Context) -> None:
     """Uploaded datasets, newest first."""
     for ds in ctx.obj.datasets.list():
         out.print(esc(f"{ds['id']}  {ds['name']}  {ds['rows']} rows, {ds['labeled_rows']} labeled"))
+
+
+@models.command("delete")
+def delete_version(ctx: typer.Context,
+                   ref: Annotated[str, typer.Argument(metavar="NAME:VERSION")],
+                   yes: YesOption = False, as_json: JsonOption = False) -> None:
+    """Delete an archived version no alias points at, and its files (needs an admin key);
+    its number is never reused."""
+    client: Client = ctx.obj
+    name, version = split_ref(ref)
+    if version is None:
+        raise UsageError(f"{ref!r}: name the version to delete, as NAME:VERSION")
+    detail = client.models.get(name, version)
+    state = "archived" if detail.get("archived") else "not archived"
+    confirm_delete(f"version {name}:{version} ({state}) and its files", yes)
+    client.models.delete_version(name, version)
+    report_deleted("version", f"{name}:{version}", detail, as_json)
+
+
+@datasets.command("delete")
+def delete_dataset(ctx: typer.Context, dataset_id: Annotated[str, typer.Argument(metavar="ID")],
+                   yes: YesOption = False, as_json: JsonOption = False) -> None:
+    """Delete a dataset and its rows (refused while a job that is not final uses it)."""
+    client: Client = ctx.obj
+    ds = client.datasets.get(dataset_id)
+    confirm_delete(f"dataset {ds['id']} {ds['name']!r} ({ds['rows']} rows, "
+                   f"{ds['labeled_rows']} labeled)", yes)
+    client.datasets.delete(dataset_id)
+    report_deleted("dataset", f"{ds['id']} ({ds['name']})", ds, as_json)

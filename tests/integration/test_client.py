@@ -1,7 +1,7 @@
 """The Python client (`tailor.Client`) against a real embedded Tailor started by
 `tailor serve` (API + one worker, SQLite, filesystem broker), with API keys on: the README's
-example verbatim, every client call on routes that exist, the train scope, and the job
-specs under examples/."""
+example verbatim, every client call (evaluations and deletes included), the train scope, and
+the job specs under examples/ (dry runs)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 
 from tailor import Client, JobFailed, TailorError
 from tailor.specs import load_spec
-from tests.fixtures.tiny import corpus
+from tests.fixtures.tiny import CALM_TEXTS, CRISIS_TEXTS, corpus
 from tests.support import ROOT, Stack, embedded_home, free_port, make_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -28,12 +28,14 @@ MAX_EXPLAIN_TEXTS = 2  # the same with explain: true
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, tiny_models) -> Iterator[Stack]:
     """`tailor serve` whose default teacher and student are the tiny models (so specs that
-    name no model, as README's and examples/ do, run here), with version news:1."""
+    name no model, as README's and examples/ do, run here), with versions news:1 and
+    scratch:1 (labels crisis, calm)."""
     from tests.fixtures.versions import register_tiny
 
     root = tmp_path_factory.mktemp("client")
     with pytest.MonkeyPatch.context() as mp, embedded_home(root, mp) as home:
         register_tiny(tiny_models[1], name="news")
+        register_tiny(tiny_models[1], name="scratch", seed=4)  # evaluated, then deleted
     stack = Stack(home, make_env(home, TAILOR_API_KEYS=f"{ADMIN}:admin,{TRAINER}:train,"
                                                       f"{READER}:classify",
                                  TAILOR_DEFAULT_TEACHER=tiny_models[0],
@@ -131,6 +133,13 @@ def test_client_calls_and_errors(server: Stack, tmp_path: Path):
             "task": {"labels": [{"name": "crisis"}, {"name": "calm", "verbalizer": "none"}]}}
     job = client.jobs.create(spec, idempotency_key="client-test-1")
     assert client.jobs.create(spec, idempotency_key="client-test-1")["id"] == job["id"]
+    with pytest.raises(TailorError) as in_use:  # the job is not final yet
+        client.datasets.delete(corpus_ds["id"])
+    assert (in_use.value.status, in_use.value.code) == (409, "dataset_in_use")
+    assert in_use.value.details == {"jobs": [job["id"]]}
+    with pytest.raises(TailorError) as running:
+        client.jobs.delete(job["id"])
+    assert (running.value.status, running.value.code) == (409, "job_not_final")
     assert client.jobs.cancel(job["id"])["cancel_requested"] is True
     seen: list[str] = []
     with pytest.raises(JobFailed) as failed:
@@ -144,6 +153,13 @@ def test_client_calls_and_errors(server: Stack, tmp_path: Path):
     with pytest.raises(TailorError) as absent:
         client.jobs.wait("job_nope")
     assert absent.value.status == 404
+    # Once final, the job and then its dataset go.
+    assert client.jobs.delete(job["id"]) is None
+    with pytest.raises(TailorError) as deleted:
+        client.jobs.get(job["id"])
+    assert (deleted.value.status, deleted.value.code) == (404, "not_found")
+    assert client.datasets.delete(corpus_ds["id"]) is None
+    assert corpus_ds["id"] not in {d["id"] for d in client.datasets.list()}
 
     # Registry calls that need admin.
     assert client.models.archive("news", 1)["archived"] is True
@@ -185,7 +201,76 @@ def test_example_specs_are_accepted_with_their_eval_sets(server: Stack, spec_nam
         spec = load_spec(ROOT / "examples" / spec_name)
         assert set(eval_ds["labels"]) <= {label["name"] for label in spec["task"]["labels"]}
         spec["data"] = {"dataset_id": corpus_ds["id"], "eval_dataset_id": eval_ds["id"]}
-        job = client.jobs.create(spec)  # validated in full, as any submission is
-        assert job["state"] == "queued" and job["spec"]["name"] == spec["name"]
-        assert job["spec"]["task"].get("multi_label", False) is (label_column == "hazards")
-        client.jobs.cancel(job["id"])  # only the validation matters here
+        assert spec["task"].get("multi_label", False) is (label_column == "hazards")
+        # Validated in full, as a submission is; estimated; nothing created.
+        body = client.jobs.create(spec, dry_run=True)
+        assert body["dry_run"] is True
+        estimate = body["estimate"]
+        assert set(estimate) == {"texts", "teacher_calls", "training_steps", "phases",
+                                 "seconds", "basis", "rates"}
+        assert estimate["texts"] == corpus_ds["rows"] + eval_ds["labeled_rows"]
+        assert estimate["teacher_calls"] > 0 and estimate["training_steps"] > 0
+        assert set(estimate["phases"]) == {"annotate", "distill", "evaluate"}
+        assert estimate["seconds"] == pytest.approx(  # each figure rounded to 0.1 s
+            sum(phase["seconds"] for phase in estimate["phases"].values()), abs=0.21)
+        assert client.jobs.list(name=spec["name"]) == []
+
+
+def test_client_evaluations_and_version_delete(server: Stack):
+    trainer, admin = Client(server.url, TRAINER), Client(server.url, ADMIN)
+    gold = trainer.datasets.upload([*({"text": t, "label": "crisis"} for t in CRISIS_TEXTS[:4]),
+                                    *({"text": t, "label": "calm"} for t in CALM_TEXTS[:4]),
+                                    "a row without a label"], name="gold")
+    ev = trainer.evaluate("scratch", gold["id"], idempotency_key="client-ev-1")
+    assert (ev["model"], ev["version"], ev["ref"]) == ("scratch", 1, "scratch")
+    assert (ev["dataset_id"], ev["n"], ev["skipped_unlabeled"]) == (gold["id"], 8, 1)
+    assert set(ev["per_class"]) == {"crisis", "calm"} and ev["roc_auc"] is not None
+    assert sum(map(sum, ev["confusion"]["matrix"])) == 8
+    assert trainer.evaluate("scratch", gold["id"], idempotency_key="client-ev-1") == ev
+    second = trainer.evaluations.create("scratch:1", gold["id"])
+    assert trainer.evaluations.get(ev["id"]) == ev
+    assert [e["id"] for e in trainer.evaluations.list(model="scratch")] == [second["id"], ev["id"]]
+    page = trainer.evaluations.page(model="scratch", limit=1)
+    assert [e["id"] for e in page["evaluations"]] == [second["id"]] and page["next_offset"] == 1
+    assert [e["id"] for e in trainer.evaluations.list(
+        model="scratch", version=1, dataset_id=gold["id"], offset=1)] == [ev["id"]]
+    assert trainer.evaluations.list(model="news") == []
+    with pytest.raises(TailorError) as no_dataset:
+        trainer.evaluate("scratch", "ds_nope")
+    assert (no_dataset.value.status, no_dataset.value.code) == (422, "dataset_not_found")
+    with Client(server.url, READER) as reader, pytest.raises(TailorError) as hidden:
+        reader.evaluations.get(ev["id"])  # another key's: as if absent
+    assert (hidden.value.status, hidden.value.code) == (404, "not_found")
+    with pytest.raises(TailorError) as impatient:  # evaluate's own timeout is honoured
+        trainer.evaluate("news", gold["id"], timeout=1e-6)  # news: never deleted here
+    assert (impatient.value.status, impatient.value.code) == (None, "timeout")
+
+    # A version goes only archived and unaliased, by an admin; its evaluations stay.
+    with pytest.raises(TailorError) as live:
+        admin.models.delete_version("scratch", 1)
+    assert (live.value.status, live.value.code) == (409, "version_not_archived")
+    admin.models.archive("scratch", 1)
+    with pytest.raises(TailorError) as trainer_refused:
+        trainer.models.delete_version("scratch", 1)
+    assert trainer_refused.value.status == 403
+    assert admin.models.delete_version("scratch", 1) is None
+    with pytest.raises(TailorError) as gone:
+        admin.models.get("scratch", 1)
+    assert gone.value.status == 404
+    with pytest.raises(TailorError) as unserved:
+        trainer.classify("scratch:1", ["flood"])
+    assert unserved.value.status == 404
+    assert trainer.evaluations.get(ev["id"])["version"] == 1
+
+    # Datasets: the owner deletes; another key's answers like an absent one.
+    theirs = admin.datasets.upload(["flood"], name="admins")
+    with pytest.raises(TailorError) as not_mine:
+        trainer.datasets.delete(theirs["id"])
+    assert (not_mine.value.status, not_mine.value.code) == (404, "not_found")
+    assert admin.datasets.get(theirs["id"])["id"] == theirs["id"]
+    assert trainer.datasets.delete(gold["id"]) is None
+    with pytest.raises(TailorError) as deleted:
+        trainer.datasets.get(gold["id"])
+    assert deleted.value.status == 404
+    trainer.close()
+    admin.close()
