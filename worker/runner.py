@@ -106,6 +106,7 @@ def run_job(job_id: str, node: str | None = None) -> str:
     """
     from worker.distill.config import ConfigError
     from worker.distill.engine import Cancelled, DistillData, EngineError, run
+    from worker.distill.judge import JudgeError
     from worker.distill.sources import ModelSourceError
     from worker.distill.student import ArtifactError
     from worker.distill.teacher import TeacherError
@@ -172,7 +173,8 @@ def run_job(job_id: str, node: str | None = None) -> str:
         return DB_DOWN
     except ConfigError as exc:
         _finish(job_id, owner, JobState.FAILED, ("invalid_config", str(exc)))
-    except (EngineError, ModelSourceError, TeacherError, ArtifactError, AppError) as exc:
+    except (EngineError, ModelSourceError, TeacherError, JudgeError, ArtifactError,
+            AppError) as exc:
         _finish(job_id, owner, JobState.FAILED, (exc.code, exc.message))
     except Exception as exc:
         log.exception("job %s crashed", job_id)

@@ -60,7 +60,9 @@ def test_jobs_go_live_to_succeeded_and_the_model_page_classifies(stack: Stack, b
                                                                   tiny_models):
     api = stack.client(headers={"Authorization": f"Bearer {KEY}"})
     ds, ev = upload(api)
-    first = api.post("/jobs", json=job_body("crisis", ds, *tiny_models, eval_dataset_id=ev))
+    # Every phase on (the default "auto" may decide some off): the timeline shows each one.
+    first = api.post("/jobs", json=job_body("crisis", ds, *tiny_models, eval_dataset_id=ev,
+                                            representations=True, progressive=True))
     assert first.status_code == 202, first.text
     job_id = first.json()["id"]
 

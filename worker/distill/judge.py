@@ -51,6 +51,15 @@ TIE = 0.005  # criteria closer than this count as equal
 DEFAULT_ORDER = ("weighted", "gaussian", "dawid_skene")
 
 
+class JudgeError(Exception):
+    """The judge found nothing to trust; `code` is stable for API clients."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
 @dataclass
 class Annotator:
     """One labeler's view of every text.
@@ -74,7 +83,8 @@ class Judgement:
         model: the label model's name (one of LABEL_MODELS).
         posterior: [N, K] P(label | every annotator) per text.
         prior: [K] estimated class prior.
-        skill: [J] each annotator's estimated balanced accuracy (1/K is chance).
+        skill: [J] each annotator's estimated balanced accuracy (1/K is chance), measured
+            against the other sources (see `_skill`).
         criterion: leave-one-source-out agreement (None when not computed).
         per_source: the criterion's parts, by left-out source.
     """
@@ -154,12 +164,29 @@ def _gaussian(matched: Sequence[np.ndarray], init: np.ndarray, ref: np.ndarray,
     return normalize(out)
 
 
+def _skill(matched: Sequence[np.ndarray], sources: Sequence[str],
+           posterior: np.ndarray) -> np.ndarray:
+    """Each annotator's balanced accuracy [J] against a reference it took no part in: the
+    other sources' mean (an annotator cannot vouch for itself, nor can its own teacher's
+    other prompts); against `posterior` when there is only one source."""
+    if len(set(sources)) < 2:
+        return np.array([balanced_accuracy(p, posterior) for p in matched])
+    out = np.zeros(len(matched))
+    for src in set(sources):
+        others = [m for m, s in zip(matched, sources, strict=True) if s != src]
+        reference = _source_mean(others, [s for s in sources if s != src])
+        for i, s in enumerate(sources):
+            if s == src:
+                out[i] = balanced_accuracy(matched[i], reference)
+    return out
+
+
 def _weighted(matched: Sequence[np.ndarray], sources: Sequence[str],
               posterior: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mixture weighted by estimated balanced accuracy above chance; one source, one weight
     (its best annotator's), shared by its annotators in proportion to their own skill."""
     k = posterior.shape[1]
-    skill = np.array([balanced_accuracy(p, posterior) for p in matched])
+    skill = _skill(matched, sources, posterior)
     above = np.clip(skill - 1.0 / k, 1e-3, None)
     weights = np.zeros(len(matched))
     for src in set(sources):
@@ -212,8 +239,7 @@ def fit(model: str, annotators: Sequence[Annotator], ref: np.ndarray,
         posterior = match_prior(_gaussian(matched, posterior, ref, seed), prior, ref)
     elif model == "dawid_skene":
         posterior = match_prior(_dawid_skene(matched, posterior), prior, ref)
-    skill = np.array([balanced_accuracy(p, posterior) for p in matched])
-    return Judgement(model, posterior, prior, skill)
+    return Judgement(model, posterior, prior, _skill(matched, sources, posterior))
 
 
 def _source_mean(matched: Sequence[np.ndarray], sources: Sequence[str]) -> np.ndarray:
