@@ -123,7 +123,8 @@ class Adaptive:
             "estimated_prior": [r.prior for r in results],
             "extra_labelers": [name for name, _ in extras],
             "judge": [r.judge for r in results],
-            "annotators": [[{"name": a.name, "source": a.source} for a in r.annotators]
+            "annotators": [[{"name": a.name, "source": a.source,
+                             "informs_prior": a.informs_prior} for a in r.annotators]
                            for r in results],
             "reprompted": int(reprompted.sum()),
             "reprompted_corpus": int(reprompted[:n_corpus].sum()),
@@ -173,7 +174,8 @@ class Adaptive:
                                            lm.calibrate(p, j.content_free) if j.calibrated
                                            else p))
             hidden = scores.hidden if i == 0 else hidden
-        annotators += [jd.Annotator(name, name, p) for name, p in extras]
+        # Extra labelers standardise their scores over the corpus: no prior in their answers.
+        annotators += [jd.Annotator(name, name, p, informs_prior=False) for name, p in extras]
         ref = np.arange(n_corpus)
         chosen, fitted = jd.judge(annotators, ref, choose=cfg.teacher.label_model,
                                   seed=cfg.distillation.seed)

@@ -48,7 +48,7 @@ REG_COVAR = 1e-2  # added to the covariance's diagonal, in units of the standard
 TIE = 0.005  # criteria closer than this count as equal
 # When the criterion cannot tell label models apart (one source: every fit without it uses
 # the same annotators), this order decides; it is the benchmark's ranking (bench/quality.py).
-DEFAULT_ORDER = ("weighted", "gaussian", "dawid_skene")
+DEFAULT_ORDER = ("gaussian", "weighted", "dawid_skene")
 
 
 class JudgeError(Exception):
@@ -68,11 +68,15 @@ class Annotator:
         name: e.g. "question", "embedding", "student".
         source: what it shares errors with ("teacher" for every prompt of one teacher).
         probs: [N, K] distribution over labels per text (calibrated where it can be).
+        informs_prior: whether its mean answer says anything about the class prior. The
+            embedding labeler standardises its similarities over the corpus, so its mean
+            answer is near uniform by construction and must not pull the prior estimate.
     """
 
     name: str
     source: str
     probs: np.ndarray
+    informs_prior: bool = True
 
 
 @dataclass
@@ -227,8 +231,9 @@ def fit(model: str, annotators: Sequence[Annotator], ref: np.ndarray,
         raise ValueError("no annotator to judge")
     sources = [a.source for a in annotators]
     raw = [normalize(a.probs) for a in annotators]
-    # Start: every source counts once, each annotator at its mean answer's prior.
-    prior = normalize(np.mean([p[ref].mean(0) for p in raw], axis=0)[None, :])[0]
+    # Start from the mean answer of the annotators whose answers carry a prior.
+    informed = [p for p, a in zip(raw, annotators, strict=True) if a.informs_prior] or raw
+    prior = normalize(np.mean([p[ref].mean(0) for p in informed], axis=0)[None, :])[0]
     for _ in range(PRIOR_ROUNDS):
         matched = [match_prior(p, prior, ref) for p in raw]
         start = _source_mean(matched, sources)

@@ -55,7 +55,8 @@ class Groups:
         if not names:
             return None
         groups = [[jd.Annotator(a["name"], a["source"],
-                                np.asarray(extra[f"annotator.{g}.{i}"][:rows], dtype=np.float64))
+                                np.asarray(extra[f"annotator.{g}.{i}"][:rows], dtype=np.float64),
+                                a.get("informs_prior", True))
                    for i, a in enumerate(group)] for g, group in enumerate(names)]
         models = [j.get("chosen", "gaussian") for j in record.get("judge", [])]
         return cls(groups, models or ["gaussian"] * len(groups), multi_label)
@@ -65,7 +66,9 @@ def cross_fitted(pooled: np.ndarray, targets: np.ndarray, ref: np.ndarray,
                  seed: int) -> np.ndarray:
     """Out-of-fold probabilities [N, K] of a logistic head on `pooled` [N, H] fitted to the
     targets' argmax over `ref` rows; rows outside `ref` get a head fitted on all of `ref`.
-    A class absent from a fold's training rows gets probability 0 there."""
+    Classes are weighted to balance (a rare class is not drowned; the judge matches every
+    annotator to its prior anyway). A class absent from a fold's training rows gets
+    probability 0 there."""
     k = targets.shape[1]
     y = targets.argmax(1)
     out = np.zeros((len(pooled), k))
@@ -76,7 +79,8 @@ def cross_fitted(pooled: np.ndarray, targets: np.ndarray, ref: np.ndarray,
         if len(classes) == 1:
             probs[:, classes[0]] = 1.0
             return probs
-        model = LogisticRegression(C=HEAD_C, max_iter=1000).fit(pooled[rows], y[rows])
+        model = LogisticRegression(C=HEAD_C, max_iter=1000, class_weight="balanced")
+        model.fit(pooled[rows], y[rows])
         probs[:, model.classes_] = model.predict_proba(pooled[at])
         return probs
 
