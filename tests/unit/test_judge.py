@@ -140,10 +140,14 @@ def test_the_easy_phase_pays_when_confident_texts_are_cleaner():
     truth = rng.integers(0, 2, n)
     conf = rng.random(n)
     posterior = np.eye(2)[truth] * 0.8 + 0.1
-    # annotators right on confident texts, coin flips on the rest: a clean easy half
-    said = np.where(conf > 0.5, truth, rng.integers(0, 2, n))
+    # noisy labels (right on confident texts, mostly wrong on the rest): a clean easy half
+    said = np.where(conf > 0.5, truth, np.where(rng.random(n) < 0.6, 1 - truth, truth))
     pays, why = decisions.easy_phase_pays(posterior, [np.eye(2)[said]], np.arange(n), conf, 0.5)
-    assert pays and why["gain"] > 0.3
+    assert pays and why["gain"] > 0.3 and why["overall"] < decisions.CLEAN
+    # labels clean overall: a curriculum would only delay training on good texts
+    said = np.where(conf > 0.5, truth, np.where(rng.random(n) < 0.1, 1 - truth, truth))
+    pays, why = decisions.easy_phase_pays(posterior, [np.eye(2)[said]], np.arange(n), conf, 0.5)
+    assert not pays and why["gain"] >= decisions.EASY_GAIN - 0.1
     # equally noisy everywhere: no easy half
     said = np.where(rng.random(n) > 0.3, truth, 1 - truth)
     pays, _ = decisions.easy_phase_pays(posterior, [np.eye(2)[said]], np.arange(n), conf, 0.5)
