@@ -142,7 +142,7 @@ class Client:
             if explain:
                 limit = min(limit, self.max_explain_texts or DEFAULT_MAX_EXPLAIN_TEXTS)
             return limit
-        return max(1, min(batch_size, *known))
+        return max(1, min([batch_size, *known]))  # `known` is empty on a fresh client
 
 
 def _server_limit(exc: TailorError) -> int | None:

@@ -15,7 +15,7 @@ class TailorError(Exception):
             (`not_found`, `invalid`, `payload_too_large`, ...) or one of the client's own
             (`connection_error`, `timeout`, `invalid_response`, `stream_lost`,
             `config_not_found`, `config_unreadable`, `spec_unreadable`, `invalid_spec`,
-            `unsupported_file`).
+            `unsupported_file`, `file_unreadable`, `file_unwritable`).
         message: for people; the server's own message, verbatim, when it sent one.
         details: the server's `error.details` (often `{"field": "texts[3]"}`), or None.
     """

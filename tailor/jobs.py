@@ -49,7 +49,9 @@ class Jobs:
             dry_run: validate as a submission is validated, create nothing, and return
                 `{"dry_run": True, "estimate": {"texts", "teacher_calls", "training_steps",
                 "phases": {"annotate" | "distill" | "evaluate": {"seconds", ...}},
-                "seconds", "basis", "rates"}}` (`idempotency_key` is then ignored).
+                "seconds", "basis", "rates"}}`. `idempotency_key` is then recorded
+                nowhere, but one already used with another body is refused (422
+                `idempotency_mismatch`) as the real submission would refuse it.
 
         Raises:
             TailorError: `spec_unreadable` / `invalid_spec` for a file; the server's 422

@@ -106,8 +106,12 @@ class Transport:
         """Stream a GET body into `target`: written to a temporary file beside it and renamed
         into place only once complete, so `target` is never left half-written."""
         target = Path(target)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part",
-                                   dir=target.parent if str(target.parent) else ".")
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part",
+                                       dir=target.parent if str(target.parent) else ".")
+        except OSError as exc:  # a folder that is missing or not writable
+            raise TailorError(None, "file_unwritable",
+                              f"cannot write {target}: {exc.strerror}") from exc
         try:
             with os.fdopen(fd, "wb") as sink, self.http.stream("GET", path, **kwargs) as resp:
                 if resp.status_code >= 400:
@@ -118,6 +122,9 @@ class Transport:
             os.replace(tmp, target)
         except httpx.TransportError as exc:
             raise self.unreachable(exc) from exc
+        except OSError as exc:  # disk full, target is a folder, ...
+            raise TailorError(None, "file_unwritable",
+                              f"cannot write {target}: {exc.strerror}") from exc
         finally:
             Path(tmp).unlink(missing_ok=True)
         return target

@@ -22,7 +22,7 @@ def confirm_delete(what: str, yes: bool) -> None:
     """
     if yes:
         return
-    err.print(f"Delete {esc(what)}? [y/N] ", end="")
+    err.print(f"Delete {esc(what)}? {esc('[y/N]')} ", end="")  # brackets are Rich markup
     answer = sys.stdin.readline()
     if not sys.stdin.isatty():
         err.print()  # a piped answer is not echoed: end the question's line ourselves

@@ -14,6 +14,7 @@ from rich.table import Table
 from tailor import Client, TailorError
 from tailor_cli.client import UsageError
 from tailor_cli.metrics import fmt
+from tailor_cli.models import split_ref
 from tailor_cli.render import err, esc, out, short_time
 
 app = typer.Typer(help="Stored evaluations of versions on labeled sets: list, show.",
@@ -79,7 +80,7 @@ def show(evaluation: dict[str, Any], as_json: bool) -> None:
 @app.command("list")
 def list_evaluations(ctx: typer.Context,
                      model: Annotated[str | None, typer.Option(
-                         "--model", "-m", help="only this model name")] = None,
+                         "--model", "-m", help="only this model: NAME or NAME:VERSION")] = None,
                      version: Annotated[int | None, typer.Option(
                          help="only this version (with --model)")] = None,
                      dataset: Annotated[str | None, typer.Option(
@@ -87,6 +88,10 @@ def list_evaluations(ctx: typer.Context,
                      limit: Annotated[int, typer.Option()] = 20,
                      as_json: JsonOption = False) -> None:
     """Evaluations this key may see, newest first."""
+    if model and ":" in model:
+        if version is not None:
+            raise UsageError("give the version once: -m NAME:VERSION or --version")
+        model, version = split_ref(model)
     body = ctx.obj.evaluations.page(model=model or None, version=version,
                                     dataset_id=dataset or None, limit=limit or None)
     if as_json:

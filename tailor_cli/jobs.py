@@ -96,6 +96,9 @@ def submit(ctx: typer.Context,
            = False,
            dry_run: Annotated[bool, typer.Option(
                "--dry-run", help="check the spec and print an estimate; create nothing")]
+           = False,
+           as_json: Annotated[bool, typer.Option(
+               "--json", help="print the API's answer (the job, or the dry run's estimate)")]
            = False) -> None:
     """Submit a job from a spec file and/or flags (flags override the file)."""
     client: Client = ctx.obj
@@ -104,10 +107,19 @@ def submit(ctx: typer.Context,
                               "labels": label, "instruction": instruction,
                               "multi_label": multi_label, "teacher": teacher, "prompts": prompt,
                               "student": student, "strategy": strategy, "epochs": epochs})
-    if dry_run:
-        out.print(estimate_table(client.jobs.create(spec, dry_run=True)))
+    if watch and (dry_run or as_json):
+        raise UsageError("--watch follows a submitted job: not with --dry-run or --json")
+    if dry_run:  # the key too: one already spent on another body is refused, as for real
+        answer = client.jobs.create(spec, idempotency_key=idempotency_key, dry_run=True)
+        if as_json:
+            typer.echo(json.dumps(answer))
+        else:
+            out.print(estimate_table(answer))
         return
     job = client.jobs.create(spec, idempotency_key=idempotency_key)
+    if as_json:
+        typer.echo(json.dumps(job))
+        return
     out.print(f"submitted job [bold]{esc(job['id'])}[/bold] "
               f"({esc(job['name'])}, {esc(job['state'])})")
     if watch:

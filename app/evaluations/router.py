@@ -11,6 +11,7 @@ from app.core.params import DEFAULT_LIST_LIMIT, LimitQuery, OffsetQuery, Version
 from app.core.strict_json import StrictJsonRoute
 from app.evaluations import service
 from app.evaluations.schemas import EvaluationCreate, EvaluationList, EvaluationOut
+from app.jobs.schemas import NAME_PATTERN
 
 router = APIRouter(prefix="/evaluations", tags=["evaluations"], route_class=StrictJsonRoute)
 
@@ -32,8 +33,10 @@ async def create_evaluation(body: EvaluationCreate, request: Request, principal:
 
 @router.get("", response_model=EvaluationList, summary="List evaluations, newest first")
 def list_evaluations(db: SessionDep, principal: ClassifyScope,
-                     model: Annotated[str | None, Query(max_length=64,
-                                                        description="A model name.")] = None,
+                     model: Annotated[str | None, Query(
+                         max_length=64, pattern=NAME_PATTERN,
+                         description="A model name (not `name:3` or `name@alias`: an empty "
+                                     "list would hide the mistake).")] = None,
                      version: VersionQuery = None,
                      dataset_id: Annotated[str | None, Query(max_length=40)] = None,
                      limit: LimitQuery = DEFAULT_LIST_LIMIT, offset: OffsetQuery = 0) -> Any:

@@ -36,10 +36,13 @@ def submit_job(payload: JobCreate, response: Response, db: SessionDep, principal
                dry_run: Annotated[bool, Query(
                    description="Validate as a real submission does and answer 200 with an "
                                "estimate (texts, teacher calls, seconds per phase); create "
-                               "nothing. Idempotency-Key is ignored.")] = False) -> Any:
+                               "nothing. An Idempotency-Key is recorded nowhere; one "
+                               "already used with another body is refused as a real "
+                               "submission would refuse it.")] = False) -> Any:
     if dry_run:
         body = DryRunOut.model_validate(service.dry_run(db=db, payload=payload,
-                                                        principal=principal))
+                                                        principal=principal,
+                                                        idempotency_key=idempotency_key))
         return JSONResponse(body.model_dump(mode="json"), status_code=200)
     job, _created = service.submit_job(db=db, payload=payload, principal=principal,
                                        idempotency_key=idempotency_key, enqueue=enqueue_job)

@@ -144,7 +144,7 @@ def submit_job(*, db: Session, payload: JobCreate, principal: Principal,
     """Create a queued job owned by `principal` and wake a worker; return (job, created).
     Replays on a key the same principal reused."""
     spec = normalized_spec(payload)
-    request_hash = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+    request_hash = _spec_hash(spec)
     if idempotency_key:
         existing = _by_idempotency_key(db, principal.key_id, idempotency_key)
         if existing is not None:
@@ -182,16 +182,26 @@ def submit_job(*, db: Session, payload: JobCreate, principal: Principal,
     return job, True
 
 
-def dry_run(*, db: Session, payload: JobCreate, principal: Principal) -> dict[str, Any]:
+def dry_run(*, db: Session, payload: JobCreate, principal: Principal,
+            idempotency_key: str | None = None) -> dict[str, Any]:
     """Validate `payload` exactly as `submit_job` does and estimate its cost; create nothing
     (no job row, no idempotency record, no message).
 
     Returns `{"dry_run": True, "estimate": ...}` (shape in app.jobs.estimate.estimate_job).
-    Raises the same Invalid (422) a real submission of this payload would.
+    Raises the same Invalid (422) a real submission of this payload would, including
+    `idempotency_mismatch` for an Idempotency-Key this key already used with another body.
     """
     spec = normalized_spec(payload)
+    if idempotency_key:
+        existing = _by_idempotency_key(db, principal.key_id, idempotency_key)
+        if existing is not None:
+            _replay(existing, _spec_hash(spec))
     validate_spec(db, spec, principal)
     return {"dry_run": True, "estimate": estimate.estimate_job(db, spec, engine_config(spec))}
+
+
+def _spec_hash(spec: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
 def _by_idempotency_key(db: Session, owner: str, key: str | None) -> Job | None:

@@ -33,10 +33,17 @@ class TargetRefused(Exception):
 
 def is_public(address: IPAddress) -> bool:
     """True for globally routable unicast addresses: not private, loopback, link-local
-    (cloud metadata lives there), shared (100.64/10), reserved, multicast or unspecified."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
-    return address.is_global and not address.is_multicast
+    (cloud metadata lives there), shared (100.64/10), reserved, multicast or unspecified,
+    nor an IPv6 address that carries one of those IPv4 addresses inside it."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            address = address.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+        elif address.sixtofour is not None and not is_public(address.sixtofour):
+            return False  # 2002:7f00:1:: reaches 127.0.0.1 through a 6to4 relay
+    # is_global alone lets through ::/8 (IPv4-compatible ::127.0.0.1) and the NAT64 prefix
+    # 64:ff9b::/96 (64:ff9b::a9fe:a9fe is 169.254.169.254 behind a NAT64 gateway): both
+    # are reserved, and `reserved` is what README promises to refuse.
+    return address.is_global and not address.is_multicast and not address.is_reserved
 
 
 @dataclass(frozen=True)
@@ -101,6 +108,14 @@ class WebhookPolicy:
             parts.port  # noqa: B018 -- raises ValueError when out of range or not a number
         except ValueError as exc:
             raise TargetRefused("invalid_webhook_url", f"not a valid URL ({exc})") from exc
+        if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
+            # urlsplit silently drops tabs and newlines and a space in a host name never
+            # resolves: such a URL would be stored as sent and retried for an hour.
+            raise TargetRefused("invalid_webhook_url", "must not contain spaces or control "
+                                "characters")
+        if parts.port == 0:
+            raise TargetRefused("invalid_webhook_url", "port 0 is not a port a receiver "
+                                "listens on")
         if parts.scheme.lower() not in SCHEMES or not parts.hostname:
             raise TargetRefused("invalid_webhook_url",
                                 "must be an http:// or https:// URL with a host")

@@ -132,6 +132,11 @@ def test_evaluate_a_labeled_file_then_list_and_show(server: Stack, tmp_path: Pat
     one = json.loads(ok(tailor(server, "evaluations", "list", "--limit", "1", "--json")))
     assert len(one["evaluations"]) == 1 and one["next_offset"] == 1
     assert ev["id"] not in ok(tailor(server, "evaluations", "list", "-m", "hazards"))
+    # NAME:VERSION is split into the two filters (the API takes a name: 422 otherwise).
+    pinned = json.loads(ok(tailor(server, "evaluations", "list", "-m", "crisis:1", "--json")))
+    assert pinned == trainer.get("/evaluations", params={"model": "crisis",
+                                                         "version": 1}).json()
+    assert "query.model" in refused(tailor(server, "evaluations", "list", "-m", "crisis@x"))
 
     # Another key's evaluation answers like an absent one.
     admins = admin.post("/evaluations", json={"model": "crisis:1",

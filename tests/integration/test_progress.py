@@ -80,6 +80,9 @@ def test_dry_run_then_a_running_job_shows_counts_rate_and_eta(server: Stack, tin
         bad = tailor(server, "jobs", "submit", str(spec), "--dry-run", "--dataset",
                      "ds_0000000000000000")
         assert bad.returncode == 1 and "dataset_not_found" in bad.stderr
+        as_json = tailor(server, "jobs", "submit", str(spec), "--dry-run", "--json")
+        assert as_json.returncode == 0, as_json.stderr
+        assert json.loads(as_json.stdout) == {"dry_run": True, "estimate": estimate}
         assert job_count(http) == before
 
         # --- the job: progress_detail while it runs ----------------------------------
@@ -120,6 +123,21 @@ def test_dry_run_then_a_running_job_shows_counts_rate_and_eta(server: Stack, tin
         metrics: dict[str, Any] = final["metrics"]
         scored = metrics["annotation"]["texts_scored"] / metrics["annotation"]["seconds"]
         assert again["rates"]["teacher_calls_per_s"]["value"] == pytest.approx(scored, rel=0.01)
+
+        # The CLI sends its Idempotency-Key with a dry run: a key spent on another body is
+        # refused as the real submission would refuse it (after the job above: this one
+        # would fill the teacher cache the counts above are measured without).
+        spent = http.post("/jobs", json={**body, "name": "progress-other"},
+                          headers={"Idempotency-Key": "spent"})
+        assert spent.status_code == 202, spent.text
+        http.post(f"/jobs/{spent.json()['id']}/cancel")
+        before = job_count(http)
+        reused = tailor(server, "jobs", "submit", str(spec), "--dry-run", "--idempotency-key",
+                        "spent")
+        assert reused.returncode == 1 and "idempotency_mismatch" in reused.stderr
+        assert tailor(server, "jobs", "submit", str(spec), "--dry-run", "--watch"
+                      ).returncode == 2
+        assert job_count(http) == before
     watched = tailor(server, "jobs", "watch", job["id"])
     assert watched.returncode == 0, watched.stderr
     assert " texts · " in watched.stdout and " steps · " in watched.stdout

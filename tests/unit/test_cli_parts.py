@@ -70,3 +70,17 @@ def test_comparison_is_generic_and_knows_which_way_is_better():
     assert by_key["ms_per_text"].winner == "student" and by_key["brier"].winner is None
     assert (fmt(1234567), fmt(0.12345), fmt(None), fmt(115.04)) == ("1,234,567", "0.123", "—",
                                                                     "115.0")
+
+
+def test_the_delete_question_shows_its_y_n_choice(capsys, monkeypatch):
+    """`[y/N]` is Rich markup unless escaped: the question lost it and read `Delete ...?`."""
+    import io
+
+    from tailor_cli.confirm import confirm_delete
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("n\n"))
+    with pytest.raises(CliError, match="not confirmed"):
+        confirm_delete("dataset ds_1 'news [draft]'", yes=False)
+    assert "Delete dataset ds_1 'news [draft]'? [y/N]" in capsys.readouterr().err
+    monkeypatch.setattr("sys.stdin", io.StringIO("yes\n"))
+    confirm_delete("dataset ds_1", yes=False)

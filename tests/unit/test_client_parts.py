@@ -70,3 +70,22 @@ def test_spec_files_are_read_strictly(tmp_path):
     assert twice.value.code == "invalid_spec" and "line 2" in twice.value.message
     (tmp_path / "ok.json").write_text('{"name": "a", "task": {"labels": [{"name": "no"}]}}')
     assert load_spec(tmp_path / "ok.json")["task"]["labels"] == [{"name": "no"}]
+
+
+def test_batch_size_on_a_fresh_client_is_taken_as_given():
+    """No limit learnt yet: `min(batch_size)` of one int raised TypeError before."""
+    client = Client("http://127.0.0.1:1")
+    assert client._batch(3) == 3
+    assert client._batch(0) == 1
+    assert client._batch(None) == 256 and client._batch(None, explain=True) == 8
+    client.max_texts = 2
+    assert client._batch(3) == 2
+    client.close()
+
+
+def test_export_into_a_missing_folder_raises_a_tailor_error(tmp_path):
+    client = Client("http://127.0.0.1:1")
+    with pytest.raises(TailorError) as refused:
+        client.models.export("crisis", 1, "onnx", tmp_path / "absent" / "m.onnx")
+    assert (refused.value.status, refused.value.code) == (None, "file_unwritable")
+    client.close()

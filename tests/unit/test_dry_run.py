@@ -68,6 +68,20 @@ def test_dry_run_estimates_and_creates_nothing(client, body, tiny_models):
     assert _counts()[0] == before[0] + 1
 
 
+def test_dry_run_refuses_a_used_idempotency_key_as_a_submission_would(client, body):
+    """A key already spent on another body: the real submission answers 422
+    idempotency_mismatch, so the dry run of it must not promise a 202."""
+    assert client.post("/jobs", json=body, headers={"Idempotency-Key": "k2"}).status_code == 202
+    other = {**body, "name": "crisis-two"}
+    real = client.post("/jobs", json=other, headers={"Idempotency-Key": "k2"})
+    dry = client.post("/jobs?dry_run=true", json=other, headers={"Idempotency-Key": "k2"})
+    assert real.status_code == dry.status_code == 422
+    assert real.json() == dry.json()
+    assert dry.json()["error"]["code"] == "idempotency_mismatch"
+    same = client.post("/jobs?dry_run=true", json=body, headers={"Idempotency-Key": "k2"})
+    assert same.status_code == 200 and same.json()["dry_run"] is True
+
+
 def test_more_texts_and_epochs_cost_more(client, body, tiny_models):
     small = client.post("/jobs?dry_run=true", json=body).json()["estimate"]
     big_ds = _dataset(client, [{"text": t} for t in corpus(400)])

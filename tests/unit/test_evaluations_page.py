@@ -64,3 +64,13 @@ def test_versions_scored_on_one_dataset_share_a_group_with_the_best_marked(clien
     everyone = client.get("/ui/parts/models/crisis",
                           headers={"Authorization": "Bearer admin-key"}).text
     assert hidden in everyone, "admin keys see every owner's evaluations"
+
+
+def test_listing_by_a_reference_instead_of_a_name_is_refused_not_empty(client):
+    """`?model=crisis:2` or `crisis@production` matched nothing and answered an empty list,
+    which reads as "never evaluated"; a model name is what the filter takes."""
+    assert client.get("/evaluations", params={"model": "crisis"}).status_code == 200
+    for ref in ("crisis:2", "crisis@production", "Crisis"):
+        resp = client.get("/evaluations", params={"model": ref})
+        assert resp.status_code == 422, ref
+        assert resp.json()["error"]["message"].startswith("query.model"), resp.text

@@ -35,6 +35,13 @@ SECRET = "whsec-test-0123456789"
     ("http://169.254.169.254/latest/meta-data/", "webhook_target_not_allowed"),  # metadata
     ("http://100.100.100.200/", "webhook_target_not_allowed"),      # shared (Alibaba meta)
     ("http://0.0.0.0/", "webhook_target_not_allowed"),
+    ("http://[::127.0.0.1]/", "webhook_target_not_allowed"),  # IPv4-compatible (reserved)
+    ("http://[64:ff9b::a9fe:a9fe]/", "webhook_target_not_allowed"),  # NAT64 of metadata
+    ("http://[2002:7f00:1::]/", "webhook_target_not_allowed"),  # 6to4 of loopback
+    ("http://hooks.example.com:0/", "invalid_webhook_url"),
+    ("http://hooks example.com/", "invalid_webhook_url"),  # never resolves: retried an hour
+    ("http://hooks.example.com/x\r\nX-Injected: 1", "invalid_webhook_url"),
+    (" http://hooks.example.com/", "invalid_webhook_url"),
     ("ftp://hooks.example.com/x", "invalid_webhook_url"),
     ("file:///etc/passwd", "invalid_webhook_url"),
     ("javascript:alert(1)", "invalid_webhook_url"),
@@ -48,6 +55,12 @@ def test_the_policy_refuses_internal_addresses_odd_schemes_and_credentials(url, 
     with pytest.raises(TargetRefused) as refused:
         policy.check_url(url)
     assert refused.value.code == code
+
+
+def test_public_ipv6_and_6to4_of_a_public_address_stay_allowed():
+    policy = WebhookPolicy.parse("*")
+    assert policy.check_url("http://[2606:4700:4700::1111]/hook")
+    assert policy.check_url("http://[2002:5db8:d822::1]/hook")  # 6to4 of 93.184.216.34
 
 
 def test_only_hosts_the_list_names_are_allowed():
