@@ -41,6 +41,8 @@ class TeacherIn(Strict):
     extra_labelers: list[Literal["embedding"]] = Field(default_factory=lambda: ["embedding"])
     label_model: Literal["auto", "gaussian", "weighted", "dawid_skene"] = Field(
         "auto", description="How annotators are combined; auto: chosen per job without labels.")
+    min_skill: float = Field(0.02, ge=0, le=0.5, description=(
+        "End the job (annotators_at_chance) when no annotator is this far above chance; 0: off."))
     reprompt: bool = True
     reprompt_fraction: float = Field(0.15, ge=0, le=1)
     reprompt_confidence: float = Field(0.65, ge=0, le=1)

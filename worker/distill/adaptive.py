@@ -30,7 +30,7 @@ from worker.distill.teacher import TeacherError
 
 SKILL_FLOOR = 0.02  # a prompt scoring this little on the probe is noise
 BOOTSTRAP_ROUNDS = 50  # resamples of the probe behind each prompt score's spread
-NO_SIGNAL = 0.02  # best skill above chance (plus two spreads) below which a job ends
+NO_SIGNAL = 0.02  # default teacher.min_skill: best skill above chance (+2 spreads) to go on
 NO_SIGNAL_TEXTS = 100  # corpus size from which that verdict is trusted
 MIN_DS_ANNOTATORS = 3  # Dawid-Skene is not identifiable with fewer annotators
 FEW_SHOT_MIX = 0.5  # a re-asked text's label: half the ensemble, half the few-shot answer
@@ -181,7 +181,8 @@ class Adaptive:
                                   seed=cfg.distillation.seed)
         spread = jd.bootstrap_skill(chosen.model, annotators, ref,
                                     seed=cfg.distillation.seed)
-        self._check_signal(judged, annotators, chosen, spread, ranking, k, n_corpus)
+        self._check_signal(judged, annotators, chosen, spread, ranking, k, n_corpus,
+                           cfg.teacher.min_skill)
         weights = np.clip(chosen.skill - 1.0 / k, 0.0, None)
         weights = weights / weights.sum() if weights.sum() > 0 else weights
         matched = [jd.match_prior(a.probs, chosen.prior, ref) for a in annotators]
@@ -232,19 +233,20 @@ class Adaptive:
     @staticmethod
     def _check_signal(judged: list[Judged], annotators: list[jd.Annotator],
                       chosen: jd.Judgement, spread: np.ndarray, ranking: dict[str, Any],
-                      k: int, n_corpus: int) -> None:
+                      k: int, n_corpus: int, min_skill: float = NO_SIGNAL) -> None:
         """End the job when no annotator is clearly above chance: a student trained on such
         labels would be near random, and registering it would hide that.
 
         Raises:
             JudgeError: `annotators_at_chance`, when the corpus is large enough to tell
                 (NO_SIGNAL_TEXTS) and even the best annotator's estimate plus two bootstrap
-                spreads is within NO_SIGNAL of chance. With independent sources the estimate
+                spreads is within `min_skill` (teacher.min_skill) of chance. With
+                independent sources the estimate
                 is each annotator's balanced accuracy against the others; with one source,
                 the prompts' Dawid-Skene estimate on the probe.
         """
-        if n_corpus < NO_SIGNAL_TEXTS:
-            return  # too few texts to tell; the run's warnings say so
+        if n_corpus < NO_SIGNAL_TEXTS or min_skill <= 0:
+            return  # too few texts to tell (the run's warnings say so), or switched off
         if len({a.source for a in annotators}) >= 2:
             upper = chosen.skill - 1.0 / k + 2 * spread
             names = [a.name for a in annotators]
@@ -253,12 +255,13 @@ class Adaptive:
                               for j in judged])
             names = [j.prompt.name for j in judged]
         best = int(np.argmax(upper))
-        if upper[best] < NO_SIGNAL:
+        if upper[best] < min_skill:
             raise jd.JudgeError(
                 "annotators_at_chance",
                 f"warning skill_near_chance: no annotator is clearly better than chance: none "
                 f"agrees with the others beyond it (the best, {names[best]!r}, is at most "
-                f"{upper[best]:+.3f} balanced accuracy above chance, {NO_SIGNAL} needed); a "
+                f"{upper[best]:+.3f} balanced accuracy above chance, teacher.min_skill "
+                f"{min_skill} needed); a "
                 f"student trained on these labels would "
                 f"be near random, so none was trained. Describe the labels more fully, add "
                 f"prompts (teacher.prompts) or use a stronger teacher.")

@@ -120,6 +120,10 @@ class TeacherConfig:
         label_model: how the judge combines annotators (worker/distill/judge.py):
             "gaussian", "weighted", "dawid_skene", or "auto" (the one with the best
             leave-one-source-out agreement, decided per job without labels).
+        min_skill: a job whose best annotator is not at least this far above chance (its
+            estimated balanced accuracy plus two bootstrap spreads, on a corpus of 100 texts
+            or more) ends with `annotators_at_chance` instead of training a near-random
+            student; 0 turns the check off.
         reprompt: re-ask uncertain or disputed texts with retrieved solved examples.
         reprompt_fraction: at most this share of texts is re-asked (few-shot is costlier).
         reprompt_confidence: texts whose combined top probability is below this are uncertain.
@@ -135,6 +139,7 @@ class TeacherConfig:
     max_prompts: int = 1
     extra_labelers: list[str] = field(default_factory=lambda: ["embedding"])
     label_model: str = "auto"
+    min_skill: float = 0.02
     reprompt: bool = True
     reprompt_fraction: float = 0.15
     reprompt_confidence: float = 0.65
@@ -159,6 +164,8 @@ class TeacherConfig:
                               f"unknown {sorted(unknown)}; known: {list(EXTRA_LABELERS)}")
         if not 0.0 <= self.reprompt_fraction <= 1.0:
             raise ConfigError("teacher.reprompt_fraction", "must be in [0, 1]")
+        if not 0.0 <= self.min_skill <= 0.5:
+            raise ConfigError("teacher.min_skill", "must be in [0, 0.5]")
         if self.label_model not in ("auto", *LABEL_MODELS):
             raise ConfigError("teacher.label_model", f"must be one of {['auto', *LABEL_MODELS]}")
         if not 0 <= self.demos <= 16:
