@@ -266,6 +266,7 @@ def run_supervised(task: str, seed: int, data: DistillData, corpus_gold: list[st
     base = resolve(DEFAULT_STUDENT, CACHE / "models")
     ctx = Context(cfg=cfg, load_teacher=_no_teacher, cache=None, on_texts=lambda n: None)
     workdir = WORK / "work" / task / "supervised" / str(seed)
+    workdir.mkdir(parents=True, exist_ok=True)
     student, tokenizer, meta = distill(cfg, Gold(), ctx, ann, corpus, train_idx, hold_idx,
                                        base, workdir, torch_cpu(), f"supervised-{seed}",
                                        lambda *a, **kw: None)
