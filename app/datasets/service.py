@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from app.core.db import lock_row
 from app.core.errors import Conflict, Invalid, NotFound
-from app.core.ownership import only_visible, visible
+from app.core.ownership import by_idempotency_key, only_visible, replay, visible
 from app.core.security import Principal
 from app.core.url_guard import NUL
 from app.datasets.parsing import Row, validate_rows
@@ -41,9 +41,9 @@ def create_dataset(*, db: Session, name: str, rows: list[Row], owner: str,
     sha = canonical_sha256(rows)
     request_hash = hashlib.sha256(f"{name}\x1f{sha}".encode()).hexdigest()
     if idempotency_key:
-        existing = _by_idempotency_key(db, owner, idempotency_key)
+        existing = by_idempotency_key(db, Dataset, owner, idempotency_key)
         if existing is not None:
-            return _replay(existing, request_hash)
+            return replay(existing, request_hash)
     labels: set[str] = set()
     for row in rows:
         if row.label is not None:
@@ -57,28 +57,16 @@ def create_dataset(*, db: Session, name: str, rows: list[Row], owner: str,
         db.flush()
     except IntegrityError:  # a concurrent request with the same key won the race
         db.rollback()
-        existing = _by_idempotency_key(db, owner, idempotency_key)
+        existing = by_idempotency_key(db, Dataset, owner, idempotency_key)
         if existing is None:
             raise
-        return _replay(existing, request_hash)
+        return replay(existing, request_hash)
     for start in range(0, len(rows), INSERT_CHUNK):
         db.execute(insert(DatasetRecord), [
             {"dataset_id": dataset.id, "idx": start + i, "text": r.text, "label": r.label}
             for i, r in enumerate(rows[start:start + INSERT_CHUNK])])
     db.commit()
     return dataset
-
-
-def _by_idempotency_key(db: Session, owner: str, key: str | None) -> Dataset | None:
-    return db.scalar(select(Dataset).where(Dataset.owner == owner,
-                                           Dataset.idempotency_key == key))
-
-
-def _replay(existing: Dataset, request_hash: str) -> Dataset:
-    if existing.request_hash != request_hash:
-        raise Invalid("Idempotency-Key", "this key was used with a different request body",
-                      code="idempotency_mismatch")
-    return existing
 
 
 def get_dataset(*, db: Session, dataset_id: str, viewer: Principal) -> Dataset:

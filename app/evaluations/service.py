@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from app.core.config import get_settings
 from app.core.db import session_scope
 from app.core.errors import Invalid, NotFound
-from app.core.ownership import only_visible, visible
+from app.core.ownership import by_idempotency_key, only_visible, replay, visible
 from app.core.security import Principal
 from app.evaluations import scoring
 from app.evaluations.schemas import EvaluationCreate
@@ -88,9 +88,9 @@ def _prepare(body: EvaluationCreate, viewer: Principal, idempotency_key: str | N
              request_hash: str) -> Plan | dict[str, Any]:
     with session_scope() as db:
         if idempotency_key:
-            existing = _by_idempotency_key(db, viewer.key_id, idempotency_key)
+            existing = by_idempotency_key(db, Evaluation, viewer.key_id, idempotency_key)
             if existing is not None:
-                return evaluation_to_dict(_replay(existing, request_hash))
+                return evaluation_to_dict(replay(existing, request_hash))
         return plan_evaluation(db=db, body=body, viewer=viewer)
 
 
@@ -191,28 +191,16 @@ def _store(plan: Plan, ref: str, report: dict[str, Any], truncated: int, seconds
             db.flush()
         except IntegrityError:  # a concurrent request with the same key stored first
             db.rollback()
-            existing = _by_idempotency_key(db, owner, idempotency_key)
+            existing = by_idempotency_key(db, Evaluation, owner, idempotency_key)
             if existing is None:
                 raise
-            return evaluation_to_dict(_replay(existing, request_hash))
+            return evaluation_to_dict(replay(existing, request_hash))
         db.commit()
         return evaluation_to_dict(evaluation)
 
 
 # What the report column keeps beyond the headline columns.
 REPORT_PARTS = ("per_class", "confusion", "reliability", "majority")
-
-
-def _by_idempotency_key(db: Session, owner: str, key: str | None) -> Evaluation | None:
-    return db.scalar(select(Evaluation).where(Evaluation.owner == owner,
-                                              Evaluation.idempotency_key == key))
-
-
-def _replay(existing: Evaluation, request_hash: str) -> Evaluation:
-    if existing.request_hash != request_hash:
-        raise Invalid("Idempotency-Key", "this key was used with a different request body",
-                      code="idempotency_mismatch")
-    return existing
 
 
 def get_evaluation(*, db: Session, evaluation_id: str, viewer: Principal) -> Evaluation:

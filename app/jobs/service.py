@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from app.core.config import get_settings
 from app.core.db import lock_row
 from app.core.errors import Conflict, Invalid, NotFound, Unavailable
-from app.core.ownership import only_visible, visible
+from app.core.ownership import by_idempotency_key, only_visible, replay, visible
 from app.core.security import Principal
 from app.jobs import checks, estimate, lifecycle
 from app.jobs.schemas import JobCreate
@@ -146,9 +146,9 @@ def submit_job(*, db: Session, payload: JobCreate, principal: Principal,
     spec = normalized_spec(payload)
     request_hash = _spec_hash(spec)
     if idempotency_key:
-        existing = _by_idempotency_key(db, principal.key_id, idempotency_key)
+        existing = by_idempotency_key(db, Job, principal.key_id, idempotency_key)
         if existing is not None:
-            return _replay(existing, request_hash), False
+            return replay(existing, request_hash), False
     try:
         validate_spec(db, spec, principal)
     except Invalid:
@@ -165,10 +165,10 @@ def submit_job(*, db: Session, payload: JobCreate, principal: Principal,
         db.flush()
     except IntegrityError:
         db.rollback()
-        existing = _by_idempotency_key(db, principal.key_id, idempotency_key)
+        existing = by_idempotency_key(db, Job, principal.key_id, idempotency_key)
         if existing is None:
             raise
-        return _replay(existing, request_hash), False
+        return replay(existing, request_hash), False
     lifecycle.record_event(db, job, "state")
     db.commit()
     try:
@@ -193,26 +193,15 @@ def dry_run(*, db: Session, payload: JobCreate, principal: Principal,
     """
     spec = normalized_spec(payload)
     if idempotency_key:
-        existing = _by_idempotency_key(db, principal.key_id, idempotency_key)
+        existing = by_idempotency_key(db, Job, principal.key_id, idempotency_key)
         if existing is not None:
-            _replay(existing, _spec_hash(spec))
+            replay(existing, _spec_hash(spec))
     validate_spec(db, spec, principal)
     return {"dry_run": True, "estimate": estimate.estimate_job(db, spec, engine_config(spec))}
 
 
 def _spec_hash(spec: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
-
-
-def _by_idempotency_key(db: Session, owner: str, key: str | None) -> Job | None:
-    return db.scalar(select(Job).where(Job.owner == owner, Job.idempotency_key == key))
-
-
-def _replay(existing: Job, request_hash: str) -> Job:
-    if existing.request_hash != request_hash:
-        raise Invalid("Idempotency-Key", "this key was used with a different request body",
-                      code="idempotency_mismatch")
-    return existing
 
 
 def get_job(*, db: Session, job_id: str, viewer: Principal) -> Job:
