@@ -96,7 +96,9 @@ def test_dry_run_then_a_running_job_shows_counts_rate_and_eta(server: Stack, tin
                                    ("distill", "steps", estimate["training_steps"])):
             readings = stage_readings(seen, stage)
             dones = [d["done"] for _, d in readings]
-            assert len(set(dones)) >= 3, f"{stage}: {dones}"
+            # The tiny teacher answers a probe of hundreds of texts within the one-second
+            # write limit, so annotation may show only two counts; training shows more.
+            assert len(set(dones)) >= (2 if stage == "annotate" else 3), f"{stage}: {dones}"
             assert dones == sorted(dones), f"{stage}: done only grows"
             assert all(d["unit"] == unit and 0 <= d["done"] <= d["total"] for _, d in readings)
             # The estimate counts what progress counts against (refine: at its largest).

@@ -144,7 +144,7 @@ def test_ablation_switches_change_the_schedule(tmp_path, tiny_models, switch):
 
 
 def test_a_run_stopped_mid_distillation_resumes_at_the_next_phase(tmp_path, tiny_models):
-    cfg = _cfg(tiny_models)
+    cfg = _cfg(tiny_models, representations=True, progressive=True)  # every phase runs
     seen = []
 
     def stop_in_full(state, phase, *rest):
