@@ -10,7 +10,11 @@ from typing import Any
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException, WebDriverException
+from selenium.common.exceptions import (
+    StaleElementReferenceException,
+    TimeoutException,
+    WebDriverException,
+)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -55,7 +59,12 @@ def text(driver: WebDriver, css: str) -> str:
 
 
 def has_text(css: str, needle: str) -> Callable[[WebDriver], bool]:
-    return lambda d: needle in text(d, css)
+    def check(d: WebDriver) -> bool:
+        try:
+            return needle in text(d, css)
+        except StaleElementReferenceException:  # the live page replaced it: look again
+            return False
+    return check
 
 
 def screenshot(driver: WebDriver, path: Path) -> None:

@@ -65,7 +65,10 @@ def test_dry_run_then_a_running_job_shows_counts_rate_and_eta(server: Stack, tin
     with server.client() as http:
         ds = http.post("/datasets", json={"name": "news", "records": [
             {"text": t} for t in corpus(CORPUS)]}).json()["id"]
-        body = job_body("progress", ds, *tiny_models, epochs=4, batch_size=4)
+        # Phases pinned: with "auto" the schedule is decided after annotation, so the
+        # estimate's step count (every phase) would be an upper bound, not the count.
+        body = job_body("progress", ds, *tiny_models, epochs=4, batch_size=4,
+                        representations=True, progressive=True)
         body["teacher"]["batch_size"] = 1  # one text per teacher call: a slower count
         body["teacher"]["min_skill"] = 0  # tiny random models are at chance by design
         spec = tmp_path / "job.json"
