@@ -11,7 +11,7 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
-from tests.e2e.browser import console_errors, has_text, launch, screenshot, text, wait
+from tests.e2e.browser import console_errors, has_text, screenshot, text, wait
 from tests.integration.lifecycle import upload
 from tests.support import ROOT, Stack, job_body, make_env, wait_job
 
@@ -29,13 +29,6 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     s.start_api()  # no worker yet: jobs stay queued until the test starts one
     yield s
     s.stop()
-
-
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[WebDriver]:
-    driver = launch(tmp_path / "chromium-profile")
-    yield driver
-    driver.quit()
 
 
 def enter_key(driver: WebDriver, key: str) -> None:

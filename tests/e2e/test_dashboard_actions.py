@@ -15,7 +15,7 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
-from tests.e2e.browser import console_errors, has_text, launch, screenshot, text, wait
+from tests.e2e.browser import console_errors, has_text, screenshot, text, wait
 from tests.e2e.test_dashboard import SHOTS, enter_key
 from tests.fixtures.versions import register_tiny
 from tests.integration.lifecycle import upload
@@ -35,13 +35,6 @@ def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     with embedded_home(tmp_path, monkeypatch):  # this process registers into the same home
         yield s
     s.stop()
-
-
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[WebDriver]:
-    driver = launch(tmp_path / "chromium-profile")
-    yield driver
-    driver.quit()
 
 
 def click(driver: WebDriver, css: str) -> None:
