@@ -108,16 +108,19 @@ def student_annotators(pooled: np.ndarray, targets: np.ndarray, ref: np.ndarray,
     return out
 
 
-def independent_agreement(groups: Groups, student: list[np.ndarray], ref: np.ndarray,
-                          seed: int) -> float:
+def judge_without_student(groups: Groups, ref: np.ndarray, seed: int) -> list[np.ndarray]:
+    """Per group, the judge's posterior [N, K] from the other annotators alone: the fixed
+    reference every round's student is measured against (fitted once per run)."""
+    return [jd.fit(model, annotators, ref, seed).posterior
+            for annotators, model in zip(groups.annotators, groups.models, strict=True)]
+
+
+def independent_agreement(references: list[np.ndarray], student: list[np.ndarray],
+                          ref: np.ndarray) -> float:
     """Mean over groups of the rank agreement between the student and the judge fitted on
-    the other annotators alone (the round's acceptance criterion)."""
-    values = []
-    for annotators, model, mine in zip(groups.annotators, groups.models, student,
-                                       strict=True):
-        without = jd.fit(model, annotators, ref, seed).posterior
-        values.append(jd.agreement(mine, without, ref))
-    return float(np.mean(values))
+    the other annotators alone (`judge_without_student`): the round's acceptance criterion."""
+    return float(np.mean([jd.agreement(mine, without, ref)
+                          for mine, without in zip(student, references, strict=True)]))
 
 
 def refreshed_targets(groups: Groups, student: list[np.ndarray], ref: np.ndarray,

@@ -34,6 +34,7 @@ from worker.distill.self_training import (
     Groups,
     changed,
     independent_agreement,
+    judge_without_student,
     refreshed_targets,
     student_annotators,
 )
@@ -85,6 +86,19 @@ def _load_phase(path: Path, key: str) -> tuple[dict[str, torch.Tensor], dict[str
     return (load_file(str(arrays)), meta) if meta.get("key") == key else None
 
 
+def _resume(path: Path, key: str, student: Student
+            ) -> tuple[np.ndarray, dict[str, Any]] | None:
+    """Load a finished phase's (or round's) weights into `student`; return its targets and
+    meta, or None when it has not finished under this key."""
+    saved = _load_phase(path, key)
+    if saved is None:
+        return None
+    state, meta = saved
+    targets = state.pop("__targets__").numpy()
+    student.load_state_dict(state, strict=False)
+    return targets, meta
+
+
 def reload_student(cfg: EngineConfig, base: ResolvedModel, out_dir: Path, files: dict[str, str],
                    device: torch.device) -> tuple[Student, Any]:
     """Load a finished student from its saved artifact (checksums verified)."""
@@ -120,11 +134,9 @@ def distill(cfg: EngineConfig, strategy: Strategy, ctx: Context, ann: Annotation
     done, logs, started = 0, {}, time.perf_counter()
     for i, phase in enumerate(phases):
         ckpt = workdir / f"phase-{i}-{phase.name}"
-        saved = _load_phase(ckpt, key)
-        if saved is not None:
-            state, meta = saved
-            targets = state.pop("__targets__").numpy()
-            student.load_state_dict(state, strict=False)
+        resumed = _resume(ckpt, key, student)
+        if resumed is not None:
+            targets, meta = resumed
             logs[phase.name] = meta["log"]
             done += phase.steps(d.batch_size)
             report("distilling", f"{phase.name} (resumed)", done / total)
@@ -203,10 +215,12 @@ def self_train(cfg: EngineConfig, groups: Groups, student: Student, enc: Encoded
     ref = np.arange(len(enc))
     loss = "soft_bce" if multi else "soft_ce"
 
+    references = judge_without_student(groups, ref, d.seed)
+
     def as_annotator(t: np.ndarray) -> tuple[list[np.ndarray], float]:
         pooled = predict_pooled(student, enc, ref, d.batch_size, device)
         mine = student_annotators(pooled, t, ref, multi, d.seed)
-        return mine, independent_agreement(groups, mine, ref, d.seed)
+        return mine, independent_agreement(references, mine, ref)
 
     mine, score = as_annotator(targets)
     rounds: list[dict[str, Any]] = []
@@ -214,11 +228,9 @@ def self_train(cfg: EngineConfig, groups: Groups, student: Student, enc: Encoded
                            "stopped": "rounds used up"}
     for r in range(1, d.self_training_rounds + 1):
         ckpt = workdir / f"self-train-{r}"
-        saved = _load_phase(ckpt, key)
-        if saved is not None:
-            state, meta = saved
-            targets = state.pop("__targets__").numpy()
-            student.load_state_dict(state, strict=False)
+        resumed = _resume(ckpt, key, student)
+        if resumed is not None:
+            targets, meta = resumed
             rounds.append(meta["log"])
             if not meta["log"]["kept"]:
                 log["stopped"] = meta["log"]["why"]
