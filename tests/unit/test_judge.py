@@ -154,6 +154,28 @@ def test_the_easy_phase_pays_when_confident_texts_are_cleaner():
     assert not pays
 
 
+def test_the_easy_share_keeps_every_class_the_judge_uses():
+    # the minority class is the less confident one: a global cut would leave it out
+    rng = np.random.default_rng(12)
+    n = 500
+    minority = rng.random(n) < 0.15
+    posterior = np.where(minority[:, None], [0.3, 0.7], [0.95, 0.05])
+    conf = np.abs(posterior[:, 0] - posterior[:, 1]) + rng.random(n) * 0.01
+    rows = np.arange(0, n, 2)  # a training split
+    easy = decisions.easy_share(rows, posterior, conf, 0.5)
+    assert set(easy) <= set(rows)
+    share = minority[easy].mean()
+    assert abs(share - minority[rows].mean()) < 0.02
+    # within each class the most confident texts are the ones kept
+    for cls in (True, False):
+        members = rows[minority[rows] == cls]
+        kept = np.intersect1d(members, easy)
+        assert conf[kept].min() >= conf[np.setdiff1d(members, kept)].max()
+    # multi-label: one cut over all texts
+    easy = decisions.easy_share(rows, posterior, conf, 0.5, multi_label=True)
+    assert not minority[easy].any()
+
+
 def test_a_judge_that_finds_no_annotator_above_chance_ends_the_job():
     from worker.distill.adaptive import Adaptive
 

@@ -381,8 +381,7 @@ class Adaptive:
         if rep:
             phases.append(Phase("align", train_idx, 1, None, align_weight=1.0,
                                 align_loss=d.align_loss))
-        cut = np.quantile(conf[train_idx], 1 - d.easy_fraction)
-        easy = train_idx[conf[train_idx] >= cut]
+        easy = decisions.easy_share(train_idx, ann.probs, conf, d.easy_fraction, multi)
         phases.append(Phase("easy", easy, 1, loss, (d.temperature, d.temperature)))
         phases.append(full)
         phases.append(Phase("refine", train_idx, 1, loss, (1.0, 1.0), refine=True))
@@ -410,7 +409,8 @@ class Adaptive:
         if d.progressive != "auto":
             return bool(d.progressive), {"reason": "set in the job spec"}
         if cfg.task.multi_label:  # per-label yes/no: only the judge's confidence to go by
-            return decisions.easy_phase_pays(ann.probs, [], train_idx, conf, d.easy_fraction)
+            return decisions.easy_phase_pays(ann.probs, [], train_idx, conf, d.easy_fraction,
+                                             multi_label=True)
         annotators = [np.asarray(v) for k, v in ann.extra.items()
                       if k.startswith("annotator.0.")]
         return decisions.easy_phase_pays(ann.probs, annotators, train_idx, conf,
