@@ -40,4 +40,4 @@ clean:
 
 bench-quality: setup
 	TAILOR_CACHE_DIR=$(CURDIR)/var/cache .venv/bin/python scripts/fetch_assets.py
-	TAILOR_CACHE_DIR=$(CURDIR)/var/cache .venv/bin/python bench/quality.py
+	TAILOR_CACHE_DIR=$(CURDIR)/var/cache .venv/bin/python bench/quality.py --corpus 600 --eval 300 --seeds 3
