@@ -89,6 +89,8 @@ ROW_TITLES = {
     "adaptive_no_representations": "adaptive without representations",
     "adaptive_no_phases": "adaptive without phases",
     "adaptive_no_reprompt": "adaptive without re-prompting",
+    "crude_median": "crude average of the same signals (binary: cut at the median)",
+    "crude_prior": "crude average of the same signals, cut at the judge's prior",
     "supervised": "supervised (gold labels; the ceiling)",
 }
 
@@ -323,6 +325,67 @@ def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
     return table
 
 
+def crude_average_rows(records: list[dict[str, Any]], n_corpus: int, n_eval: int
+                       ) -> dict[str, dict[str, Any]]:
+    """The label-free baseline of issue 12, rebuilt from each adaptive run's own signals.
+
+    Each stored annotator (the kept teacher prompt and the embedding labeler, before
+    self-training) gives log-probabilities [N, K]; each column is standardised over the
+    corpus, the annotators are averaged with equal weights, and the corpus is labelled from
+    that average: binary tasks cut at the median (the recipe of the issue, a 50% prior) or at
+    the judge's own estimated prior; multi-class tasks by argmax (one row). A
+    logistic regression on the frozen student-base embeddings then learns those labels and is
+    scored on the eval set: {task: {row: {metric: stats}}}.
+    """
+    from safetensors.numpy import load_file
+    from sklearn.linear_model import LogisticRegression
+
+    from worker.distill.metrics import classification_report
+
+    out: dict[str, dict[str, Any]] = {}
+    for task in TASKS:
+        _, _, eval_labels = load(task, n_corpus, n_eval)
+        names = [lab["name"] for lab in TASKS[task]["labels"]]
+        cells: dict[str, list[dict[str, float | None]]] = {}
+        for r in records:
+            work = WORK / "work" / task / "adaptive" / str(r["seed"])
+            if r["task"] != task or r["row"] != "adaptive" or \
+                    not (work / "annotation.safetensors").exists():
+                continue
+            arrays = load_file(str(work / "annotation.safetensors"))
+            record = json.loads((work / "annotation.json").read_text())["record"]
+            n = len(arrays["probs"]) - len(eval_labels)
+            z = []
+            for i in range(len(record["annotators"][0])):
+                lp = np.log(np.clip(arrays[f"extra.annotator.0.{i}"].astype(np.float64),
+                                    1e-6, 1))
+                mu, sd = lp[:n].mean(0), lp[:n].std(0) + 1e-9
+                z.append((lp - mu) / sd)
+            score = np.mean(z, axis=0)
+            prior = record["estimated_prior"][0]
+            for row in ("crude_median", "crude_prior")[:2 if len(names) == 2 else 1]:
+                if len(names) == 2:
+                    margin = score[:, 1] - score[:, 0]
+                    share = 0.5 if row == "crude_median" else prior[1]
+                    labels = (margin[:n] > np.quantile(margin[:n], 1 - share)).astype(int)
+                else:
+                    labels = score[:n].argmax(1)
+                model = LogisticRegression(max_iter=2000)
+                model.fit(arrays["extra.embeddings"][:n], labels)
+                post = np.zeros((len(eval_labels), len(names)))
+                post[:, model.classes_] = model.predict_proba(arrays["extra.embeddings"][n:])
+                rep = classification_report(post, eval_labels, names, False)
+                cells.setdefault(row, []).append(
+                    {"macro_f1": rep["macro_f1"], "accuracy": rep["accuracy"],
+                     "roc_auc": rep.get("roc_auc"), "ece": rep.get("ece")})
+        out[task] = {row: {key: ({"mean": float(np.mean(v)), "std": float(np.std(v)),
+                                  "n": len(v)} if (v := [c[key] for c in items
+                                                         if c[key] is not None]) else None)
+                           for key in items[0]}
+                     for row, items in cells.items()}
+    return out
+
+
 def prefix_cache_speed(n: int = 64) -> dict[str, float]:
     """Teacher texts/s with and without the shared-prefix KV cache (no teacher cache)."""
     from worker.distill.config import TaskConfig
@@ -476,6 +539,12 @@ def targets(table: dict[str, Any], speed: dict[str, float]) -> list[str]:
                        if task == "crisis" else "")
             out.append(f"`{task}`: adaptive student {a:.3f} vs teacher adaptive ensemble "
                        f"{ens:.3f} ({(a - ens) * 100:+.1f} points){verdict}")
+        for crude in ("crude_median", "crude_prior"):
+            if crude in rows:
+                c = rows[crude]["macro_f1"]["mean"]
+                out.append(f"`{task}`: adaptive student {a:.3f} vs {ROW_TITLES[crude]} {c:.3f} "
+                           f"({(a - c) * 100:+.1f} points; target: above) — "
+                           f"{'MET' if a > c else 'MISSED'}")
         without = {r: rows[r]["macro_f1"]["mean"] for r in rows if r.startswith("adaptive_no")}
         if without:
             worst = max(without, key=without.get)
@@ -545,6 +614,8 @@ def main() -> None:
                 records.append(run_one(task, row, seed, data, args.epochs, corpus_gold, ood))
     speed = prefix_cache_speed()
     table = aggregate(records)
+    for task, rows in crude_average_rows(records, args.corpus, args.eval).items():
+        table.setdefault(task, {}).update(rows)
     summary = {
         "command": "make bench-quality  # python bench/quality.py " + " ".join(sys.argv[1:]),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU, "
