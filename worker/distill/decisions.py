@@ -16,8 +16,9 @@ previous benchmark showed exactly that split: phases cost 2 points on the binary
 gained 6 on the six-class one). With one annotator (nothing to compare) the judge's own
 confidence stands in for agreement.
 
-The easy share is chosen per class (`easy_share`): the most confident `easy_fraction` of the
-texts the judge puts in each class, not of all texts. One global cut favours the class the
+The easy share, and the confident texts the probe learns, are chosen per class
+(`easy_share`): the most confident fraction of the texts the judge puts in each class, not of
+all texts. One global cut favours the class the
 judge is surest about; on the binary benchmark task it left the minority class out of the easy
 share entirely in two seeds of three, the student started on one class, and phases lost 6
 points there. FlexMatch (Zhang et al., 2021, "curriculum pseudo labeling") makes the same
@@ -60,14 +61,14 @@ def representations_pay(hidden: np.ndarray | None, embeddings: np.ndarray | None
     better than the student's embeddings [N, Hs] do, on `rows` (the training texts).
 
     `targets` [N, K] are single-label distributions (multi-label callers pass the most
-    likely label's column set as a distribution); `confidence` [N] in 0..1.
+    likely label's column set as a distribution); `confidence` [N] in 0..1. The confident
+    texts are chosen per class (`easy_share`), so a minority class is not left out of them.
     """
     if hidden is None:
         return False, {"reason": "the teacher gives no hidden states"}
     if embeddings is None:
         return True, {"reason": "no student embeddings to compare with: kept on"}
-    cut = np.quantile(confidence[rows], 1 - CONFIDENT_SHARE)
-    sure = rows[confidence[rows] >= cut]
+    sure = easy_share(rows, targets, confidence, CONFIDENT_SHARE)
     labels = targets[sure].argmax(1)
     teacher = _probe_accuracy(hidden[sure], labels, seed)
     student = _probe_accuracy(embeddings[sure], labels, seed)
