@@ -1,5 +1,5 @@
 # Thin wrappers over scripts/: every target works from a fresh clone.
-.PHONY: setup demo test test-unit serve lint bench-quality bench-serving bench-reliability clean
+.PHONY: setup demo test test-unit serve lint bench-quality bench-serving bench-reliability bench-gpu clean
 
 setup:
 	./scripts/setup.sh
@@ -41,3 +41,8 @@ clean:
 bench-quality: setup
 	TAILOR_CACHE_DIR=$(CURDIR)/var/cache .venv/bin/python scripts/fetch_assets.py
 	TAILOR_CACHE_DIR=$(CURDIR)/var/cache .venv/bin/python bench/quality.py --corpus 600 --eval 300 --seeds 3
+
+# GPU checks (needs CUDA; same-architecture models built from configs, no weights needed):
+# bf16 teacher throughput, student LoRA training and serving; bench/results/gpu.{json,md}.
+bench-gpu: setup
+	.venv/bin/python bench/gpu.py
