@@ -19,6 +19,7 @@ serve: setup
 
 lint: setup
 	.venv/bin/ruff check app worker tests scripts bench tailor_cli
+	.venv/bin/mypy
 
 # Re-prove the reliability matrix on real processes and rewrite bench/results/reliability.md
 # (only scenarios whose tests pass get a row).

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# `make test`: everything a fresh machine needs, then unit, integration and e2e tests.
+# `make test`: everything a fresh machine needs, the type checker, then unit, integration
+# and e2e tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
+echo "==> mypy (packages and settings in pyproject.toml [tool.mypy])"
+.venv/bin/mypy
 # shellcheck source=scripts/services.sh
 source scripts/services.sh
 trap services_stop EXIT

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ class SpecLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             if key_node.tag == _MERGE_TAG:
                 continue  # `<<: *defaults` merges; its keys may be overridden on purpose
-            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            key = self.construct_object(key_node, deep=deep)
             if not isinstance(key, str | int | float | bool):
                 continue  # unhashable keys: the base class refuses them itself
             if key in seen:
@@ -49,7 +50,7 @@ SpecLoader.add_implicit_resolver(_BOOL_TAG, re.compile(r"^(?:true|True|TRUE|fals
                                  list("tTfF"))
 
 
-def load_spec(path: str | Path) -> dict[str, Any]:
+def load_spec(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A job spec (the body of POST /jobs) from a YAML or JSON file.
 
     Raises:

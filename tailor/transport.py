@@ -155,7 +155,8 @@ class Transport:
 
 def parse_sse(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:
     """Parse SSE lines into (event, data); `id:` travels in data["_sse_id"] for resuming."""
-    event, data, sse_id = "message", [], None
+    event, sse_id = "message", None
+    data: list[str] = []
     for line in lines:
         if not line:
             if data:

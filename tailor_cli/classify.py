@@ -37,14 +37,14 @@ def read_rows(path: str) -> list[tuple[str, str]]:
         try:
             if "text" not in (reader.fieldnames or []):
                 raise CliError(f"{path}: a CSV file needs a 'text' column")
-            rows, line = [], reader.line_num + 1
+            rows, start = [], reader.line_num + 1
             for n, row in enumerate(reader, start=1):
-                rows.append((f"{name} line {line} (row {n})", row["text"] or ""))
-                line = reader.line_num + 1  # a quoted cell may span several lines
+                rows.append((f"{name} line {start} (row {n})", row["text"] or ""))
+                start = reader.line_num + 1  # a quoted cell may span several lines
         except csv.Error as exc:
             raise CliError(f"{path} line {reader.line_num}: {exc}") from exc
         return rows
-    found = []
+    found: list[tuple[str, str]] = []
     for lineno, line in enumerate(split_lines(raw), start=1):
         if not line.strip():
             continue

@@ -49,7 +49,7 @@ def apply_flags(spec: dict[str, Any], flags: dict[str, Any]) -> dict[str, Any]:
                   "epochs": ("distillation", "epochs")}
     for flag, path in placements.items():
         value = flags.get(flag)
-        if value in (None, [], False):
+        if value is None or value in ([], False):
             continue
         if flag == "labels":
             value = [parse_label(v) for v in value]

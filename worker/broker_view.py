@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -46,8 +46,9 @@ def _redis_messages(settings: Settings, queue: str, recent_s: float) -> list[Any
             raise ValueError("too many waiting messages to inspect")
         messages: list[Any] = [m for k in keys for m in client.lrange(k, 0, -1)]
         # kombu's own bookkeeping of delivered, unacknowledged messages: tag -> delivery time.
-        tags = client.zrangebyscore("unacked_index", time.time() - recent_s, "+inf",
-                                    start=0, num=PEEK_LIMIT)
+        # Without withscores the reply is a list of members; redis-py types every reply shape.
+        tags = cast(list[bytes], client.zrangebyscore("unacked_index", time.time() - recent_s,
+                                                      "+inf", start=0, num=PEEK_LIMIT))
         for entry in client.hmget("unacked", tags) if tags else []:
             if entry:
                 messages.append(json.loads(entry)[0])

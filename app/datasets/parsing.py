@@ -23,7 +23,7 @@ import io
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Annotated, Any, BinaryIO
+from typing import Annotated, Any, BinaryIO, Literal, overload
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -52,6 +52,9 @@ LINE_OVERHEAD_BYTES = 64 * 1024
 CSV_FIELD_FACTOR = 16
 CSV_DELIMITERS = (",", ";", "\t")
 READ_CHUNK = 64 * 1024
+# What the readers take: an open binary file (an upload's spool) or a raw stream (a
+# request body, app.core.streams.RequestBodyFile).
+ByteStream = BinaryIO | io.RawIOBase
 
 
 @dataclass
@@ -155,7 +158,7 @@ def rows_from_json(payload: Any) -> tuple[str, Parsed]:
     return head.name, Parsed(rows)
 
 
-def read_jsonl(stream: BinaryIO, columns: Columns = Columns()) -> Parsed:
+def read_jsonl(stream: ByteStream, columns: Columns = Columns()) -> Parsed:
     """Rows from JSON lines (one object per line), read as a stream; blank lines skipped."""
     settings = get_settings()
     max_line = LINE_BYTES_PER_CHAR * settings.max_text_chars + LINE_OVERHEAD_BYTES
@@ -224,7 +227,7 @@ def _one_label(value: Any, where: str) -> str:
     return validate_text(value, where, max_chars=MAX_LABEL_CHARS)
 
 
-def read_csv(stream: BinaryIO, columns: Columns = Columns()) -> Parsed:
+def read_csv(stream: ByteStream, columns: Columns = Columns()) -> Parsed:
     """Rows from CSV with a header row, read as a stream (see the module doc for dialects)."""
     settings = get_settings()
     buffered = _buffered(stream)
@@ -335,6 +338,12 @@ def _delimiter(header_line: str, columns: Columns) -> str:
     return ","
 
 
+@overload
+def _column_index(names: list[str], name: str, option: str, *,
+                  required: Literal[True]) -> int: ...
+@overload
+def _column_index(names: list[str], name: str, option: str, *,
+                  required: bool) -> int | None: ...
 def _column_index(names: list[str], name: str, option: str, *, required: bool) -> int | None:
     hits = [i for i, n in enumerate(names) if n == name]
     if len(hits) > 1:
@@ -396,5 +405,6 @@ class _Raw(io.RawIOBase):
         return len(data)
 
 
-def _buffered(stream: BinaryIO) -> io.BufferedReader:
-    return io.BufferedReader(_Raw(stream), READ_CHUNK)  # type: ignore[arg-type]
+def _buffered(stream: ByteStream) -> io.BufferedReader:
+    return io.BufferedReader(stream if isinstance(stream, io.RawIOBase) else _Raw(stream),
+                             READ_CHUNK)

@@ -22,7 +22,7 @@ class Record(BaseModel):
 class DatasetCreate(DatasetHead):
     """The JSON upload. `text_column` / `label_column` rename the record fields."""
 
-    records: list[Record] = Field(description="At least one record.")  # type: ignore[assignment]
+    records: list[Record] = Field(description="At least one record.")
 
 
 class UploadWarning(BaseModel):

@@ -123,8 +123,11 @@ def measured_rates(db: Session, teacher: str, student: str) -> dict[str, Rate]:
     stmt = (select(Job.spec, Job.metrics).where(Job.state == JobState.SUCCEEDED)
             .order_by(Job.finished_at.desc()).limit(SCANNED_JOBS))
     rows = db.execute(stmt).all()
-    same_teacher = [m for s, m in rows if _model(s, "teacher") == teacher][:MEASURED_JOBS]
-    same_student = [m for s, m in rows if _model(s, "student") == student][:MEASURED_JOBS]
+    # Stored metrics are JSON of any shape (old jobs, failed parts): _num reads them safely.
+    same_teacher: list[Any] = [m for s, m in rows
+                               if _model(s, "teacher") == teacher][:MEASURED_JOBS]
+    same_student: list[Any] = [m for s, m in rows
+                               if _model(s, "student") == student][:MEASURED_JOBS]
     scored = [(_num(m, "annotation", "texts_scored"), _num(m, "annotation", "seconds"))
               for m in same_teacher]
     loads = [_num(m, "teacher", "load_seconds") for m in same_teacher]

@@ -38,7 +38,8 @@ class TeacherIn(Strict):
     max_text_tokens: int = Field(256, ge=8, le=4096)
     probe_size: int = Field(96, ge=8, le=10_000)
     max_prompts: int = Field(1, ge=1, le=16)
-    extra_labelers: list[Literal["embedding"]] = Field(default_factory=lambda: ["embedding"])
+    extra_labelers: list[Literal["embedding"]] = Field(
+        default_factory=lambda: ["embedding"])  # type: ignore[arg-type]  # lambda: list[str]
     label_model: Literal["auto", "gaussian", "weighted", "dawid_skene"] = Field(
         "auto", description="How annotators are combined; auto: chosen per job without labels.")
     min_skill: float = Field(0.02, ge=0, le=0.5, description=(

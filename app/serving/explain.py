@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 from anyio import CapacityLimiter, to_thread
+from peft import PeftModel
 
 from app.core.errors import Overloaded, Unavailable
 from app.serving.pool import ModelPool, Served
@@ -61,6 +62,8 @@ def explain_text(pool: ModelPool, served: Served, text: str, label: int,
     encoding = base.tokenizer_for(served.max_length).encode(text)
     ids = torch.tensor([encoding.ids])
     special = torch.tensor([encoding.special_tokens_mask], dtype=torch.bool)
+    # A held version has its adapter attached, so the shared encoder is a PeftModel.
+    assert isinstance(base.encoder, PeftModel), "explain needs the version's adapter attached"
     embed = base.encoder.get_input_embeddings()
     with torch.no_grad():
         inputs = embed(ids)

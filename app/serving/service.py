@@ -142,7 +142,10 @@ async def _classify(pool: ModelPool, batcher: MicroBatcher, refs: RefCache, body
         target = refs.get(body.model)
         served = pool.pin(target.key) if target is not None else None
         if target is None or served is None:
-            target, served = await to_thread.run_sync(_load, pool, refs, body.model)
+            # Unpacked in two steps: as one, the Optional targets widen the inferred result
+            # and the type checker loses that both are set.
+            loaded = await to_thread.run_sync(_load, pool, refs, body.model)
+            target, served = loaded
         texts = list(body.texts)
         if sum(map(len, texts)) <= INLINE_TOKENIZE_CHARS:
             encoded = encode_request(pool, served, texts)

@@ -157,7 +157,7 @@ class WebhookPolicy:
             return [literal]
         port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0])
+        addresses = list(dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%")[0])
                                        for info in infos))
         for address in addresses:
             self.check_address(address, host_allowed=True)  # check_url allowed the name

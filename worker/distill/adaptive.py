@@ -86,7 +86,8 @@ class Adaptive:
         embeddings = ctx.embedder.embed(texts) if ctx.embedder else None
         groups = prompt_pool(task, cfg.teacher.prompts)
         extras: list[tuple[str, np.ndarray]] = []
-        if ctx.embedder and "embedding" in cfg.teacher.extra_labelers and not task.multi_label:
+        if (ctx.embedder and embeddings is not None and "embedding" in cfg.teacher.extra_labelers
+                and not task.multi_label):
             extras.append(("embedding", ctx.embedder.label(task, embeddings, n_corpus)))
         results = [self._group(ctx, group, texts, n_corpus, probe, extras if g == 0 else [],
                                want_hidden=g == 0) for g, group in enumerate(groups)]

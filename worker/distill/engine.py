@@ -210,7 +210,9 @@ def run(cfg: EngineConfig, data: DistillData, *, workdir: Path, cache_dir: Path,
         return teacher
 
     cache = TeacherCache(cache_dir / "teacher.sqlite")
-    ctx = Context(cfg=cfg, load_teacher=load_teacher, cache=cache, on_texts=on_texts,
+    # OpenAITeacher stands in for HFTeacher by duck typing (no shared Teacher type yet).
+    ctx = Context(cfg=cfg, load_teacher=load_teacher,  # type: ignore[arg-type]
+                  cache=cache, on_texts=on_texts,
                   load_embedder=lambda: EmbeddingLabeler(student_src, torch_device))
     try:
         ann, ann_meta = _annotation_phase(cfg, strategy, ctx, corpus, texts, teacher_src,

@@ -99,11 +99,8 @@ def majority_baseline(gold: Sequence[str | list[str]], labels: list[str],
     top = min(counts, key=lambda k: (-counts[k], k))
     index = {name: i for i, name in enumerate(labels)}
     constant = np.zeros((len(gold), len(labels)))
-    if multi_label:
-        for name in top:
-            constant[:, index[name]] = 1.0
-    else:
-        constant[:, index[top]] = 1.0
+    for name in top if isinstance(top, tuple) else (top,):  # a label set, or one label
+        constant[:, index[name]] = 1.0
     report = classification_report(constant, gold, labels, multi_label, baseline=False)
     return {"decision": list(top) if multi_label else top,
             "accuracy": report["accuracy"], "macro_f1": report["macro_f1"]}

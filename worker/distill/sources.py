@@ -104,7 +104,10 @@ class SourcePolicy:
         Raises:
             ValueError: an entry that names none of these, naming the entry.
         """
-        packages, roots, orgs, servers = set(), [], set(), set()
+        packages: set[str] = set()
+        roots: list[Path] = []
+        orgs: set[str] = set()
+        servers: set[str] = set()
         for raw in entries:
             entry = raw.strip()
             if not entry:
@@ -143,10 +146,10 @@ class SourcePolicy:
         """
         if uri.startswith("pypi://"):
             match = PYPI_URI.match(uri)
-            return bool(match) and canonicalize_name(match.group("package")) in self.packages
+            return match is not None and canonicalize_name(match.group("package")) in self.packages
         if uri.startswith("hf://"):
             match = HF_URI.match(uri)
-            return bool(match) and match.group("org").lower() in self.orgs
+            return match is not None and match.group("org").lower() in self.orgs
         if uri.startswith(("openai+http://", "openai+https://")):
             return _origin(uri) in self.servers
         if "://" in uri and not uri.startswith("file://"):
@@ -307,7 +310,7 @@ def on_disk(uri: str, cache_dir: Path) -> bool:
     path, or a pypi:// package fetched before); hf:// and servers count as not on disk."""
     if uri.startswith("pypi://"):
         match = PYPI_URI.match(uri)
-        return bool(match) and _pypi_marker(cache_dir / "pypi", match.group("package"),
+        return match is not None and _pypi_marker(cache_dir / "pypi", match.group("package"),
                                             match.group("version")).exists()
     if "://" in uri and not uri.startswith("file://"):
         return False

@@ -79,7 +79,7 @@ class Student(nn.Module):
 
     def __init__(self, encoder: PeftModel, num_labels: int, proj_dim: int | None = None) -> None:
         super().__init__()
-        hidden = int(encoder.base_model.model.config.hidden_size)
+        hidden = int(encoder.config.hidden_size)  # PeftModel forwards to the encoder's config
         self.encoder = encoder
         self.dropout = nn.Dropout(HEAD_DROPOUT)
         self.head = nn.Linear(hidden, num_labels)
@@ -182,7 +182,8 @@ def attach(encoder: nn.Module | PeftModel, artifact: StudentArtifact, name: str)
     else:
         model = get_peft_model(encoder, config, adapter_name=name)
     result = set_peft_model_state_dict(model, artifact.adapter, adapter_name=name)
-    unexpected = [k for k in result.unexpected_keys if "lora_" in k]
+    # peft annotates the result as `namedtuple`; it is torch's _IncompatibleKeys.
+    unexpected = [k for k in result.unexpected_keys if "lora_" in k]  # type: ignore[attr-defined]
     if unexpected:
         raise ArtifactError("artifact_mismatch", f"adapter weights do not fit: {unexpected[:3]}")
     return model

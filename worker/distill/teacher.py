@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -71,7 +72,8 @@ class HFTeacher:
             self.tokenizer = AutoTokenizer.from_pretrained(str(model.path), **kwargs)
             self.model = AutoModelForCausalLM.from_pretrained(str(model.path), dtype=dtype,
                                                               **kwargs)
-        self.model.to(self.device).eval()
+        # transformers wraps .to() in a decorator that its type hints describe badly
+        self.model.to(self.device).eval()  # type: ignore[arg-type]
         self.body = self.model.base_model  # the decoder stack, without the LM head
         self.head = self.model.get_output_embeddings()
         self.hidden_size = int(self.model.config.hidden_size)
@@ -88,8 +90,8 @@ class HFTeacher:
         """Return (prefix token ids, text lead, suffix token ids) for a prompt."""
         user = prompt.render(SENTINEL)
         if getattr(self.tokenizer, "chat_template", None):
-            full = self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True)
+            full = cast(str, self.tokenizer.apply_chat_template(  # tokenize=False: a str
+                [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True))
         else:
             full = user + "\nAnswer:"
         prefix, suffix = full.split(SENTINEL)
@@ -168,7 +170,9 @@ class HFTeacher:
         ids = torch.tensor([prefix_ids], device=self.device)
         cache = DynamicCache(config=self.model.config)
         out = self.body(input_ids=ids, cache=cache, use_cache=True)
-        layers = [(layer.keys, layer.values) for layer in cache.layers]
+        # Every layer of a DynamicCache is a filled DynamicLayer after the forward pass.
+        layers: list[tuple[torch.Tensor, ...]] = [
+            (layer.keys, layer.values) for layer in cache.layers]  # type: ignore[union-attr,misc]
         next_lp = torch.log_softmax(self.head(out.last_hidden_state[0, -1]).float(), dim=-1)
         return (layers, len(prefix_ids)), next_lp
 

@@ -177,11 +177,12 @@ def distill(cfg: EngineConfig, strategy: Strategy, ctx: Context, ann: Annotation
     # Folded into the head's bias, so every consumer of the artifact decides the same way.
     bias = ev.match_decisions(logits, targets, multi)
     with torch.no_grad():
-        student.head.bias += torch.as_tensor(bias, dtype=student.head.bias.dtype,
-                                             device=student.head.bias.device)
+        student.head.bias.add_(torch.as_tensor(bias, dtype=student.head.bias.dtype,
+                                               device=student.head.bias.device))
     temperature = ev.fit_temperature(logits[hold_idx] + bias, targets[hold_idx], multi)
     adapter = cfg.student.adapter
-    targeted = sorted(student.encoder.peft_config["default"].target_modules)
+    # peft types peft_config by the base PeftConfig; this one is a LoraConfig.
+    targeted = sorted(student.encoder.peft_config["default"].target_modules)  # type: ignore[attr-defined]
     files = save_student(student, out_dir, {
         "labels": cfg.task.label_names, "multi_label": multi,
         "base_model": base.uri, "base_sha256": base.sha256,
