@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from worker.distill import evaluate as ev
 from worker.distill import metrics
+from worker.distill.calibration import fit_temperature, match_decisions
 
 
 def test_report_matches_a_hand_computed_confusion_matrix():
@@ -37,7 +37,7 @@ def test_fit_temperature_recovers_the_temperature_that_made_the_targets():
     z = logits / 2.0
     target = np.exp(z - z.max(1, keepdims=True))
     target /= target.sum(1, keepdims=True)
-    assert ev.fit_temperature(logits, target, multi_label=False) == pytest.approx(2.0, rel=0.1)
+    assert fit_temperature(logits, target, multi_label=False) == pytest.approx(2.0, rel=0.1)
 
 
 def test_agreement_counts_matching_decisions():
@@ -62,8 +62,8 @@ def test_decision_matching_moves_the_boundary_to_the_teachers_rates():
     teacher = np.zeros((1000, 2))
     teacher[:300, 1] = 1.0  # the teacher says label 1 for 30% of texts
     teacher[300:, 0] = 1.0
-    bias = ev.match_decisions(logits, teacher, multi_label=False)
+    bias = match_decisions(logits, teacher, multi_label=False)
     share = ((logits + bias).argmax(1) == 1).mean()
     assert abs(share - 0.3) < 0.01
-    multi = ev.match_decisions(logits, (teacher > 0.5).astype(float), multi_label=True)
+    multi = match_decisions(logits, (teacher > 0.5).astype(float), multi_label=True)
     assert abs(((logits[:, 1] + multi[1]) > 0).mean() - 0.3) < 0.01
