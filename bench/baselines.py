@@ -26,6 +26,8 @@ from pydantic import BaseModel
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from worker.distill.annotate import option_probs  # noqa: E402
+from worker.distill.calibration import probabilities  # noqa: E402
 from worker.distill.config import TaskConfig  # noqa: E402
 from worker.distill.prompts import default_prompts  # noqa: E402
 from worker.distill.sources import resolve  # noqa: E402
@@ -36,7 +38,7 @@ from worker.distill.student import (  # noqa: E402
     mean_pool,
     read_artifact,
 )
-from worker.distill.teacher import HFTeacher  # noqa: E402
+from worker.distill.teachers import HFTeacher  # noqa: E402
 
 
 class Texts(BaseModel):
@@ -64,7 +66,7 @@ def naive_app(student_dir: Path, cache: Path) -> FastAPI:
                             max_length=int(meta["max_length"]), return_tensors="pt")
             out = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
             logits = head(mean_pool(out.last_hidden_state, enc["attention_mask"]))
-            probs = torch.softmax(logits / temperature, -1).numpy()
+            probs = probabilities(logits, temperature, bool(meta["multi_label"])).numpy()
         return _results(probs, artifact.labels)
 
     return app
@@ -80,9 +82,7 @@ def teacher_app(student_dir: Path, cache: Path, lineage: dict[str, Any]) -> Fast
     def classify(body: Texts) -> dict[str, Any]:
         scores = teacher.score(prompt, body.texts, batch_size=len(body.texts),
                                want_hidden=False)
-        logp = scores.logprobs - scores.logprobs.max(1, keepdims=True)
-        probs = np.exp(logp) / np.exp(logp).sum(1, keepdims=True)
-        return _results(probs, task.label_names)
+        return _results(option_probs(scores), task.label_names)
 
     return app
 

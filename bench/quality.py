@@ -225,9 +225,9 @@ def _score(student: Any, texts: list[str], labels: list[str]) -> dict[str, Any] 
     """Macro-F1 and accuracy of a trained student on labeled texts it never saw."""
     if not texts:
         return None
+    from worker.distill.calibration import probabilities
     from worker.distill.metrics import classification_report
     from worker.distill.phases import encode, predict_logits
-    from worker.distill.trainer import probabilities
 
     model, tokenizer, cfg, temperature = student
     enc = encode(tokenizer, texts, cfg.student.max_length)
@@ -243,7 +243,7 @@ def run_supervised(task: str, seed: int, data: DistillData, corpus_gold: list[st
     from worker.distill.evaluate import evaluate_run
     from worker.distill.phases import Phase
     from worker.distill.sources import resolve
-    from worker.distill.strategies import Annotation, Context
+    from worker.distill.strategy_base import Annotation, Context
     from worker.distill.trainer import distill
 
     cfg = EngineConfig.from_dict({"task": TASKS[task],
@@ -391,7 +391,7 @@ def prefix_cache_speed(n: int = 64) -> dict[str, float]:
     from worker.distill.config import TaskConfig
     from worker.distill.prompts import default_prompts
     from worker.distill.sources import resolve
-    from worker.distill.teacher import HFTeacher
+    from worker.distill.teachers import HFTeacher
 
     texts, _, _ = load("crisis", n, 0)
     teacher = HFTeacher(resolve(DEFAULT_TEACHER, CACHE / "models"), "cpu")

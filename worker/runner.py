@@ -109,7 +109,7 @@ def run_job(job_id: str, node: str | None = None) -> str:
     from worker.distill.judge import JudgeError
     from worker.distill.sources import ModelSourceError
     from worker.distill.student import ArtifactError
-    from worker.distill.teacher import TeacherError
+    from worker.distill.teachers import TeacherError
 
     settings = get_settings()
     owner = WORKER_ID

@@ -31,6 +31,7 @@ from worker.distill.checks import (
 )
 from worker.distill.config import EngineConfig
 from worker.distill.sources import (
+    OPENAI_SCHEMES,
     ModelSourceError,
     ResolvedModel,
     local_model_path,
@@ -40,9 +41,9 @@ from worker.distill.sources import (
 
 # Rows fetched per round trip while scanning a dataset.
 SCAN_CHUNK = 1000
-# Black-box teachers behind an OpenAI-compatible server (worker.distill.openai_teacher):
-# matched here by prefix so the API does not import the HTTP teacher.
-BLACK_BOX_SCHEMES = ("openai+http://", "openai+https://")
+# Black-box teachers behind an OpenAI-compatible server (worker/distill/teachers/): the
+# schemes are declared once, beside the other model URIs.
+BLACK_BOX_SCHEMES = OPENAI_SCHEMES
 
 
 def check_submission(db: Session, spec: dict[str, Any], cfg: EngineConfig) -> None:

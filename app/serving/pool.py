@@ -24,6 +24,7 @@ from torch import nn
 
 from app.core.errors import Unavailable
 from app.ops.metrics import SERVING_BYTES, SERVING_VERSIONS
+from worker.distill.calibration import probabilities
 from worker.distill.sources import ModelSourceError, resolve
 from worker.distill.student import (
     ArtifactError,
@@ -82,8 +83,7 @@ class Served:
 
     def calibrated(self, pooled: torch.Tensor) -> torch.Tensor:
         """Pooled encoder states [N, H] -> calibrated probabilities [N, labels]."""
-        logits = self.head(pooled).float() / self.temperature
-        return torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, -1)
+        return probabilities(self.head(pooled), self.temperature, self.multi_label)
 
 
 @dataclass

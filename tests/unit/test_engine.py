@@ -56,7 +56,7 @@ def test_resume_skips_completed_phases(tmp_path, tiny_models, monkeypatch):
     def no_teacher(*a, **k):
         raise AssertionError("the teacher must not be loaded again on resume")
 
-    monkeypatch.setattr(engine_mod, "HFTeacher", no_teacher)
+    monkeypatch.setattr(engine_mod.teachers, "load_teacher", no_teacher)
     monkeypatch.setattr(trainer_mod, "build_student", no_teacher)
     second = run(cfg, data, workdir=tmp_path / "w", cache_dir=tmp_path / "c")
     assert second.files == first.files

@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 
-from worker.distill import evaluate as ev
 from worker.distill import metrics
 
 
@@ -31,15 +30,6 @@ def test_ece_is_zero_when_confidence_equals_accuracy():
     assert metrics.expected_calibration_error(probs, np.ones(4)) == pytest.approx(0.25)
 
 
-def test_fit_temperature_recovers_the_temperature_that_made_the_targets():
-    rng = np.random.default_rng(0)
-    logits = rng.normal(size=(400, 3)) * 3
-    z = logits / 2.0
-    target = np.exp(z - z.max(1, keepdims=True))
-    target /= target.sum(1, keepdims=True)
-    assert ev.fit_temperature(logits, target, multi_label=False) == pytest.approx(2.0, rel=0.1)
-
-
 def test_agreement_counts_matching_decisions():
     a = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
     b = np.array([[0.6, 0.4], [0.7, 0.3], [0.9, 0.1]])
@@ -54,16 +44,3 @@ def test_multi_label_report():
     assert rep["per_class"]["x"]["recall"] == pytest.approx(0.5)
     # pooled over both labels: tp 3 (x1, y1, y2), fp 0, fn 1 (x3) -> P 1, R 3/4
     assert rep["micro_f1"] == pytest.approx(2 * 0.75 / 1.75)
-
-
-def test_decision_matching_moves_the_boundary_to_the_teachers_rates():
-    rng = np.random.default_rng(0)
-    logits = np.stack([rng.normal(1.0, 1, 1000), rng.normal(0, 1, 1000)], axis=1)
-    teacher = np.zeros((1000, 2))
-    teacher[:300, 1] = 1.0  # the teacher says label 1 for 30% of texts
-    teacher[300:, 0] = 1.0
-    bias = ev.match_decisions(logits, teacher, multi_label=False)
-    share = ((logits + bias).argmax(1) == 1).mean()
-    assert abs(share - 0.3) < 0.01
-    multi = ev.match_decisions(logits, (teacher > 0.5).astype(float), multi_label=True)
-    assert abs(((logits[:, 1] + multi[1]) > 0).mean() - 0.3) < 0.01

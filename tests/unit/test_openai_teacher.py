@@ -14,10 +14,10 @@ from tests.fixtures.tiny import corpus
 from tests.support import ROOT, free_port, wait_for
 from worker.distill.config import EngineConfig, TaskConfig
 from worker.distill.engine import DistillData, run
-from worker.distill.openai_teacher import OpenAITeacher, option_scores
 from worker.distill.prompts import default_prompts
 from worker.distill.sources import resolve
-from worker.distill.teacher import HFTeacher
+from worker.distill.teachers import HFTeacher, OpenAITeacher
+from worker.distill.teachers.openai_compat import option_scores
 
 # Answer words whose beginnings are no other token of the tiny vocabulary, so matching by
 # text (black box) and by token id (white box) must agree exactly.
@@ -72,7 +72,7 @@ def test_a_job_distils_from_an_openai_compatible_teacher(server, tiny_models, tm
 
 
 def test_unreachable_server_fails_with_a_clear_code(tmp_path):
-    from worker.distill.teacher import TeacherError
+    from worker.distill.teachers import TeacherError
 
     teacher = OpenAITeacher(f"openai+http://127.0.0.1:{free_port()}/v1?model=x")
     with pytest.raises(TeacherError) as err:

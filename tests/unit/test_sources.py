@@ -326,7 +326,7 @@ def test_a_model_that_fails_to_parse_is_named_not_quoted(tmp_path, files, heard)
 
 
 def test_a_gguf_teacher_that_fails_to_parse_is_named_not_quoted(tmp_path, heard):
-    from worker.distill.teacher import HFTeacher
+    from worker.distill.teachers import HFTeacher
 
     (tmp_path / "t.gguf").write_text(SECRET * 20)
     with pytest.raises(ModelSourceError) as err:
@@ -336,7 +336,7 @@ def test_a_gguf_teacher_that_fails_to_parse_is_named_not_quoted(tmp_path, heard)
 
 
 def test_a_broken_teacher_folder_is_named_not_quoted_nor_logged(tmp_path, heard):
-    from worker.distill.teacher import HFTeacher
+    from worker.distill.teachers import HFTeacher
 
     (tmp_path / "config.json").write_text(json.dumps({"model_type": SECRET}))
     with pytest.raises(ModelSourceError) as err:

@@ -5,7 +5,7 @@ from tests.fixtures.tiny import build_teacher, corpus
 from worker.distill.config import TaskConfig
 from worker.distill.prompts import Prompt, default_prompts
 from worker.distill.sources import resolve
-from worker.distill.teacher import HFTeacher, TeacherError
+from worker.distill.teachers import HFTeacher, TeacherError
 
 TASK = TaskConfig(labels=[{"name": "crisis"}, {"name": "calm", "verbalizer": "none"}],
                   instruction="You monitor news for emergencies.")

@@ -25,8 +25,8 @@ from worker.distill.annotate import annotate_each
 from worker.distill.config import EngineConfig
 from worker.distill.phases import Phase
 from worker.distill.prompts import Prompt, few_shot, prompt_pool
-from worker.distill.strategies import Annotation, Context, register
-from worker.distill.teacher import TeacherError
+from worker.distill.strategy_base import Annotation, Context
+from worker.distill.teachers import TeacherError
 
 SKILL_FLOOR = 0.02  # a prompt scoring this little on the probe is noise
 BOOTSTRAP_ROUNDS = 50  # resamples of the probe behind each prompt score's spread
@@ -70,7 +70,6 @@ def confidence(probs: np.ndarray, multi_label: bool) -> np.ndarray:
     return (probs.max(1) - 1 / k) / (1 - 1 / k)
 
 
-@register("adaptive")
 class Adaptive:
     """Adaptive prompting + progressive distillation (the default strategy)."""
 

@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from worker.distill.cache import TeacherCache
+from worker.distill.calibration import softmax
 from worker.distill.prompts import Prompt
-from worker.distill.teacher import HFTeacher, TeacherScores
+from worker.distill.teachers import Teacher, TeacherScores
 
 CACHE_CHUNK = 256  # texts scored between cache writes
 
@@ -31,7 +32,7 @@ class AnnotationStats:
                 "texts_per_second": round(rate, 2) if rate else None}
 
 
-def annotate(teacher: HFTeacher, prompt: Prompt, texts: Sequence[str], *,
+def annotate(teacher: Teacher, prompt: Prompt, texts: Sequence[str], *,
              cache: TeacherCache | None, batch_size: int, max_text_tokens: int,
              prefix_cache: bool = True, want_hidden: bool = True,
              stats: AnnotationStats | None = None,
@@ -77,7 +78,7 @@ def annotate(teacher: HFTeacher, prompt: Prompt, texts: Sequence[str], *,
     return TeacherScores(logprobs, hidden)
 
 
-def annotate_each(teacher: HFTeacher, prompts: Sequence[Prompt], texts: Sequence[str], *,
+def annotate_each(teacher: Teacher, prompts: Sequence[Prompt], texts: Sequence[str], *,
                   cache: TeacherCache | None, batch_size: int, max_text_tokens: int,
                   stats: AnnotationStats | None = None,
                   on_texts: Callable[[int], None] | None = None) -> np.ndarray:
@@ -109,6 +110,4 @@ def annotate_each(teacher: HFTeacher, prompts: Sequence[Prompt], texts: Sequence
 
 def option_probs(scores: TeacherScores) -> np.ndarray:
     """Renormalise option log-probs into a distribution over the options ([N, K])."""
-    lp = scores.logprobs - scores.logprobs.max(axis=1, keepdims=True)
-    p = np.exp(lp)
-    return p / p.sum(axis=1, keepdims=True)
+    return softmax(scores.logprobs)

@@ -203,7 +203,7 @@ def option_token_ids(tokenizer: Any, options: Sequence[str],
 
 def prefix_collisions(options: Sequence[str], fields: Sequence[str] | None = None) -> None:
     """For a black-box teacher, which answers with one token matched by text
-    (worker.distill.openai_teacher.option_scores): a token that begins two options counts
+    (worker.distill.teachers.openai_compat.option_scores): a token that begins two options counts
     for neither, so two options whose first words are equal, or one a prefix of the other,
     can never be told apart (we cannot see the server's vocabulary to be more precise).
 

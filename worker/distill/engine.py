@@ -23,6 +23,7 @@ import torch
 from safetensors.numpy import load_file as load_arrays
 from safetensors.numpy import save_file as save_arrays
 
+from worker.distill import teachers
 from worker.distill.cache import TeacherCache
 from worker.distill.checks import (  # noqa: F401 (MIN_CORPUS, clean_corpus: re-exported)
     MIN_CORPUS,
@@ -36,12 +37,12 @@ from worker.distill.checks import (  # noqa: F401 (MIN_CORPUS, clean_corpus: re-
 from worker.distill.config import ConfigError, EngineConfig
 from worker.distill.evaluate import LATENCY_BATCH, evaluate_run
 from worker.distill.labelers import EmbeddingLabeler
-from worker.distill.openai_teacher import OpenAITeacher, is_openai_uri
 from worker.distill.progress import RateMeter
 from worker.distill.prompts import default_prompts
 from worker.distill.sources import ResolvedModel, SourcePolicy, check_uri, resolve
-from worker.distill.strategies import Annotation, Context, Strategy, get_strategy
-from worker.distill.teacher import HFTeacher, pick_device
+from worker.distill.strategies import get_strategy
+from worker.distill.strategy_base import Annotation, Context, Strategy
+from worker.distill.teachers import Teacher, pick_device
 from worker.distill.trainer import atomic_json, distill
 from worker.distill.warnings import run_warnings
 
@@ -175,13 +176,11 @@ def run(cfg: EngineConfig, data: DistillData, *, workdir: Path, cache_dir: Path,
         for uri in (teacher_uri, student_uri):
             check_uri(uri)
             sources.check(uri)
-    teacher_src = (ResolvedModel(teacher_uri, Path("."), None, _digest(teacher_uri))
-                   if is_openai_uri(teacher_uri)
-                   else resolve(teacher_uri, cache_dir / "models", policy=sources,
-                                index_url=index_url))
+    teacher_src = teachers.resolve_teacher(teacher_uri, cache_dir / "models", policy=sources,
+                                           index_url=index_url)
     student_src = resolve(student_uri, cache_dir / "models", policy=sources,
                           index_url=index_url)
-    _check_models(cfg, teacher_src, student_src, is_openai_uri(teacher_uri))
+    _check_models(cfg, teacher_src, student_src, teachers.is_black_box(teacher_uri))
     report("annotating", "fetch", 0.02)
     key = _digest(cfg.to_dict(), teacher_src.sha256, student_src.sha256, corpus, eval_texts)
     texts = corpus + eval_texts
@@ -198,14 +197,13 @@ def run(cfg: EngineConfig, data: DistillData, *, workdir: Path, cache_dir: Path,
 
     timing: dict[str, float] = {}
 
-    def load_teacher() -> HFTeacher | OpenAITeacher:
+    def load_teacher() -> Teacher:
         if report.state == "annotating":
             report("annotating", "load-teacher", 0.03)
         else:
             report(report.state, f"{report.phase}: load-teacher", report.fraction)
         started = time.perf_counter()
-        teacher = (OpenAITeacher(teacher_uri) if is_openai_uri(teacher_uri)
-                   else HFTeacher(teacher_src, torch_device))
+        teacher = teachers.load_teacher(teacher_src, torch_device)
         timing["teacher_load_seconds"] = round(time.perf_counter() - started, 2)
         return teacher
 

@@ -38,12 +38,11 @@ from scipy.optimize import linear_sum_assignment
 from scipy.stats import spearmanr
 from sklearn.mixture import GaussianMixture
 
+from worker.distill.calibration import EPS, MIN_PRIOR, centred_log_probs, match_prior
 from worker.distill.config import LABEL_MODELS
 from worker.distill.label_model import dawid_skene, normalize
 
-EPS = 1e-9
 PRIOR_ROUNDS = 3  # prior estimate -> thresholds -> label model -> prior estimate ...
-MIN_PRIOR = 0.02  # no class is estimated rarer than this (a mixture may empty a component)
 REG_COVAR = 1e-2  # added to the covariance's diagonal, in units of the standardised scores
 TIE = 0.005  # criteria closer than this count as equal
 # When the criterion cannot tell label models apart (one source: every fit without it uses
@@ -101,35 +100,6 @@ class Judgement:
     per_source: dict[str, float] = field(default_factory=dict)
 
 
-def scores(probs: np.ndarray) -> np.ndarray:
-    """Centred log-probabilities [N, K]: every row sums to 0."""
-    logp = np.log(np.clip(probs, EPS, 1.0))
-    return logp - logp.mean(1, keepdims=True)
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
-
-
-def match_prior(probs: np.ndarray, prior: np.ndarray, ref: np.ndarray,
-                iterations: int = 100) -> np.ndarray:
-    """Shift the annotator's per-class scores so that its mean answer over `ref` rows equals
-    `prior` [K] (class-balance matching); returns the matched distribution [N, K]."""
-    s = scores(probs)
-    offset = np.zeros(s.shape[1])
-    target = np.clip(prior, MIN_PRIOR, None)
-    target = target / target.sum()
-    for _ in range(iterations):
-        q = softmax(s[ref] + offset).mean(0)
-        step = np.log(target / np.clip(q, EPS, None))
-        offset += step
-        if np.abs(step).max() < 1e-4:
-            break
-    return softmax(s + offset)
-
-
 def balanced_accuracy(probs: np.ndarray, posterior: np.ndarray) -> float:
     """Soft balanced accuracy of one annotator's argmax against a posterior [N, K]."""
     k = posterior.shape[1]
@@ -143,7 +113,7 @@ def _features(matched: Sequence[np.ndarray], ref: np.ndarray) -> np.ndarray:
     class, z-scored over `ref`."""
     cols = []
     for p in matched:
-        s = scores(p)
+        s = centred_log_probs(p)
         f = s[:, :-1] - s[:, -1:]
         cols.append((f - f[ref].mean(0)) / (f[ref].std(0) + 1e-6))
     return np.concatenate(cols, axis=1)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from worker.distill.calibration import softmax
 from worker.distill.config import TaskConfig
 from worker.distill.sources import ResolvedModel
 from worker.distill.student import load_base, mean_pool
@@ -61,7 +62,4 @@ class EmbeddingLabeler:
                                  for lab in task.labels])
         sims = embeddings @ prototypes.T  # [N, L]
         ref = sims[: max(1, n_reference)]
-        z = (sims - ref.mean(0)) / (ref.std(0) + 1e-6)
-        z -= z.max(1, keepdims=True)
-        p = np.exp(z)
-        return p / p.sum(1, keepdims=True)
+        return softmax((sims - ref.mean(0)) / (ref.std(0) + 1e-6))

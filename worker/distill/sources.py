@@ -37,6 +37,8 @@ PYPI_URI = re.compile(
     r"(==(?P<version>[^/]+))?(/(?P<path>.*))?$")
 HF_URI = re.compile(r"^hf://(?P<org>[A-Za-z0-9][\w.\-]*)/(?P<name>[\w.\-]+)"
                     r"(@(?P<revision>[\w.\-]+(?:/[\w.\-]+)*))?$")
+# Black-box teachers behind an OpenAI-compatible server (worker/distill/teachers/).
+OPENAI_SCHEMES = ("openai+http://", "openai+https://")
 OPENAI_PARAMS = frozenset({"model", "api", "top_logprobs"})
 PIP_TIMEOUT_S = 900  # a 100 MB wheel on a slow index; beyond this something is wrong
 PIP_QUERY_TIMEOUT_S = 60  # listing a project's versions is one small index page
@@ -123,7 +125,7 @@ class SourcePolicy:
                 if not re.fullmatch(r"[A-Za-z0-9][\w.\-]*", org):
                     raise ValueError(f"TAILOR_MODEL_SOURCES: {entry!r} is not hf://ORG")
                 orgs.add(org.lower())
-            elif entry.startswith(("openai+http://", "openai+https://")):
+            elif is_openai_uri(entry):
                 origin = _origin(entry)
                 if origin is None:
                     raise ValueError(f"TAILOR_MODEL_SOURCES: {entry!r} has no valid host")
@@ -150,7 +152,7 @@ class SourcePolicy:
         if uri.startswith("hf://"):
             match = HF_URI.match(uri)
             return match is not None and match.group("org").lower() in self.orgs
-        if uri.startswith(("openai+http://", "openai+https://")):
+        if is_openai_uri(uri):
             return _origin(uri) in self.servers
         if "://" in uri and not uri.startswith("file://"):
             return False
@@ -168,6 +170,11 @@ class SourcePolicy:
     def root_of(self, path: Path) -> Path | None:
         """The allowed root a resolved local path lies in, or None."""
         return next((root for root in self.roots if path.is_relative_to(root)), None)
+
+
+def is_openai_uri(uri: str) -> bool:
+    """Whether `uri` names a black-box teacher behind an OpenAI-compatible server."""
+    return uri.startswith(OPENAI_SCHEMES)
 
 
 def _origin(uri: str) -> str | None:
@@ -212,7 +219,7 @@ def check_uri(uri: str) -> None:
             if match else []
         if not match or any(s in (".", "..") for s in segments):
             raise ModelSourceError("invalid_model_uri", f"{uri!r}: expected hf://org/name[@rev]")
-    elif uri.startswith(("openai+http://", "openai+https://")):
+    elif is_openai_uri(uri):
         _check_openai_uri(uri)
     elif "://" in uri and not uri.startswith("file://"):
         raise ModelSourceError("invalid_model_uri", f"{uri!r}: unknown scheme; use a path, "

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from worker.distill import evaluate as ev
+from worker.distill.adaptive import confidence
+from worker.distill.calibration import fit_temperature, match_decisions, probabilities
 from worker.distill.config import EngineConfig
 from worker.distill.phases import (
     Encoded,
@@ -39,7 +40,7 @@ from worker.distill.self_training import (
     student_annotators,
 )
 from worker.distill.sources import ResolvedModel
-from worker.distill.strategies import Annotation, Context, Strategy
+from worker.distill.strategy_base import Annotation, Context, Strategy
 from worker.distill.student import (
     Student,
     attach,
@@ -51,16 +52,6 @@ from worker.distill.student import (
 )
 
 ReportFn = Callable[..., None]
-
-
-def probabilities(logits: np.ndarray, temperature: float, multi_label: bool) -> np.ndarray:
-    """Calibrated probabilities from logits: sigmoid per label, or softmax over labels."""
-    z = logits / temperature
-    if multi_label:
-        return 1 / (1 + np.exp(-z))
-    z = z - z.max(1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
 
 
 def atomic_json(path: Path, data: dict[str, Any]) -> None:
@@ -175,11 +166,11 @@ def distill(cfg: EngineConfig, strategy: Strategy, ctx: Context, ann: Annotation
     every = np.arange(len(corpus))
     logits = predict_logits(student, enc, every, d.batch_size, device)
     # Folded into the head's bias, so every consumer of the artifact decides the same way.
-    bias = ev.match_decisions(logits, targets, multi)
+    bias = match_decisions(logits, targets, multi)
     with torch.no_grad():
         student.head.bias.add_(torch.as_tensor(bias, dtype=student.head.bias.dtype,
                                                device=student.head.bias.device))
-    temperature = ev.fit_temperature(logits[hold_idx] + bias, targets[hold_idx], multi)
+    temperature = fit_temperature(logits[hold_idx] + bias, targets[hold_idx], multi)
     adapter = cfg.student.adapter
     # peft types peft_config by the base PeftConfig; this one is a LoraConfig.
     targeted = sorted(student.encoder.peft_config["default"].target_modules)  # type: ignore[attr-defined]
@@ -210,8 +201,6 @@ def self_train(cfg: EngineConfig, groups: Groups, student: Student, enc: Encoded
     """Self-training rounds (worker/distill/self_training.py); returns the final targets
     [N, K] and a log of every round (kept or discarded, and why). Each round is
     checkpointed like a phase."""
-    from worker.distill.adaptive import confidence
-
     d, multi = cfg.distillation, cfg.task.multi_label
     ref = np.arange(len(enc))
     loss = "soft_bce" if multi else "soft_ce"

@@ -9,27 +9,23 @@ Language Model Prompting"). Each label's prefix is encoded once and its KV cache
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from worker.distill.prompts import Prompt
-
-if TYPE_CHECKING:
-    from worker.distill.teacher import HFTeacher, TeacherScores
+from worker.distill.teachers.base import TeacherScores
+from worker.distill.teachers.causal_lm import CausalLM
 
 
 @torch.inference_mode()
-def score_channel(teacher: HFTeacher, prompt: Prompt, texts: Sequence[str], *,
+def score_channel(teacher: CausalLM, prompt: Prompt, texts: Sequence[str], *,
                   batch_size: int, max_text_tokens: int, want_hidden: bool,
                   on_batch: Callable[[int], None] | None = None) -> TeacherScores:
     """Per text and label: the summed log-probability of the text's tokens after the label's
     prefix ([N, L]); hidden states are pooled over the text under the first prefix."""
-    from worker.distill.teacher import TeacherScores
-
     tok = teacher.tokenizer
-    bos = [tok.bos_token_id] if tok.bos_token_id is not None and teacher._wants_bos("") else []
+    bos = [tok.bos_token_id] if tok.bos_token_id is not None and teacher.wants_bos("") else []
     prefixes = [teacher.encode_prefix(bos + tok.encode(p, add_special_tokens=False))
                 for p in prompt.prefixes]
     bodies = [tok.encode(t, add_special_tokens=False)[:max_text_tokens] or

@@ -3,6 +3,7 @@
 For each text and prompt the teacher returns the log-probability of each option word as the
 next token after the prompt, plus a pooled hidden state. The prompt prefix before `{text}` is
 the same for every text, so it is encoded once and its KV cache reused by every batch.
+Channel prompts are scored by worker/distill/teachers/channel.py on the same model.
 """
 
 from __future__ import annotations
@@ -10,51 +11,22 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import cast
 
 import numpy as np
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
 from worker.distill.checks import CheckError, option_token_ids
 from worker.distill.prompts import Prompt
-from worker.distill.sources import ResolvedModel, loading
+from worker.distill.sources import ResolvedModel
+from worker.distill.teachers.base import TeacherError, TeacherScores
+from worker.distill.teachers.causal_lm import CausalLM, PrefixCache
+from worker.distill.teachers.channel import score_channel
 
 log = logging.getLogger(__name__)
 SENTINEL = "\x00TEXT\x00"
 
 
-class TeacherError(Exception):
-    """The teacher cannot do what the task asks; `code` is stable for API clients."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-@dataclass
-class TeacherScores:
-    """Raw teacher outputs for one prompt, in the order of the texts given.
-
-    Args:
-        logprobs: [N, K] log-probability of each option's tokens as the next token.
-        hidden: [N, H] mean of the last hidden layer over the text's positions, or None.
-    """
-
-    logprobs: np.ndarray
-    hidden: np.ndarray | None
-
-
-def pick_device(requested: str = "auto") -> torch.device:
-    """Resolve 'auto' to CUDA when present, else CPU."""
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
-
-
-class HFTeacher:
+class HFTeacher(CausalLM):
     """A local causal LM used as a white-box teacher.
 
     Args:
@@ -63,21 +35,7 @@ class HFTeacher:
     """
 
     def __init__(self, model: ResolvedModel, device: torch.device | str = "auto") -> None:
-        self.source = model
-        self.device = pick_device(str(device))
-        dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        kwargs = {"gguf_file": model.file} if model.file else {}
-        # a parse error names the source, never the file's contents
-        with loading(model, code="teacher_unloadable"):
-            self.tokenizer = AutoTokenizer.from_pretrained(str(model.path), **kwargs)
-            self.model = AutoModelForCausalLM.from_pretrained(str(model.path), dtype=dtype,
-                                                              **kwargs)
-        # transformers wraps .to() in a decorator that its type hints describe badly
-        self.model.to(self.device).eval()  # type: ignore[arg-type]
-        self.body = self.model.base_model  # the decoder stack, without the LM head
-        self.head = self.model.get_output_embeddings()
-        self.hidden_size = int(self.model.config.hidden_size)
-        self.total_params = sum(p.numel() for p in self.model.parameters())
+        super().__init__(model, device)
         self._option_cache: dict[tuple[str, ...], list[list[int]]] = {}
 
     @property
@@ -90,7 +48,7 @@ class HFTeacher:
         """Return (prefix token ids, text lead, suffix token ids) for a prompt."""
         user = prompt.render(SENTINEL)
         if getattr(self.tokenizer, "chat_template", None):
-            full = cast(str, self.tokenizer.apply_chat_template(  # tokenize=False: a str
+            full = str(self.tokenizer.apply_chat_template(
                 [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True))
         else:
             full = user + "\nAnswer:"
@@ -99,17 +57,10 @@ class HFTeacher:
         # Byte-level BPE attaches a space to the following word: move it onto the text.
         if prefix.endswith(" "):
             prefix, lead = prefix[:-1], " "
-        bos = [self.tokenizer.bos_token_id] if self._wants_bos(full) else []
+        bos = [self.tokenizer.bos_token_id] if self.wants_bos(full) else []
         prefix_ids = bos + self.tokenizer.encode(prefix, add_special_tokens=False)
         suffix_ids = self.tokenizer.encode(suffix, add_special_tokens=False)
         return prefix_ids, lead, suffix_ids
-
-    def _wants_bos(self, rendered: str) -> bool:
-        bos = self.tokenizer.bos_token
-        if bos is None or self.tokenizer.bos_token_id is None or rendered.startswith(bos):
-            return False
-        probe = self.tokenizer("x").input_ids
-        return bool(probe) and probe[0] == self.tokenizer.bos_token_id
 
     def option_ids(self, options: Sequence[str]) -> list[list[int]]:
         """Token ids that count as each option: first tokens of its case/space variants.
@@ -133,8 +84,6 @@ class HFTeacher:
               on_batch: Callable[[int], None] | None = None) -> TeacherScores:
         """Score `texts` under `prompt`; `on_batch(n)` is called after each batch of n texts."""
         if prompt.kind == "channel":
-            from worker.distill.channel import score_channel
-
             return score_channel(self, prompt, texts, batch_size=batch_size,
                                  max_text_tokens=max_text_tokens, want_hidden=want_hidden,
                                  on_batch=on_batch)
@@ -143,7 +92,7 @@ class HFTeacher:
         bodies = [self.tokenizer.encode(lead + t, add_special_tokens=False)[:max_text_tokens]
                   for t in texts]
         order = np.argsort([len(b) for b in bodies], kind="stable")  # length-sorted batches
-        prefix_kv = self._encode_prefix(prefix_ids) if prefix_cache else None
+        prefix_kv = self.encode_prefix(prefix_ids)[0] if prefix_cache else None
         logprobs = np.zeros((len(texts), len(option_ids)), dtype=np.float32)
         hidden = np.zeros((len(texts), self.hidden_size), dtype=np.float32) if want_hidden else None
         for start in range(0, len(texts), batch_size):
@@ -160,41 +109,6 @@ class HFTeacher:
             if on_batch:
                 on_batch(len(idx))
         return TeacherScores(logprobs, hidden)
-
-    def _encode_prefix(self, prefix_ids: list[int]) -> tuple[list[tuple[torch.Tensor, ...]], int]:
-        return self.encode_prefix(prefix_ids)[0]
-
-    def encode_prefix(self, prefix_ids: list[int]
-                      ) -> tuple[tuple[list[tuple[torch.Tensor, ...]], int], torch.Tensor]:
-        """KV cache of a shared prefix, and the log-probs of the token that follows it."""
-        ids = torch.tensor([prefix_ids], device=self.device)
-        cache = DynamicCache(config=self.model.config)
-        out = self.body(input_ids=ids, cache=cache, use_cache=True)
-        # Every layer of a DynamicCache is a filled DynamicLayer after the forward pass.
-        layers: list[tuple[torch.Tensor, ...]] = [
-            (layer.keys, layer.values) for layer in cache.layers]  # type: ignore[union-attr,misc]
-        next_lp = torch.log_softmax(self.head(out.last_hidden_state[0, -1]).float(), dim=-1)
-        return (layers, len(prefix_ids)), next_lp
-
-    def expanded_cache(self, prefix: tuple[list[tuple[torch.Tensor, ...]], int],
-                       batch: int) -> DynamicCache:
-        """A batch-sized cache that starts from a shared prefix (the prefix is not copied)."""
-        layers, _ = prefix
-        return DynamicCache(
-            [(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in layers],
-            config=self.model.config)
-
-    def pad_batch(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Right-padded ids and attention mask on the teacher's device."""
-        width = max(len(s) for s in seqs)
-        pad = self.tokenizer.pad_token_id
-        pad = pad if pad is not None else (self.tokenizer.eos_token_id or 0)
-        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for row, seq in enumerate(seqs):
-            ids[row, :len(seq)] = torch.tensor(seq)
-            mask[row, :len(seq)] = 1
-        return ids.to(self.device), mask.to(self.device)
 
     def score_each(self, prompts: Sequence[Prompt], texts: Sequence[str], *,
                    batch_size: int = 8, max_text_tokens: int = 256,
@@ -225,7 +139,7 @@ class HFTeacher:
         return TeacherScores(logprobs, hidden)
 
     def _forward(self, seqs: list[list[int]], skips: list[int],
-                 prefix: tuple[list[tuple[torch.Tensor, ...]], int] | None,
+                 prefix: PrefixCache | None,
                  option_ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
         """Run one right-padded batch; pool hidden states over each row's positions from its
         skip on (the text and what follows it, not the shared instructions)."""

@@ -23,17 +23,13 @@ import numpy as np
 
 from worker.distill.prompts import Prompt
 from worker.distill.sources import ModelSourceError, check_uri
-from worker.distill.teacher import TeacherError, TeacherScores
+from worker.distill.teachers.base import TeacherError, TeacherScores
 
 TOP_LOGPROBS = 20  # the most OpenAI-compatible servers return
 MISSING_LOGPROB = -30.0  # an option absent from the top tokens is very unlikely, not impossible
 REQUEST_TIMEOUT_S = 120
 PARALLEL_REQUESTS = 8
 RETRIES = 3
-
-
-def is_openai_uri(uri: str) -> bool:
-    return uri.startswith(("openai+http://", "openai+https://"))
 
 
 class OpenAITeacher:

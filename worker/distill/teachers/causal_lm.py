@@ -1,0 +1,89 @@
+"""A local causal LM loaded for scoring, and the plumbing every white-box scorer shares.
+
+Question prompts (worker/distill/teachers/hf.py) and channel prompts
+(worker/distill/teachers/channel.py) both run the decoder stack over right-padded batches
+that continue a shared, once-encoded prefix; the pieces they share are public here.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+
+from worker.distill.sources import ResolvedModel, loading
+
+# A prefix's KV cache: per layer (keys, values) of shape [1, heads, P, head_dim], and P.
+PrefixCache = tuple[list[tuple[torch.Tensor, ...]], int]
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """Resolve 'auto' to CUDA when present, else CPU."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+class CausalLM:
+    """A Hugging Face causal LM (a directory, or a directory plus a GGUF file) in eval mode.
+
+    Args:
+        model: resolved model files (a HF directory, or a directory plus a GGUF file name).
+        device: where to run; CUDA runs in bfloat16, CPU in float32.
+
+    Raises:
+        ModelSourceError: `teacher_unloadable` when the files do not parse as a causal LM.
+    """
+
+    def __init__(self, model: ResolvedModel, device: torch.device | str = "auto") -> None:
+        self.source = model
+        self.device = pick_device(str(device))
+        dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        kwargs = {"gguf_file": model.file} if model.file else {}
+        # a parse error names the source, never the file's contents
+        with loading(model, code="teacher_unloadable"):
+            self.tokenizer = AutoTokenizer.from_pretrained(str(model.path), **kwargs)
+            self.model = AutoModelForCausalLM.from_pretrained(str(model.path), dtype=dtype,
+                                                              **kwargs)
+        self.model.to(self.device).eval()  # type: ignore[arg-type]  # transformers' .to stub
+        self.body = self.model.base_model  # the decoder stack, without the LM head
+        self.head = self.model.get_output_embeddings()
+        self.hidden_size = int(self.model.config.hidden_size)
+        self.total_params = sum(p.numel() for p in self.model.parameters())
+
+    def wants_bos(self, rendered: str) -> bool:
+        """Whether a sequence that starts with `rendered` needs the BOS token put in front:
+        the tokenizer adds one to plain text and `rendered` does not begin with it already."""
+        bos = self.tokenizer.bos_token
+        if bos is None or self.tokenizer.bos_token_id is None or rendered.startswith(bos):
+            return False
+        probe = self.tokenizer("x").input_ids
+        return bool(probe) and probe[0] == self.tokenizer.bos_token_id
+
+    def encode_prefix(self, prefix_ids: list[int]) -> tuple[PrefixCache, torch.Tensor]:
+        """KV cache of a shared prefix, and the log-probs [V] of the token that follows it."""
+        ids = torch.tensor([prefix_ids], device=self.device)
+        cache = DynamicCache(config=self.model.config)
+        out = self.body(input_ids=ids, cache=cache, use_cache=True)
+        # Attention layers only: every layer of these decoders keeps keys and values.
+        layers = [(layer.keys, layer.values) for layer in cache.layers]  # type: ignore[union-attr]
+        next_lp = torch.log_softmax(self.head(out.last_hidden_state[0, -1]).float(), dim=-1)
+        return (layers, len(prefix_ids)), next_lp  # type: ignore[return-value]
+
+    def expanded_cache(self, prefix: PrefixCache, batch: int) -> DynamicCache:
+        """A batch-sized cache that starts from a shared prefix (the prefix is not copied)."""
+        layers, _ = prefix
+        return DynamicCache(
+            [(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in layers],
+            config=self.model.config)
+
+    def pad_batch(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-padded ids [B, W] and attention mask [B, W] on the model's device."""
+        width = max(len(s) for s in seqs)
+        pad = self.tokenizer.pad_token_id
+        pad = pad if pad is not None else (self.tokenizer.eos_token_id or 0)
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for row, seq in enumerate(seqs):
+            ids[row, :len(seq)] = torch.tensor(seq)
+            mask[row, :len(seq)] = 1
+        return ids.to(self.device), mask.to(self.device)
