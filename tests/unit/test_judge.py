@@ -118,6 +118,29 @@ def test_cross_fitted_answers_come_from_heads_that_never_saw_the_text():
     assert (one[:, 0] == 1).all()
 
 
+def test_a_round_is_judged_against_the_noise_of_its_own_agreement_change():
+    rng, truth, sign = _world(n=500, seed=13)
+    ref = np.arange(len(truth))
+    reference = [_scores_to_probs(1.5 * sign + rng.normal(0, 1, len(truth)))]
+    old_score = 1.2 * sign + rng.normal(0, 1, len(truth))
+    old = [_scores_to_probs(old_score)]
+    # a round that drifts to its own mistakes: clearly below the noise, so it is discarded
+    worse = [_scores_to_probs(0.3 * sign + rng.normal(0, 1, len(truth)))]
+    change, se = st.agreement_change(reference, old, worse, ref, seed=0)
+    assert change < -se and se > 0
+    # the same student: no change and no noise, kept
+    assert st.agreement_change(reference, old, old, ref, seed=0) == (0.0, 0.0)
+    # the noise is measured, not assumed: it shrinks with the corpus
+    jitter = [_scores_to_probs(old_score + rng.normal(0, 0.5, len(truth)))]
+    _, se_small = st.agreement_change(reference, old, jitter, ref[:100], seed=0)
+    _, se_large = st.agreement_change(reference, old, jitter, ref, seed=0)
+    assert se_large < se_small
+    # a better round
+    better = [_scores_to_probs(2.5 * sign + rng.normal(0, 1, len(truth)))]
+    change, se = st.agreement_change(reference, old, better, ref, seed=0)
+    assert change > se
+
+
 def test_representations_pay_only_when_the_teacher_states_carry_more():
     rng = np.random.default_rng(9)
     n = 400

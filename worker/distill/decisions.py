@@ -127,6 +127,7 @@ def easy_phase_pays(posterior: np.ndarray, annotators: Sequence[np.ndarray],
     gain = float(on_easy - on_rest)
     overall = float((on_easy * len(easy) + on_rest * len(rest)) / len(rows))
     return gain >= EASY_GAIN and overall < CLEAN, {
-        "basis": basis, "easy_texts": int(len(easy)), "easy": round(float(on_easy), 4), "rest": round(float(on_rest), 4),
+        "basis": basis, "easy_texts": int(len(easy)), "easy": round(float(on_easy), 4),
+        "rest": round(float(on_rest), 4),
         "gain": round(gain, 4), "overall": round(overall, 4), "gain_threshold": EASY_GAIN,
         "clean_threshold": CLEAN}

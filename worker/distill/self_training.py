@@ -15,6 +15,11 @@ of a label model, as in Karamanolakis et al., 2021, "ASTRA"):
    independent errors that agreement grows with how well the student separates the true
    classes (worker/distill/judge.py), so a round that drifts towards the student's own
    mistakes lowers it and is discarded: weights and targets go back to the previous round.
+   "Lowers" is judged against the measurement's own noise: a round is discarded when the
+   agreement falls by more than the standard error of the change, from a paired bootstrap
+   over the corpus texts (`agreement_change`; Efron & Tibshirani, 1993). On a few hundred
+   texts a change of a few texts' ranks is within that noise, and a fixed tolerance would be
+   right for one corpus size only.
 
 The loop stops after `distillation.self_training_rounds`, when a round is discarded, or
 when fewer than MIN_CHANGE of the corpus changes its label.
@@ -33,7 +38,7 @@ from worker.distill import judge as jd
 
 FOLDS = 5
 MIN_CHANGE = 0.01  # a round that moves fewer labels than this has converged
-TOLERANCE = 0.005  # agreement may dip this much (bootstrap noise) before a round is discarded
+BOOTSTRAP = 200  # paired resamples of the corpus for the standard error of an agreement change
 HEAD_C = 1.0  # inverse L2 strength of the cross-fitted logistic head (scikit-learn default)
 
 
@@ -121,6 +126,25 @@ def independent_agreement(references: list[np.ndarray], student: list[np.ndarray
     the other annotators alone (`judge_without_student`): the round's acceptance criterion."""
     return float(np.mean([jd.agreement(mine, without, ref)
                           for mine, without in zip(student, references, strict=True)]))
+
+
+def agreement_change(references: list[np.ndarray], old: list[np.ndarray],
+                     new: list[np.ndarray], ref: np.ndarray, seed: int
+                     ) -> tuple[float, float]:
+    """How the independent agreement moves from the `old` student annotators to the `new`
+    ones (per group [N, K], as `independent_agreement` takes them): (change, standard error).
+
+    The standard error comes from BOOTSTRAP paired resamples of the `ref` rows: both students
+    are scored on the same resampled texts, so what they share cancels out."""
+    change = (independent_agreement(references, new, ref)
+              - independent_agreement(references, old, ref))
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(BOOTSTRAP):
+        rows = rng.choice(ref, size=len(ref), replace=True)
+        draws.append(independent_agreement(references, new, rows)
+                     - independent_agreement(references, old, rows))
+    return float(change), float(np.std(draws))
 
 
 def refreshed_targets(groups: Groups, student: list[np.ndarray], ref: np.ndarray,

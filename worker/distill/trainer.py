@@ -31,8 +31,8 @@ from worker.distill.phases import (
 )
 from worker.distill.self_training import (
     MIN_CHANGE,
-    TOLERANCE,
     Groups,
+    agreement_change,
     changed,
     independent_agreement,
     judge_without_student,
@@ -242,12 +242,16 @@ def self_train(cfg: EngineConfig, groups: Groups, student: Student, enc: Encoded
                                      batch_size=d.batch_size, learning_rate=d.learning_rate,
                                      seed=d.seed + 100 + r, device=device)
             new_mine, new_score = as_annotator(new_targets)
-            entry.update(agreement=round(new_score, 4), **{
-                k: v for k, v in train_log.phases[phase.name].items() if k != "losses"})
-            if new_score < score - TOLERANCE:
+            change, noise = agreement_change(references, mine, new_mine, ref, d.seed + r)
+            entry.update(agreement=round(new_score, 4), change=round(change, 4),
+                         change_se=round(noise, 4), **{
+                             k: v for k, v in train_log.phases[phase.name].items()
+                             if k != "losses"})
+            if change < -noise:
                 student.load_state_dict(before, strict=False)
                 entry.update(kept=False, why=f"discarded: agreement with the other annotators "
-                             f"fell from {score:.4f} to {new_score:.4f}")
+                             f"fell from {score:.4f} to {new_score:.4f}, more than its "
+                             f"standard error {noise:.4f}")
             else:
                 entry.update(kept=True, why="kept")
                 targets, mine, score = new_targets, new_mine, new_score
