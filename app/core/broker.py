@@ -21,9 +21,11 @@ class Broker(Protocol):
     def enqueue_job(self, job_id: str) -> None:
         """Publish the wake-up message for `job_id`; raise if the broker does not take it."""
 
-    def reachable(self) -> bool:
-        """Say whether the broker accepts a connection right now (bounded by
-        TAILOR_BROKER_TIMEOUT_SECONDS)."""
+    def reachable(self, *, retry: bool = True) -> bool:
+        """Say whether the broker accepts a connection right now (each attempt bounded by
+        TAILOR_BROKER_TIMEOUT_SECONDS). `retry` tries once more after a failure (what
+        /readyz does); without it the first failure answers, so a submission refused for
+        an unreachable broker does not keep its client waiting."""
 
 
 class CeleryBroker:
@@ -32,8 +34,8 @@ class CeleryBroker:
     def enqueue_job(self, job_id: str) -> None:
         celery_app.enqueue_job(job_id)
 
-    def reachable(self) -> bool:
-        return celery_app.broker_reachable()
+    def reachable(self, *, retry: bool = True) -> bool:
+        return celery_app.broker_reachable(retry=retry)
 
 
 def get_broker() -> Broker:

@@ -167,7 +167,7 @@ def submit_job(*, db: Session, payload: JobCreate, principal: Principal,
         # A dataset deleted while the checks read it looks empty to them: name the cause.
         lock_datasets(db, spec, principal, lock=False)
         raise
-    if not broker.reachable():  # before the locks: an unreachable broker takes seconds to say so
+    if not broker.reachable(retry=False):  # before the locks: a refusal may take a moment
         raise Unavailable("the job queue is unreachable; nothing was created, retry later",
                           code="broker_unavailable")
     lock_datasets(db, spec, principal)  # held until commit: a delete cannot slip in between

@@ -69,7 +69,7 @@ class _NoWorkers:
     def enqueue_job(self, job_id: str) -> None:
         pass
 
-    def reachable(self) -> bool:
+    def reachable(self, *, retry: bool = True) -> bool:
         return True
 
 
