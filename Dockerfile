@@ -10,6 +10,7 @@ COPY app ./app
 COPY worker ./worker
 COPY tailor ./tailor
 COPY tailor_cli ./tailor_cli
+COPY tailor_common ./tailor_common
 COPY migrations ./migrations
 COPY alembic.ini ./
 RUN pip install --no-cache-dir .

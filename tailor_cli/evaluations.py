@@ -13,9 +13,9 @@ from rich.table import Table
 
 from tailor import Client, TailorError
 from tailor_cli.client import UsageError
-from tailor_cli.metrics import fmt
 from tailor_cli.models import split_ref
 from tailor_cli.render import err, esc, out, short_time
+from tailor_common.metrics import fmt
 
 app = typer.Typer(help="Stored evaluations of versions on labeled sets: list, show.",
                   no_args_is_help=True)

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from tailor_cli.metrics import comparison, eval_report, fmt
+from tailor_common.metrics import comparison, eval_report, fmt
 
 # Piped output (logs, CI) gets room for job ids and metric names instead of Rich's 80 columns.
 PIPE_WIDTH = 120

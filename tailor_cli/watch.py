@@ -17,8 +17,8 @@ from rich.progress import (
 from tailor import Client, JobFailed
 from tailor.jobs import FINAL
 from tailor_cli.estimate import duration
-from tailor_cli.metrics import fmt
 from tailor_cli.render import esc, out, state_text
+from tailor_common.metrics import fmt
 
 
 class PhaseBars:

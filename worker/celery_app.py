@@ -84,11 +84,13 @@ def enqueue_notify(job_id: str, event: str) -> None:
                                   "interval_step": 0.5, "interval_max": 1.0})
 
 
-def broker_reachable() -> bool:
-    """Say whether the broker accepts a connection right now."""
+def broker_reachable(*, retry: bool = True) -> bool:
+    """Say whether the broker accepts a connection right now (`retry`: once more after a
+    failed attempt)."""
     try:
         with get_celery().connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, timeout=get_settings().broker_timeout_seconds)
+            conn.ensure_connection(max_retries=1 if retry else 0,
+                                   timeout=get_settings().broker_timeout_seconds)
         return True
     except Exception:
         return False

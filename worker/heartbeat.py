@@ -20,8 +20,8 @@ from typing import Any
 from celery.signals import worker_ready, worker_shutdown
 
 from app.core.config import Settings, get_settings
+from app.jobs import seam
 from app.models.base import utcnow
-from app.ops import workers
 from worker.periodic import PeriodicThread
 
 log = logging.getLogger(__name__)
@@ -50,13 +50,13 @@ class Heartbeat(PeriodicThread):
     def finish(self) -> None:
         # Best effort: a row left behind just goes stale.
         with contextlib.suppress(Exception), self.sessions.begin() as db:
-            workers.forget(db, self.worker_id)
+            seam.forget(db, self.worker_id)
 
     def beat_once(self) -> None:
         """Write this worker's row with the current time."""
         with self.sessions.begin() as db:
-            workers.beat(db, worker_id=self.worker_id, hostname=socket.gethostname(),
-                         pid=os.getpid(), queues=self.queues, started_at=self.started_at)
+            seam.beat(db, worker_id=self.worker_id, hostname=socket.gethostname(),
+                      pid=os.getpid(), queues=self.queues, started_at=self.started_at)
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop beating, delete the row and wait up to `timeout` seconds for the thread."""

@@ -1,7 +1,9 @@
 """Runs one job: claim its lease, run the engine with progress and cancel checks, register.
 
-Called by the thin Celery task. A heartbeat thread renews the lease while the engine works;
-if the lease is lost, the run stops at its next progress step without writing anything.
+Called by the thin Celery task. Everything it reads or writes in the database goes through
+the seam (app.jobs.seam), one step per transaction. A heartbeat thread renews the lease while
+the engine works; if the lease is lost, the run stops at its next progress step without
+writing anything.
 """
 
 from __future__ import annotations
@@ -19,16 +21,13 @@ from typing import Any
 from app.core.config import get_settings
 from app.core.db import UNAVAILABLE, session_scope
 from app.core.errors import AppError
-from app.core.secrets import redact
-from app.datasets.service import read_records
-from app.jobs import files, lifecycle
-from app.jobs.service import engine_config
-from app.models import Job, JobState
-from app.registry.service import register_version
+from app.jobs import seam
+from app.models import JobState
+from worker.distill.stages import Stage
 
 log = logging.getLogger(__name__)
 PROGRESS_MIN_INTERVAL_S = 1.0  # progress rows at most once a second; phase changes always
-HELD = "lease held elsewhere"
+HELD = seam.HELD
 DB_DOWN = "database unavailable; the sweeper resumes the job when its lease expires"
 # Ids come from broker messages; anything else is refused before it can name a directory.
 JOB_ID = re.compile(r"^job_[0-9a-f]{16}$")
@@ -48,7 +47,8 @@ class Heartbeat(threading.Thread):
         while not self.stopped.wait(self.lease_seconds / 3):
             try:
                 with session_scope() as db:
-                    if not lifecycle.renew(db, self.job_id, self.owner, self.lease_seconds):
+                    if not seam.heartbeat(db, self.job_id, self.owner,
+                                          lease_seconds=self.lease_seconds):
                         self.lost.set()
                         return
             except Exception:  # a DB blip: keep trying until the lease would expire
@@ -56,20 +56,23 @@ class Heartbeat(threading.Thread):
 
 
 class JobProgress:
-    """The engine's progress callback: writes progress, raises Cancelled when asked to stop."""
+    """The engine's progress callback: writes progress, raises Cancelled when asked to stop.
+
+    `state` is the engine's Stage, or the runner's own JobState.REGISTERING."""
 
     def __init__(self, job_id: str, owner: str, heartbeat: Heartbeat) -> None:
         self.job_id, self.owner, self.heartbeat = job_id, owner, heartbeat
         self._last_write = 0.0
         self._last_step: tuple[str, str] | None = None
+        self._restart = True  # until the attempt's first step is recorded
 
-    def __call__(self, state: str, phase: str, fraction: float,
+    def __call__(self, state: Stage | JobState, phase: str, fraction: float,
                  metrics: dict[str, Any] | None = None,
                  detail: dict[str, Any] | None = None) -> None:
         from worker.distill.engine import Cancelled
 
         if self.heartbeat.lost.is_set():
-            raise lifecycle.LeaseLost(self.job_id)
+            raise seam.LeaseLost(self.job_id)
         now = time.monotonic()
         step = (state, phase)
         # One write a second at most within a step, losses included (a fast GPU steps many
@@ -79,11 +82,12 @@ class JobProgress:
         self._last_write, self._last_step = now, step
         try:
             with session_scope() as db:
-                if lifecycle.is_cancel_requested(db, self.job_id):
-                    raise Cancelled()
-                lifecycle.advance(db, self.job_id, self.owner, state=state, phase=phase,
-                                  progress=fraction, progress_detail=detail,
-                                  event_data=_event_data(metrics, detail))
+                seam.advance(db, self.job_id, self.owner, stage=state, phase=phase,
+                             progress=fraction, detail=detail,
+                             event_data=_event_data(metrics, detail), restart=self._restart)
+            self._restart = False
+        except seam.CancelRequested as exc:
+            raise Cancelled() from exc
         except UNAVAILABLE:
             # A database outage must not throw away hours of work: keep computing. The lease
             # decides: if it expires meanwhile, the next write raises LeaseLost.
@@ -116,57 +120,43 @@ def run_job(job_id: str, node: str | None = None) -> str:
     if not JOB_ID.match(job_id):
         log.warning("refusing a message for malformed job id %r", job_id[:80])
         return "malformed job id"
+    try:
+        with session_scope() as db:
+            claimed = seam.claim(db, job_id, owner, lease_seconds=settings.job_lease_seconds,
+                                 worker=node)
+    except seam.NotClaimed as exc:
+        # Unknown, final, held by a live worker, or cancelled / out of attempts while
+        # stranded: the holder or the sweeper settles it; this message has nothing to do.
+        return exc.reason
+    log.info("job %s claimed by %s (attempt %d of %d)", job_id, claimed.worker,
+             claimed.attempt, claimed.max_attempts)
+    spec, attempts = claimed.spec, claimed.attempt
     with session_scope() as db:
-        job = db.get(Job, job_id)
-        if job is None:
-            return "unknown job"
-        if job.is_final:
-            return f"already {job.state}"
-        claimed = lifecycle.claim(db, job_id, owner, settings.job_lease_seconds, worker=node)
-        if claimed is None:
-            # Held by a live worker, or cancelled / out of attempts while stranded: either
-            # way the holder or the sweeper settles it; this message has nothing to do.
-            return HELD
-        log.info("job %s claimed by %s (attempt %d of %d)", job_id, claimed.worker,
-                 claimed.attempts, claimed.max_attempts)
-        spec, attempts = claimed.spec, claimed.attempts
-        submitted = (claimed.owner, claimed.created_at)
-        corpus = [t for t, _ in read_records(db=db, dataset_id=spec["data"]["dataset_id"])]
-        evals = (read_records(db=db, dataset_id=spec["data"]["eval_dataset_id"])
-                 if spec["data"].get("eval_dataset_id") else [])
+        texts = seam.read_data(db, spec)
     heartbeat = Heartbeat(job_id, owner, settings.job_lease_seconds)
     heartbeat.start()
     progress = JobProgress(job_id, owner, heartbeat)
     workdir = job_workdir(job_id)
     try:
-        progress("annotating", "start", 0.0)
-        cfg = engine_config(spec)
+        progress(Stage.ANNOTATING, "start", 0.0)
+        cfg = seam.engine_config(spec)
         if settings.torch_threads:  # else torch's own choice: every core of this machine
             import torch
 
             torch.set_num_threads(settings.torch_threads)
-        labeled = [(t, lab) for t, lab in evals if lab is not None]
-        data = DistillData(corpus, [t for t, _ in labeled], [lab for _, lab in labeled])
+        data = DistillData(texts.corpus, texts.eval_texts, texts.eval_labels)
         result = run(cfg, data, workdir=workdir, cache_dir=settings.cache,
                      progress=progress, device=settings.device,
                      defaults=(settings.default_teacher, settings.default_student),
                      sources=settings.source_policy, index_url=settings.pypi_index_url)
         progress(JobState.REGISTERING, "register", 0.98)
-        with session_scope() as db:
-            # The row lock orders us against POST /cancel: a cancel either lands before this
-            # check (no version) or waits and finds the job succeeded (409).
-            if lifecycle.hold(db, job_id, owner).cancel_requested:
-                raise Cancelled()
-            version = register_version(db=db, job_id=job_id, name=spec["name"], result=result,
-                                       artifacts_root=settings.artifacts, submitted=submitted)
-            lifecycle.finish(db, job_id, owner, state=JobState.SUCCEEDED,
-                             metrics=result.metrics, model=(spec["name"], version),
-                             warnings=result.warnings)
-        return f"succeeded as {spec['name']}:{version} (attempt {attempts})"
-    except Cancelled:
+        with session_scope() as db:  # the version and the final state in one transaction
+            version = seam.register(db, claimed, result, artifacts_root=settings.artifacts)
+        return f"succeeded as {claimed.name}:{version} (attempt {attempts})"
+    except (Cancelled, seam.CancelRequested):
         _finish(job_id, owner, JobState.CANCELLED, ("cancelled", "cancelled by request"))
         return "cancelled"
-    except lifecycle.LeaseLost:
+    except seam.LeaseLost:
         return "lease lost; another worker owns the job"
     except UNAVAILABLE:
         log.warning("job %s: database unavailable", job_id, exc_info=True)
@@ -188,12 +178,11 @@ def run_job(job_id: str, node: str | None = None) -> str:
     return "failed"
 
 
-def _finish(job_id: str, owner: str, state: str, error: tuple[str, str]) -> None:
-    code, message = error
+def _finish(job_id: str, owner: str, state: JobState, error: tuple[str, str]) -> None:
     with session_scope() as db:
-        lifecycle.finish(db, job_id, owner, state=state, error=(code, redact(message)))
+        seam.finish(db, job_id, owner, state=state, error=error)
 
 
 def job_workdir(job_id: str) -> Path:
     """Where a job keeps its checkpoints and student files (inside the artifact store)."""
-    return files.job_workdir(job_id)
+    return seam.job_workdir(job_id)

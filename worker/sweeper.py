@@ -3,7 +3,7 @@
 Celery alone loses a job whose worker is SIGKILLed (the filesystem transport deleted the
 message on receipt; Redis gives it back only after its 12 h visibility timeout). The job row
 knows better: an expired lease means its worker is gone. The sweeper runs in every worker's
-main process, settles such jobs (app.jobs.recovery) and publishes their wake-ups, so a live
+main process, settles such jobs (app.jobs.seam.sweep) and publishes their wake-ups, so a live
 worker resumes them from their last checkpoint within about one lease.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 from celery.signals import worker_ready, worker_shutdown
 
 from app.core.config import Settings, get_settings
-from app.jobs import recovery
+from app.jobs import seam
 from worker.broker_view import waiting_job_ids
 from worker.celery_app import QUEUE, enqueue_job
 from worker.periodic import PeriodicThread
@@ -31,15 +31,15 @@ class Sweeper(PeriodicThread):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings, "tailor-sweeper", settings.job_sweep_seconds)
 
-    def tick(self) -> recovery.SweepResult:
+    def tick(self) -> seam.SweepResult:
         return self.sweep_once()
 
-    def sweep_once(self) -> recovery.SweepResult:
+    def sweep_once(self) -> seam.SweepResult:
         """Settle stranded jobs and publish their wake-ups; return what was done."""
         waiting = waiting_job_ids(self.settings, QUEUE, self.settings.job_requeue_seconds)
-        with self.sessions() as db:
-            result = recovery.sweep(db, requeue_after_s=self.settings.job_requeue_seconds,
-                                    waiting=waiting)
+        with self.sessions.begin() as db:  # committed before any wake-up is published
+            result = seam.sweep(db, requeue_after_s=self.settings.job_requeue_seconds,
+                                waiting=waiting)
         for job_id in result.requeue:
             try:
                 enqueue_job(job_id)

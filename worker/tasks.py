@@ -9,7 +9,7 @@ from celery import Task
 import worker.distill.engine  # noqa: F401  (see below)
 from app.core.config import get_settings
 from app.core.db import UNAVAILABLE
-from app.webhooks.delivery import DeliveryFailed, deliver
+from app.jobs import seam
 from worker import heartbeat, sweeper
 from worker.celery_app import NOTIFY_TASK, TASK_NAME, app
 from worker.runner import DB_DOWN, run_job
@@ -41,12 +41,12 @@ _webhooks = get_settings()
 
 
 @app.task(name=NOTIFY_TASK, bind=True, acks_late=True,
-          autoretry_for=(DeliveryFailed, *UNAVAILABLE), retry_jitter=True,
+          autoretry_for=(seam.DeliveryFailed, *UNAVAILABLE), retry_jitter=True,
           max_retries=_webhooks.webhook_max_retries,
           retry_backoff=_webhooks.webhook_retry_backoff_seconds,
           retry_backoff_max=_webhooks.webhook_retry_backoff_max_seconds)
 def notify_task(self: Task, job_id: str, event: str) -> str:
     """Deliver one webhook (app.webhooks.delivery); a failed attempt is published again
     with exponential backoff (full jitter) until max_retries, never touching the job."""
-    return deliver(job_id, event, attempt=self.request.retries + 1,
-                   last=self.request.retries >= (self.max_retries or 0))
+    return seam.deliver(job_id, event, attempt=self.request.retries + 1,
+                        last=self.request.retries >= (self.max_retries or 0))

@@ -1,5 +1,10 @@
 """Database engine and session scope. One owner per session: whoever opens it commits it.
 
+Services only add, change and flush; the session scope (`session_scope`, or the request's
+`SessionDep`, which commits before the response is sent) commits. Work outside the database
+that must follow a commit (waking a worker, removing files, clearing a cache) is handed to
+`after_commit` and runs only once the transaction is durable.
+
 Row locks that work in both databases: `lock_row` (and `write_lock` underneath it) give a
 read-check-write the same guarantee on SQLite that `SELECT ... FOR UPDATE` gives on
 PostgreSQL (on SQLite, SQLAlchemy's `with_for_update` is silently a no-op).
@@ -7,9 +12,10 @@ PostgreSQL (on SQLite, SQLAlchemy's `with_for_update` is silently a no-op).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,11 +25,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.config import get_settings
 
+log = logging.getLogger(__name__)
 SQLITE_BUSY_TIMEOUT_MS = 30_000  # API and worker write to one file; wait rather than fail.
 Row = TypeVar("Row")
 # What an unreachable or restarting database raises. Other DBAPI errors (bad data, broken
 # constraints) are bugs, not outages, and must not be reported as "retry later".
 UNAVAILABLE = (OperationalError, InterfaceError)
+AFTER_COMMIT = "tailor.after_commit"  # key in Session.info: callables waiting for the commit
 
 
 def make_engine(url: str) -> Engine:
@@ -72,6 +80,30 @@ def session_scope() -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def after_commit(db: Session, fn: Callable[..., object], *args: Any, **kwargs: Any) -> None:
+    """Call `fn(*args, **kwargs)` once `db` commits; drop the call if `db` rolls back.
+
+    Calls run in the order given, after the commit, so each sees (and may act on) what was
+    committed: a worker woken for a job finds its row. The commit cannot be undone by then,
+    so a call that raises is logged, never raised into whoever committed.
+    """
+    db.info.setdefault(AFTER_COMMIT, []).append(partial(fn, *args, **kwargs))
+
+
+@event.listens_for(Session, "after_commit")
+def _run_after_commit(session: Session) -> None:
+    for call in session.info.pop(AFTER_COMMIT, []):
+        try:
+            call()
+        except Exception:
+            log.exception("after-commit call %r failed", call)
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_after_commit(session: Session) -> None:
+    session.info.pop(AFTER_COMMIT, None)
 
 
 def write_lock(db: Session) -> None:

@@ -13,11 +13,15 @@ from app.core.security import Principal, require
 
 
 def get_db() -> Iterator[Session]:
+    """One session per request; it commits when the route function returns."""
     with session_scope() as session:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(get_db)]
+# scope="function": the session commits (or rolls back) as soon as the route function
+# returns, before the response is sent, so a client that got a 201/202 can read at once what
+# it created, and a failed commit answers with an error instead of a lost write.
+SessionDep = Annotated[Session, Depends(get_db, scope="function")]
 ClassifyScope = Annotated[Principal, Depends(require("classify"))]
 TrainScope = Annotated[Principal, Depends(require("train"))]
 AdminScope = Annotated[Principal, Depends(require("admin"))]

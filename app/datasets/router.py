@@ -165,9 +165,6 @@ def get_dataset(dataset_id: str, db: SessionDep, principal: TrainScope) -> Any:
                           409: {"description": "`dataset_in_use`, naming the jobs"}})
 def delete_dataset(dataset_id: str, db: SessionDep, principal: TrainScope) -> Response:
     service.delete_dataset(db=db, dataset_id=dataset_id, viewer=principal)
-    # Commit before answering: the session dependency commits only after the response is
-    # sent, so a GET right after the 204 could still find the dataset.
-    db.commit()
     return Response(status_code=204)
 
 

@@ -65,7 +65,6 @@ def create_dataset(*, db: Session, name: str, rows: list[Row], owner: str,
         db.execute(insert(DatasetRecord), [
             {"dataset_id": dataset.id, "idx": start + i, "text": r.text, "label": r.label}
             for i, r in enumerate(rows[start:start + INSERT_CHUNK])])
-    db.commit()
     return dataset
 
 

@@ -195,7 +195,6 @@ def _store(plan: Plan, ref: str, report: dict[str, Any], truncated: int, seconds
             if existing is None:
                 raise
             return evaluation_to_dict(replay(existing, request_hash))
-        db.commit()
         return evaluation_to_dict(evaluation)
 
 

@@ -1,7 +1,10 @@
-"""Job state changes, shared by the API (submit, cancel) and the worker (claim, progress, finish).
+"""Job state changes, shared by the API (submit, cancel), the sweeper and the worker (through
+app.jobs.seam: claim, progress, finish).
 
-Every change is a compare-and-set UPDATE guarded by the current state (and, for the worker,
-by its lease), plus one row in job_events. Plain SQLAlchemy; no FastAPI, no Celery.
+Every change is guarded by the current state (and, for the worker, by its lease), passes
+the job state machine (`move`: app.models.job.can_transition), and adds one row to
+job_events. Functions only flush: whoever opened the session commits it. Plain SQLAlchemy;
+no FastAPI, no Celery.
 """
 
 from __future__ import annotations
@@ -13,12 +16,36 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from app.core.db import lock_row
+from app.core.errors import Conflict
 from app.models import FINAL_STATES, Job, JobEvent, JobState
 from app.models.base import utcnow
-from app.models.job import WORKER_NAME_MAX
+from app.models.job import WORKER_NAME_MAX, can_transition
 from app.webhooks import outbox
 
 NON_FINAL = [s.value for s in JobState if s not in FINAL_STATES]
+
+
+class IllegalTransition(Conflict):
+    """A state change the job state machine forbids (409 `illegal_transition`): a bug in
+    whoever asked, never something a client's request can cause."""
+
+    def __init__(self, job_id: str, current: str, target: str) -> None:
+        super().__init__(f"job {job_id} cannot go from {current} to {target}",
+                         code="illegal_transition", details={"from": current, "to": target})
+
+
+def move(job: Job, target: str, *, restart: bool = False) -> bool:
+    """Set `job.state` to `target`; return whether it changed.
+
+    Raises:
+        IllegalTransition: when `can_transition(job.state, target, restart=restart)` refuses;
+            the row is left as it was.
+    """
+    if not can_transition(job.state, target, restart=restart):
+        raise IllegalTransition(job.id, job.state, target)
+    changed = job.state != target
+    job.state = target
+    return changed
 
 
 def record_event(db: Session, job: Job, kind: str, data: dict[str, Any] | None = None) -> None:
@@ -44,13 +71,12 @@ def claim(db: Session, job_id: str, owner: str, lease_seconds: int,
                 worker=(worker or owner)[:WORKER_NAME_MAX], attempts=Job.attempts + 1,
                 started_at=now, updated_at=now))
     if result.rowcount != 1:  # type: ignore[attr-defined]
-        db.commit()
         return None
     job = db.get(Job, job_id, populate_existing=True)
     assert job is not None
     record_event(db, job, "claimed", {"owner": owner, "worker": job.worker,
                                       "attempt": job.attempts})
-    db.commit()
+    db.flush()
     return job
 
 
@@ -69,26 +95,31 @@ def renew(db: Session, job_id: str, owner: str, lease_seconds: int) -> bool:
         update(Job).where(Job.id == job_id, Job.lease_owner == owner,
                           Job.state.in_(NON_FINAL))
         .values(lease_expires_at=now + timedelta(seconds=lease_seconds)))
-    db.commit()
     return result.rowcount == 1  # type: ignore[attr-defined]
 
 
 def advance(db: Session, job_id: str, owner: str, *, state: str, phase: str | None,
             progress: float, metrics: dict[str, Any] | None = None,
             progress_detail: dict[str, Any] | None = None,
-            event_data: dict[str, Any] | None = None) -> Job:
+            event_data: dict[str, Any] | None = None, restart: bool = False) -> Job:
     """Record progress (and a state change) for a job we hold; return the fresh row.
 
     `progress_detail` replaces the stored one (`{"stage", "done", "total", "unit",
-    "rate_per_s", "eta_s", "updated_at"}`, or None outside a counted stage)."""
+    "rate_per_s", "eta_s", "updated_at"}`, or None outside a counted stage); `restart`
+    marks an attempt's first step (see `can_transition`).
+
+    Raises:
+        LeaseLost: we no longer hold the job.
+        IllegalTransition: the state machine refuses `state` after the job's current one.
+    """
     job = hold(db, job_id, owner)
-    changed = job.state != state
-    job.state, job.phase, job.progress = state, phase, progress
+    changed = move(job, state, restart=restart)
+    job.phase, job.progress = phase, progress
     job.progress_detail = progress_detail
     if metrics is not None:
         job.metrics = {**(job.metrics or {}), **metrics}
     record_event(db, job, "state" if changed else "progress", event_data)
-    db.commit()
+    db.flush()
     return job
 
 
@@ -96,15 +127,20 @@ def finish(db: Session, job_id: str, owner: str | None, *, state: str,
            error: tuple[str, str] | None = None, metrics: dict[str, Any] | None = None,
            model: tuple[str, int] | None = None,
            warnings: list[dict[str, str]] | None = None) -> bool:
-    """Move a job to a final state (guarded by our lease when `owner` is given)."""
+    """Move a job to a final state (guarded by our lease when `owner` is given); False
+    when it is already final or another worker holds it (nothing is written).
+
+    Raises:
+        IllegalTransition: the state machine refuses `state` (e.g. succeeded before
+            registering).
+    """
     job = lock_row(db, Job, job_id)
     if job is None or job.is_final or (owner is not None and job.lease_owner != owner):
-        db.rollback()
         return False
+    set_final(db, job, state=state, error=error, metrics=metrics, model=model)
     if warnings is not None:  # `[{"code", "message"}]` the engine raised about its results
         job.warnings = list(warnings)
-    set_final(db, job, state=state, error=error, metrics=metrics, model=model)
-    db.commit()
+    db.flush()
     return True
 
 
@@ -112,8 +148,12 @@ def set_final(db: Session, job: Job, *, state: str, error: tuple[str, str] | Non
               metrics: dict[str, Any] | None = None,
               model: tuple[str, int] | None = None) -> None:
     """Write a final state onto a locked job row and log it; the caller commits (and the
-    job's webhooks, if it has a `notify.url`, are queued when it does)."""
-    job.state = state
+    job's webhooks, if it has a `notify.url`, are queued when it does).
+
+    Raises:
+        IllegalTransition: the state machine refuses `state` (the row is left as it was).
+    """
+    move(job, state)
     job.finished_at = utcnow()
     job.progress_detail = None  # counts describe a running stage; a final job has none
     job.lease_owner, job.lease_expires_at = None, None

@@ -32,7 +32,8 @@ class SweepResult:
 
 def sweep(db: Session, *, requeue_after_s: float, waiting: Collection[str] | None,
           now: datetime | None = None) -> SweepResult:
-    """Settle stranded jobs and return the ids to wake (publish after this commits).
+    """Settle stranded jobs and return the ids to wake (publish them once the caller
+    commits).
 
     `waiting` holds the job ids that have a message waiting in the broker (None: unknown);
     an unclaimed job with such a message is not stranded, whatever its age.
@@ -56,7 +57,7 @@ def sweep(db: Session, *, requeue_after_s: float, waiting: Collection[str] | Non
         _settle(db, job, now, out, reason="no_message",
                 detail=f"no worker took it for {requeue_after_s:.0f}s and no message for it "
                        "was waiting in the broker")
-    db.commit()
+    db.flush()
     return out
 
 

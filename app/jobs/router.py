@@ -11,7 +11,8 @@ from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from app.core.db import session_scope
+from app.core.broker import BrokerDep
+from app.core.db import after_commit, session_scope
 from app.core.deps import SessionDep, TrainScope
 from app.core.params import DEFAULT_LIST_LIMIT, LimitQuery, OffsetQuery
 from app.core.security import Principal
@@ -19,7 +20,6 @@ from app.core.strict_json import StrictJsonRoute
 from app.jobs import files, service
 from app.jobs.schemas import DryRunOut, JobCreate, JobList, JobOut
 from app.models import FINAL_STATES, JobState
-from worker.celery_app import enqueue_job
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], route_class=StrictJsonRoute)
 SSE_POLL_SECONDS = 0.5
@@ -32,6 +32,7 @@ SSE_KEEPALIVE_SECONDS = 15
                               "description": "dry_run=true: valid; the estimate. Nothing "
                                              "was created."}})
 def submit_job(payload: JobCreate, response: Response, db: SessionDep, principal: TrainScope,
+               broker: BrokerDep,
                idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
                dry_run: Annotated[bool, Query(
                    description="Validate as a real submission does and answer 200 with an "
@@ -45,7 +46,7 @@ def submit_job(payload: JobCreate, response: Response, db: SessionDep, principal
                                                         idempotency_key=idempotency_key))
         return JSONResponse(body.model_dump(mode="json"), status_code=200)
     job, _created = service.submit_job(db=db, payload=payload, principal=principal,
-                                       idempotency_key=idempotency_key, enqueue=enqueue_job)
+                                       idempotency_key=idempotency_key, broker=broker)
     response.headers["Location"] = f"/jobs/{job.id}"
     return service.job_to_dict(job)
 
@@ -79,7 +80,7 @@ def cancel_job(job_id: str, db: SessionDep, principal: TrainScope) -> Any:
                           409: {"description": "`job_not_final`: cancel it first"}})
 def delete_job(job_id: str, db: SessionDep, principal: TrainScope) -> Response:
     kept = service.delete_job(db=db, job_id=job_id, viewer=principal)
-    files.remove_work_files(job_id, keep=kept)
+    after_commit(db, files.remove_work_files, job_id, keep=kept)
     return Response(status_code=204)
 
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.core.broker import Broker
 from app.core.config import get_settings
-from app.core.db import lock_row
+from app.core.db import after_commit, lock_row
 from app.core.errors import Conflict, Invalid, NotFound, Unavailable
 from app.core.ownership import by_idempotency_key, only_visible, replay, visible
 from app.core.security import Principal
@@ -24,6 +26,8 @@ from app.registry.service import refuse_taken_name
 from app.webhooks.targets import TargetRefused
 from worker.distill.config import ConfigError, EngineConfig
 from worker.distill.sources import ModelSourceError, check_available, check_uri
+
+log = logging.getLogger(__name__)
 
 
 def normalized_spec(payload: JobCreate) -> dict[str, Any]:
@@ -140,9 +144,17 @@ def lock_datasets(db: Session, spec: dict[str, Any], viewer: Principal, *,
 
 
 def submit_job(*, db: Session, payload: JobCreate, principal: Principal,
-               idempotency_key: str | None = None, enqueue: Any) -> tuple[Job, bool]:
-    """Create a queued job owned by `principal` and wake a worker; return (job, created).
-    Replays on a key the same principal reused."""
+               idempotency_key: str | None = None, broker: Broker) -> tuple[Job, bool]:
+    """Create a queued job owned by `principal`; return (job, created). Replays on a key the
+    same principal reused. A worker is woken once the caller commits (`after_commit`): it
+    must find the row it is woken for.
+
+    Raises:
+        Invalid: 422 naming the field (see `validate_spec`).
+        Unavailable: 503 `broker_unavailable` when the broker does not answer; nothing is
+            created. Should it fail between this check and the wake-up, the job stays
+            queued and the worker sweeper wakes it (TAILOR_JOB_REQUEUE_SECONDS).
+    """
     spec = normalized_spec(payload)
     request_hash = _spec_hash(spec)
     if idempotency_key:
@@ -155,6 +167,9 @@ def submit_job(*, db: Session, payload: JobCreate, principal: Principal,
         # A dataset deleted while the checks read it looks empty to them: name the cause.
         lock_datasets(db, spec, principal, lock=False)
         raise
+    if not broker.reachable(retry=False):  # before the locks: a refusal may take a moment
+        raise Unavailable("the job queue is unreachable; nothing was created, retry later",
+                          code="broker_unavailable")
     lock_datasets(db, spec, principal)  # held until commit: a delete cannot slip in between
     job = Job(id=new_id("job"), name=payload.name, state=JobState.QUEUED, progress=0.0,
               spec=spec, metrics={}, attempts=0, max_attempts=get_settings().job_max_attempts,
@@ -170,16 +185,16 @@ def submit_job(*, db: Session, payload: JobCreate, principal: Principal,
             raise
         return replay(existing, request_hash), False
     lifecycle.record_event(db, job, "state")
-    db.commit()
-    try:
-        enqueue(job.id)  # only after commit: a worker must find the row it is woken for
-    except Exception as exc:
-        db.execute(delete(JobEvent).where(JobEvent.job_id == job.id))
-        db.execute(delete(Job).where(Job.id == job.id))
-        db.commit()
-        raise Unavailable(f"the job queue is unreachable ({type(exc).__name__}); "
-                          "nothing was created, retry later", code="broker_unavailable") from exc
+    after_commit(db, _wake, broker, job.id)
     return job, True
+
+
+def _wake(broker: Broker, job_id: str) -> None:
+    try:
+        broker.enqueue_job(job_id)
+    except Exception as exc:  # the row is committed: the sweeper wakes the job instead
+        log.warning("job %s committed but not woken (%s); the worker sweeper wakes it",
+                    job_id, type(exc).__name__)
 
 
 def dry_run(*, db: Session, payload: JobCreate, principal: Principal,
@@ -236,17 +251,16 @@ def cancel_job(*, db: Session, job_id: str, viewer: Principal) -> Job:
     if job.lease_owner is None:  # no worker runs it: stop it now rather than at a claim
         lifecycle.set_final(db, job, state=JobState.CANCELLED, error=(
             "cancelled", "cancelled by request while no worker was running it"))
-        db.commit()
     else:
         lifecycle.record_event(db, job, "cancel_requested")
-        db.commit()
-    return get_job(db=db, job_id=job_id, viewer=viewer)
+    db.flush()
+    return job
 
 
 def delete_job(*, db: Session, job_id: str, viewer: Principal) -> list[str]:
     """Delete a final job and its events; return the artifact paths of the versions it
-    registered, which stay (the caller removes the rest of its work files after commit with
-    `app.jobs.files.remove_work_files`). Its versions keep their `job_id` as lineage.
+    registered, which stay (the caller removes the rest of its work files once it commits,
+    with `app.jobs.files.remove_work_files`). Its versions keep their `job_id` as lineage.
 
     Raises:
         NotFound: absent, or another key's (404, the same answer).
@@ -263,7 +277,7 @@ def delete_job(*, db: Session, job_id: str, viewer: Principal) -> list[str]:
                            .where(ModelVersion.job_id == job_id)))
     db.execute(delete(JobEvent).where(JobEvent.job_id == job_id))
     db.delete(job)
-    db.commit()
+    db.flush()
     return kept
 
 

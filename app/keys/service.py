@@ -25,7 +25,7 @@ def create_key(*, db: Session, name: str, scopes: list[str],
     row = ApiKey(id=new_id("key"), name=name, prefix=secret[:SHOWN_PREFIX_CHARS],
                  key_hash=hash_key(secret), scopes=sorted(set(scopes)), created_by=created_by)
     db.add(row)
-    db.commit()
+    db.flush()
     return row, secret
 
 
@@ -41,5 +41,5 @@ def revoke_key(*, db: Session, key_id: str) -> ApiKey:
         raise NotFound(f"no API key with id {key_id!r}", code="key_not_found")
     if row.revoked_at is None:
         row.revoked_at = utcnow()
-        db.commit()
+        db.flush()
     return row

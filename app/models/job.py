@@ -30,20 +30,30 @@ FINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLE
 # The happy path, in order; failed/cancelled may follow any non-final state.
 PIPELINE = (JobState.QUEUED, JobState.ANNOTATING, JobState.DISTILLING,
             JobState.EVALUATING, JobState.REGISTERING, JobState.SUCCEEDED)
+# Where every attempt of a job starts: the engine fetches its models again, then resumes
+# from the checkpoints of the attempts before it.
+RESTART_STATE = JobState.ANNOTATING
 
 
-def can_transition(current: str, target: str) -> bool:
-    """Say whether a job may move from `current` to `target`."""
+def can_transition(current: str, target: str, *, restart: bool = False) -> bool:
+    """Say whether a job may move from `current` to `target` (app.jobs.lifecycle enforces it).
+
+    Nothing follows a final state; failed and cancelled may follow any other. A job succeeds
+    only from registering (its version is registered first). Otherwise it stays or moves
+    forward along PIPELINE (a resumed run may skip what its checkpoints hold). `restart`
+    marks the first step of an attempt: a re-claimed job goes back to RESTART_STATE,
+    whatever state its last attempt reached.
+    """
     if current in FINAL_STATES:
         return False
     if target in (JobState.FAILED, JobState.CANCELLED):
         return True
-    if current == target:
+    if target == JobState.SUCCEEDED:
+        return current == JobState.REGISTERING
+    if current == target or (restart and target == RESTART_STATE):
         return True
     order = [s.value for s in PIPELINE]
-    # A resumed job re-enters at its checkpoint, so moving forward by any step is allowed,
-    # and a re-claimed job may restart the state it was in; never backwards past queued.
-    return target in order and order.index(target) >= order.index(current)
+    return target in order and current in order and order.index(target) > order.index(current)
 
 
 class Job(Owned, Base):

@@ -11,13 +11,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 
+from app.core.broker import Broker, BrokerDep
 from app.core.config import get_settings
 from app.core.db import ping, session_scope
 from app.core.deps import AdminScope
 from app.models import Job
 from app.ops import artifacts, workers
 from app.ops.metrics import JOBS, REGISTRY
-from worker.celery_app import broker_reachable
 
 router = APIRouter(tags=["ops"])
 
@@ -38,7 +38,7 @@ def _worker_check(fresh_s: float) -> tuple[str, int]:
     return f"error: no worker heartbeat in the last {fresh_s:g} s ({last})", 0
 
 
-def _checks() -> tuple[dict[str, Any], int | None]:
+def _checks(broker: Broker) -> tuple[dict[str, Any], int | None]:
     checks: dict[str, Any] = {}
     live: int | None = None
     try:
@@ -46,7 +46,7 @@ def _checks() -> tuple[dict[str, Any], int | None]:
         checks["database"] = "ok"
     except Exception as exc:
         checks["database"] = f"error: {type(exc).__name__}"
-    checks["broker"] = "ok" if broker_reachable() else "error: unreachable"
+    checks["broker"] = "ok" if broker.reachable() else "error: unreachable"
     store = get_settings().artifacts
     checks["artifacts"] = artifacts.check_writable(store)
     if checks["artifacts"] == "ok" and checks["database"] == "ok":
@@ -66,7 +66,7 @@ def _checks() -> tuple[dict[str, Any], int | None]:
 
 
 @router.get("/readyz", summary="Database, broker, artifact store reachable; a worker alive")
-async def readyz() -> JSONResponse:
+async def readyz(broker: BrokerDep) -> JSONResponse:
     """200 when every check is "ok", else 503; `workers` counts fresh worker heartbeats.
 
     `artifacts` is "ok" when the store is writable and holds the files of the sampled
@@ -74,7 +74,7 @@ async def readyz() -> JSONResponse:
 
     The checks block on I/O (database, broker, disk), so they run in the thread pool.
     """
-    checks, live = await run_in_threadpool(_checks)
+    checks, live = await run_in_threadpool(_checks, broker)
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse({"status": "ready" if ready else "unavailable", "checks": checks,
                          "workers": live}, status_code=200 if ready else 503)

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 
 from app.core.config import get_settings
+from app.core.db import after_commit
 from app.core.deps import AdminScope, ClassifyScope, SessionDep
 from app.core.params import VersionPath
 from app.core.strict_json import StrictJsonRoute
@@ -49,8 +50,8 @@ def get_card(name: NamePath, version: VersionPath, db: SessionDep, _: ClassifySc
 def archive(name: NamePath, version: VersionPath, request: Request, db: SessionDep,
             _: AdminScope) -> Any:
     row = service.set_archived(db=db, name=name, version=version, archived=True)
-    request.app.state.refs.clear()  # /classify must stop resolving to it now
-    request.app.state.pool.evict(row.ref)
+    after_commit(db, request.app.state.refs.clear)  # /classify must stop resolving to it now
+    after_commit(db, request.app.state.pool.evict, row.ref)
     return service.version_detail(row)
 
 
@@ -59,7 +60,7 @@ def archive(name: NamePath, version: VersionPath, request: Request, db: SessionD
 def unarchive(name: NamePath, version: VersionPath, request: Request, db: SessionDep,
               _: AdminScope) -> Any:
     row = service.set_archived(db=db, name=name, version=version, archived=False)
-    request.app.state.refs.clear()
+    after_commit(db, request.app.state.refs.clear)
     return service.version_detail(row)
 
 
@@ -71,9 +72,9 @@ def unarchive(name: NamePath, version: VersionPath, request: Request, db: Sessio
 def delete_version(name: NamePath, version: VersionPath, request: Request, db: SessionDep,
                    _: AdminScope) -> Response:
     row = service.delete_version(db=db, name=name, version=version)
-    request.app.state.refs.clear()  # /classify answers 404 for it from now on
-    request.app.state.pool.evict(row.ref)
-    service.remove_version_files(get_settings().artifacts, row.artifact_path)
+    after_commit(db, request.app.state.refs.clear)  # /classify answers 404 for it from now on
+    after_commit(db, request.app.state.pool.evict, row.ref)
+    after_commit(db, service.remove_version_files, get_settings().artifacts, row.artifact_path)
     return Response(status_code=204)
 
 
@@ -90,5 +91,6 @@ def set_alias(name: NamePath, alias: Annotated[str, Path(max_length=64)], body: 
 
     moved = service.set_alias(db=db, name=name, alias=alias, version=body.version, warm=warm,
                               force=body.force)
-    request.app.state.refs.clear()  # the next request through the alias gets the new version
+    # The next request through the alias gets the new version.
+    after_commit(db, request.app.state.refs.clear)
     return moved

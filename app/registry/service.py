@@ -22,6 +22,7 @@ from app.models.base import MAX_INT, utcnow
 from app.models.job import FINAL_STATES
 from app.models.owned import ADMIN_OWNER
 from app.registry.card import render_card
+from worker.distill.result import RunResult
 
 MODEL_REF = re.compile(r"^(?P<name>[a-z0-9][a-z0-9_.\-]{0,63})"
                        r"(?::(?P<version>\d+)|@(?P<alias>[A-Za-z0-9_.\-]{1,64}))?$")
@@ -31,10 +32,11 @@ SERVING_ONLY = (defer(ModelVersion.metrics), defer(ModelVersion.lineage),
                 defer(ModelVersion.card))
 
 
-def register_version(*, db: Session, job_id: str, name: str, result: Any,
+def register_version(*, db: Session, job_id: str, name: str, result: RunResult,
                      artifacts_root: Path, submitted: tuple[str, datetime] | None = None
                      ) -> int:
-    """Record a finished student as the next version of `name`; idempotent per job.
+    """Record a finished student (what `engine.run` returned) as the next version of `name`;
+    return its number. Idempotent per job.
 
     Numbers come from one atomic step in both databases (`_next_number`), taken under the
     model's row lock, so parallel registrations get 1, 2, 3 ... with no gap and no
@@ -67,7 +69,7 @@ def register_version(*, db: Session, job_id: str, name: str, result: Any,
         files=result.files, base_model=result.base_model,
         labels=[lab["name"] for lab in task["labels"]], multi_label=bool(task["multi_label"]),
         metrics=result.metrics, lineage={**result.lineage, "job_id": job_id},
-        warnings=list(getattr(result, "warnings", None) or []))
+        warnings=list(result.warnings))
     version.card = render_card(name, number, version.metrics, version.lineage, version.warnings)
     db.add(version)
     db.flush()
@@ -243,7 +245,7 @@ def set_alias(*, db: Session, name: str, alias: str, version: int,
         db.add(ModelAlias(model_name=name, alias=alias, version=version))
     else:
         current.version = version
-    db.commit()
+    db.flush()
     return {"name": name, "alias": alias, "version": version}
 
 
@@ -259,7 +261,7 @@ def set_archived(*, db: Session, name: str, version: int, archived: bool) -> Mod
     if archived:
         _refuse_aliased(db, row)
     row.archived = archived
-    db.commit()
+    db.flush()
     return row
 
 
@@ -283,7 +285,7 @@ def delete_version(*, db: Session, name: str, version: int) -> ModelVersion:
                        code="version_not_archived")
     _refuse_aliased(db, row)
     db.delete(row)
-    db.commit()
+    db.flush()
     return row
 
 

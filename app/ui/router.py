@@ -28,7 +28,7 @@ from app.core.params import OffsetQuery, VersionQuery
 from app.jobs.schemas import NAME_PATTERN
 from app.registry.service import list_models
 from app.ui import views
-from tailor_cli.metrics import fmt
+from tailor_common.metrics import fmt
 
 HERE = Path(__file__).parent
 STATIC = {"tailor.css": "text/css", "tailor.js": "text/javascript"}

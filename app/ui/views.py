@@ -18,7 +18,7 @@ from app.models import FINAL_STATES, JobEvent
 from app.models.base import utcnow
 from app.registry import service as registry
 from app.ui import charts
-from tailor_cli.metrics import comparison, eval_report
+from tailor_common.metrics import comparison, eval_report
 
 SIDES = ("teacher", "student")
 SHOWN_ELSEWHERE = {"teacher", "student", "prompts", "phases"}

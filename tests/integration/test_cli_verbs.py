@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tailor_cli.metrics import fmt
+from tailor_common.metrics import fmt
 from tests.fixtures.tiny import CALM_TEXTS, CRISIS_TEXTS, corpus
 from tests.fixtures.versions import register_tiny
 from tests.support import Stack, embedded_home, job_body, make_env

@@ -93,6 +93,7 @@ def test_an_alias_never_ends_on_an_archived_version(pg_url, tmp_path):
                     set_alias(db=db, name="crisis", alias="production", version=i % 4)
                 else:
                     set_archived(db=db, name="crisis", version=2, archived=True)
+                db.commit()
             except Conflict as exc:
                 refused.append(exc.code)
 

@@ -186,6 +186,7 @@ def test_an_alias_never_ends_on_an_archived_version(db_url, tmp_path):
                 set_alias(db=db, name="crisis", alias=alias, version=1)
             for v in (2, 3, 4):
                 set_archived(db=db, name="crisis", version=v, archived=False)
+            db.commit()
 
     def op(db: Session, i: int, r: int) -> str:
         if i in (0, 3):  # two archivers, two alias moves, all onto the same version
@@ -266,6 +267,7 @@ def test_a_key_revoked_twice_at_once_keeps_one_time(db_url):
     with sessions() as db:
         ids = [create_key(db=db, name=f"k{r}", scopes=["classify"], created_by=None)[0].id
                for r in range(ROUNDS)]
+        db.commit()
 
     def op(db: Session, i: int, r: int) -> str:
         return revoke_key(db=db, key_id=ids[r]).revoked_at.isoformat()

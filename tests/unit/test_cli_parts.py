@@ -7,8 +7,8 @@ import pytest
 from tailor_cli.classify import read_texts
 from tailor_cli.client import CliError, Connection, parse_sse
 from tailor_cli.jobs import apply_flags
-from tailor_cli.metrics import comparison, fmt
 from tailor_cli.models import split_ref
+from tailor_common.metrics import comparison, fmt
 
 
 def test_sse_parser_reads_ids_names_and_skips_keep_alives():

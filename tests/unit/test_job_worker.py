@@ -31,6 +31,9 @@ def test_the_job_shows_its_worker_while_running_and_after_it_ends(client):
         assert claimed.data["worker"] == "tailor-41@box"
 
     with session_scope() as db:
+        for state in (JobState.ANNOTATING, JobState.REGISTERING):  # a job succeeds registered
+            lifecycle.advance(db, job_id, "box:41:abc123", state=state, phase=None,
+                              progress=0.9, restart=state == JobState.ANNOTATING)
         assert lifecycle.finish(db, job_id, "box:41:abc123", state=JobState.SUCCEEDED)
     done = client.get(f"/jobs/{job_id}").json()
     assert done["state"] == "succeeded"

@@ -14,7 +14,7 @@ import os
 import platform
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,9 @@ from worker.distill.evaluate import LATENCY_BATCH, evaluate_run
 from worker.distill.labelers import EmbeddingLabeler
 from worker.distill.progress import RateMeter
 from worker.distill.prompts import default_prompts
+from worker.distill.result import RunResult
 from worker.distill.sources import ResolvedModel, SourcePolicy, check_uri, resolve
+from worker.distill.stages import Stage
 from worker.distill.strategies import get_strategy
 from worker.distill.strategy_base import Annotation, Context, Strategy
 from worker.distill.teachers import Teacher, pick_device
@@ -48,8 +50,9 @@ from worker.distill.warnings import run_warnings
 
 log = logging.getLogger(__name__)
 CODE_VERSION = "0.1.0"
-# Share of the overall progress bar each state takes (annotation dominates on CPU).
-PROGRESS = {"annotating": (0.0, 0.6), "distilling": (0.6, 0.9), "evaluating": (0.9, 0.97)}
+# Share of the overall progress bar each stage takes (annotation dominates on CPU).
+PROGRESS = {Stage.ANNOTATING: (0.0, 0.6), Stage.DISTILLING: (0.6, 0.9),
+            Stage.EVALUATING: (0.9, 0.97)}
 
 ProgressFn = Callable[..., None]
 
@@ -82,26 +85,6 @@ class DistillData:
     eval_labels: Sequence[str | list[str]] = ()
 
 
-@dataclass
-class RunResult:
-    """What a finished run leaves: the student's files, figures, lineage and warnings.
-
-    Args:
-        warnings: `[{"code", "message"}]` for results that should not be trusted as they
-            stand (worker/distill/warnings.py); empty when nothing looked degenerate.
-    """
-
-    student_dir: Path
-    files: dict[str, str]
-    metrics: dict[str, Any]
-    lineage: dict[str, Any]
-    base_model: str
-    trainable_params: int = 0
-    total_params: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
-    warnings: list[dict[str, str]] = field(default_factory=list)
-
-
 def split(n: int, holdout_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     perm = np.random.default_rng(seed).permutation(n)
     k = max(1, int(round(n * holdout_fraction)))
@@ -115,7 +98,7 @@ def _digest(*parts: Any) -> str:
 class Reporter:
     """Maps per-state fractions onto one overall progress and forwards to the callback.
 
-    The callback gets `(state, phase, overall 0..1, metrics | None, detail | None)`;
+    The callback gets `(stage: Stage, phase, overall 0..1, metrics | None, detail | None)`;
     `detail` is the current stage's ProgressDetail as a dict (done of total texts or steps,
     rate, ETA) while a counted stage runs in `state`, None otherwise.
     """
@@ -123,14 +106,15 @@ class Reporter:
     def __init__(self, callback: ProgressFn | None) -> None:
         self.callback = callback
         self._last = 0.0
-        self.state, self.phase, self.fraction = "annotating", "start", 0.0
+        self.state, self.phase, self.fraction = Stage.ANNOTATING, "start", 0.0
         self._meter: RateMeter | None = None
         self.detail: dict[str, Any] | None = None
 
-    def __call__(self, state: str, phase: str, fraction: float,
+    def __call__(self, state: Stage, phase: str, fraction: float,
                  metrics: dict[str, Any] | None = None,
                  count: tuple[str, int, int, str] | None = None) -> None:
         """`count` = (stage, done, total, unit) when the call moves a counted stage."""
+        state = Stage(state)
         if state != self.state:
             self._meter, self.detail = None, None
         if count is not None:
@@ -171,7 +155,7 @@ def run(cfg: EngineConfig, data: DistillData, *, workdir: Path, cache_dir: Path,
     eval_texts = [t.strip() or t for t in data.eval_texts]
     torch_device = pick_device(device)
 
-    report("annotating", "fetch", 0.0)
+    report(Stage.ANNOTATING, "fetch", 0.0)
     if sources is not None:
         for uri in (teacher_uri, student_uri):
             check_uri(uri)
@@ -181,7 +165,7 @@ def run(cfg: EngineConfig, data: DistillData, *, workdir: Path, cache_dir: Path,
     student_src = resolve(student_uri, cache_dir / "models", policy=sources,
                           index_url=index_url)
     _check_models(cfg, teacher_src, student_src, teachers.is_black_box(teacher_uri))
-    report("annotating", "fetch", 0.02)
+    report(Stage.ANNOTATING, "fetch", 0.02)
     key = _digest(cfg.to_dict(), teacher_src.sha256, student_src.sha256, corpus, eval_texts)
     texts = corpus + eval_texts
     calls = [0]
@@ -189,8 +173,8 @@ def run(cfg: EngineConfig, data: DistillData, *, workdir: Path, cache_dir: Path,
 
     def on_texts(n: int) -> None:
         calls[0] += n
-        if report.state == "annotating":
-            report("annotating", "annotate", 0.05 + 0.9 * min(1.0, calls[0] / expected),
+        if report.state == Stage.ANNOTATING:
+            report(Stage.ANNOTATING, "annotate", 0.05 + 0.9 * min(1.0, calls[0] / expected),
                    count=("annotate", calls[0], expected, "texts"))
         else:  # the teacher answering during distillation (refine re-asks disagreements)
             report(report.state, report.phase, report.fraction)
@@ -198,8 +182,8 @@ def run(cfg: EngineConfig, data: DistillData, *, workdir: Path, cache_dir: Path,
     timing: dict[str, float] = {}
 
     def load_teacher() -> Teacher:
-        if report.state == "annotating":
-            report("annotating", "load-teacher", 0.03)
+        if report.state == Stage.ANNOTATING:
+            report(Stage.ANNOTATING, "load-teacher", 0.03)
         else:
             report(report.state, f"{report.phase}: load-teacher", report.fraction)
         started = time.perf_counter()
@@ -223,7 +207,7 @@ def run(cfg: EngineConfig, data: DistillData, *, workdir: Path, cache_dir: Path,
     finally:
         ctx.release()
         cache.close()
-    report("evaluating", "evaluate", 0.0)
+    report(Stage.EVALUATING, "evaluate", 0.0)
     metrics = evaluate_run(cfg, student, tokenizer, ann, corpus, eval_texts,
                            list(data.eval_labels), hold_idx, torch_device, train_meta)
     metrics["teacher"].update(ann_meta["teacher"])
@@ -238,7 +222,7 @@ def run(cfg: EngineConfig, data: DistillData, *, workdir: Path, cache_dir: Path,
     warnings = [w.to_dict() for w in run_warnings(metrics, multi_label=cfg.task.multi_label)]
     for w in warnings:
         log.warning("run warning %s: %s", w["code"], w["message"])
-    report("evaluating", "evaluate", 1.0, {"student": metrics["student"], "warnings": warnings})
+    report(Stage.EVALUATING, "evaluate", 1.0, {"student": metrics["student"], "warnings": warnings})
     lineage = {
         "teacher": {"uri": teacher_uri, "sha256": teacher_src.sha256,
                     "id": ann_meta["teacher_id"]},
@@ -293,7 +277,7 @@ def _annotation_phase(cfg: EngineConfig, strategy: Strategy, ctx: Context, corpu
         if meta.get("key") == key:
             arrays = load_arrays(str(ckpt_arrays))
             extra = {k[6:]: v for k, v in arrays.items() if k.startswith("extra.")}
-            report("annotating", "resume", 1.0)
+            report(Stage.ANNOTATING, "resume", 1.0)
             return Annotation(arrays["probs"], arrays.get("hidden"), meta["record"], extra), meta
     ann = strategy.annotate(ctx, texts, len(corpus))
     probe_prompt = default_prompts(cfg.task)[0]
@@ -314,5 +298,5 @@ def _annotation_phase(cfg: EngineConfig, strategy: Strategy, ctx: Context, corpu
     save_arrays(arrays, str(ckpt_arrays) + ".tmp")
     os.replace(str(ckpt_arrays) + ".tmp", ckpt_arrays)
     atomic_json(ckpt_meta, meta)  # written last: its presence marks the phase complete
-    report("annotating", "annotate", 1.0)
+    report(Stage.ANNOTATING, "annotate", 1.0)
     return ann, meta

@@ -40,6 +40,7 @@ from worker.distill.self_training import (
     student_annotators,
 )
 from worker.distill.sources import ResolvedModel
+from worker.distill.stages import Stage
 from worker.distill.strategy_base import Annotation, Context, Strategy
 from worker.distill.student import (
     Student,
@@ -109,7 +110,7 @@ def distill(cfg: EngineConfig, strategy: Strategy, ctx: Context, ann: Annotation
     if meta_path.exists() and out_dir.exists():
         meta = json.loads(meta_path.read_text())
         if meta.get("key") == key:
-            report("distilling", "resume", 1.0)
+            report(Stage.DISTILLING, "resume", 1.0)
             student, tokenizer = reload_student(cfg, base, out_dir, meta["files"], device)
             return student, tokenizer, meta
     d, multi = cfg.distillation, cfg.task.multi_label
@@ -130,11 +131,11 @@ def distill(cfg: EngineConfig, strategy: Strategy, ctx: Context, ann: Annotation
             targets, meta = resumed
             logs[phase.name] = meta["log"]
             done += phase.steps(d.batch_size)
-            report("distilling", f"{phase.name} (resumed)", done / total)
+            report(Stage.DISTILLING, f"{phase.name} (resumed)", done / total)
             continue
         extra: dict[str, Any] = {}
         if phase.refine:
-            report("distilling", phase.name, done / total)
+            report(Stage.DISTILLING, phase.name, done / total)
             probs = probabilities(predict_logits(student, enc, train_idx, d.batch_size, device),
                                   1.0, multi)
             ann_now = replace(ann, probs=targets)
@@ -144,7 +145,7 @@ def distill(cfg: EngineConfig, strategy: Strategy, ctx: Context, ann: Annotation
         base_done = done
 
         def on_step(name: str, step: int, steps: int, loss: float, _base: int = base_done) -> None:
-            report("distilling", name, (_base + step) / total,
+            report(Stage.DISTILLING, name, (_base + step) / total,
                    {"loss": round(loss, 5), "phase_progress": round(step / max(1, steps), 4)}
                    if step % 10 == 0 or step == steps else None,
                    count=("distill", _base + step, total, "steps"))
@@ -190,7 +191,7 @@ def distill(cfg: EngineConfig, strategy: Strategy, ctx: Context, ann: Annotation
             "trainable_params": student.trainable_parameters() - projector,
             "total_params": student.total_parameters() - projector}
     atomic_json(meta_path, meta)
-    report("distilling", phases[-1].name, 1.0)
+    report(Stage.DISTILLING, phases[-1].name, 1.0)
     return student, tokenizer, meta
 
 
@@ -227,7 +228,7 @@ def self_train(cfg: EngineConfig, groups: Groups, student: Student, enc: Encoded
                 break
             mine, score = as_annotator(targets)
             continue
-        report("distilling", f"self-train {r}", 1.0)
+        report(Stage.DISTILLING, f"self-train {r}", 1.0)
         new_targets, skills = refreshed_targets(groups, mine, ref, d.seed)
         moved = changed(targets, new_targets, multi)
         entry: dict[str, Any] = {"round": r, "changed": round(moved, 4), "judge": skills}
