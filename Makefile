@@ -18,7 +18,7 @@ serve: setup
 	.venv/bin/python -m app.serve
 
 lint: setup
-	.venv/bin/ruff check app worker tests scripts bench tailor_cli
+	.venv/bin/ruff check app worker tests scripts bench tailor_cli tailor tailor_common
 	.venv/bin/mypy
 
 # Re-prove the reliability matrix on real processes and rewrite bench/results/reliability.md

@@ -192,8 +192,7 @@ def run(cfg: EngineConfig, data: DistillData, *, workdir: Path, cache_dir: Path,
         return teacher
 
     cache = TeacherCache(cache_dir / "teacher.sqlite")
-    # OpenAITeacher stands in for HFTeacher by duck typing (no shared Teacher type yet).
-    ctx = Context(cfg=cfg, load_teacher=load_teacher,  # type: ignore[arg-type]
+    ctx = Context(cfg=cfg, load_teacher=load_teacher,
                   cache=cache, on_texts=on_texts,
                   load_embedder=lambda: EmbeddingLabeler(student_src, torch_device))
     try:
