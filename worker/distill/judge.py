@@ -38,9 +38,11 @@ from scipy.optimize import linear_sum_assignment
 from scipy.stats import spearmanr
 from sklearn.mixture import GaussianMixture
 
-from worker.distill.config import LABEL_MODELS
 from worker.distill.label_model import dawid_skene, normalize
 
+# The label models `fit` knows: the registry that a job spec's `teacher.label_model` names
+# (besides "auto", the choice among them).
+LABEL_MODELS = ("gaussian", "weighted", "dawid_skene")
 EPS = 1e-9
 PRIOR_ROUNDS = 3  # prior estimate -> thresholds -> label model -> prior estimate ...
 MIN_PRIOR = 0.02  # no class is estimated rarer than this (a mixture may empty a component)

@@ -65,3 +65,7 @@ class EmbeddingLabeler:
         z -= z.max(1, keepdims=True)
         p = np.exp(z)
         return p / p.sum(1, keepdims=True)
+
+
+# The extra labelers by name: the names a job spec's `teacher.extra_labelers` may list.
+LABELERS: dict[str, type[EmbeddingLabeler]] = {EmbeddingLabeler.name: EmbeddingLabeler}
