@@ -149,6 +149,10 @@ def test_the_stored_spec_is_complete_and_filled_as_complete_spec_fills_it(client
     assert spec["teacher"]["demo_chars"] == 300 and spec["distillation"]["align_weight"] == 0.5
     assert load_config(spec).to_dict() == {k: spec[k] for k in
                                            ("task", "teacher", "student", "distillation")}
+    # A stored spec is a valid request as it stands (the dashboard's "clone" sends it back).
+    again = client.post("/jobs", json=spec)
+    assert again.status_code == 202, again.text
+    assert again.json()["spec"] == spec
 
 
 @pytest.mark.parametrize("over, field", [
