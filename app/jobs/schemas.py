@@ -55,7 +55,7 @@ def engine_model(cls: type, path: str, names: dict[str, tuple[str, ...]]) -> typ
         kwargs = {k: meta[k] for k in BOUND_KEYS if k in meta}
         if where in names:
             choice = Literal[names[where]]  # type: ignore[valid-type]
-            tp = list[choice] if typing.get_origin(tp) is list else choice  # type: ignore[valid-type]
+            tp = list[choice] if typing.get_origin(tp) is list else choice
         elif dataclasses.is_dataclass(tp):
             tp = engine_model(typing.cast(type, tp), where, names)
         elif typing.get_origin(tp) is list and dataclasses.is_dataclass(typing.get_args(tp)[0]):

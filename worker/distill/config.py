@@ -15,7 +15,6 @@ takes them as they are.
 
 from __future__ import annotations
 
-import functools
 import types
 import typing
 import unicodedata
@@ -94,10 +93,14 @@ def _out_of_bounds(value: Any, meta: typing.Mapping[str, Any]) -> bool:
             or ("gt" in meta and value <= meta["gt"]) or ("lt" in meta and value >= meta["lt"]))
 
 
-@functools.cache
+_FIELD_TYPES: dict[type, dict[str, Any]] = {}
+
+
 def field_types(cls: type) -> dict[str, Any]:
     """A config dataclass's resolved field types (its annotations are strings)."""
-    return typing.get_type_hints(cls)
+    if cls not in _FIELD_TYPES:
+        _FIELD_TYPES[cls] = typing.get_type_hints(cls)
+    return _FIELD_TYPES[cls]
 
 
 def _bounds_text(meta: typing.Mapping[str, Any]) -> str:

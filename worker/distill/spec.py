@@ -95,7 +95,8 @@ def _filled(cls: type, data: Any) -> Any:
             out[f.name] = copy.deepcopy(f.default)
         elif f.default_factory is not MISSING:
             value = f.default_factory()
-            out[f.name] = asdict(value) if is_dataclass(value) else value
+            out[f.name] = (asdict(value) if is_dataclass(value) and not isinstance(value, type)
+                           else value)
     return out
 
 
