@@ -40,6 +40,7 @@ from app.core.config import DEFAULT_STUDENT, DEFAULT_TEACHER  # noqa: E402
 from scripts.fetch_assets import fetch_corpus  # noqa: E402
 from worker.distill.config import EngineConfig  # noqa: E402
 from worker.distill.engine import DistillData, run  # noqa: E402
+from worker.distill.spec import complete_spec, load_config  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 WORK = ROOT / "var" / "bench"
@@ -155,6 +156,13 @@ def finished_run(task: str, row: str, seed: int, n_corpus: int, n_eval: int
     return record if same else None
 
 
+def config(spec: dict[str, Any]) -> EngineConfig:
+    """The engine's config for `spec`, completed as a submission completes it (the service's
+    default models)."""
+    return load_config(complete_spec(spec, teacher_model=DEFAULT_TEACHER,
+                                     student_model=DEFAULT_STUDENT))
+
+
 def run_one(task: str, row: str, seed: int, data: DistillData, epochs: int,
             corpus_gold: list[str], ood: dict[str, tuple[list[str], list[str]]]
             ) -> dict[str, Any]:
@@ -174,9 +182,9 @@ def run_one(task: str, row: str, seed: int, data: DistillData, epochs: int,
                                 "distillation": {"seed": seed, "epochs": epochs}}
         for part, values in STUDENT_ROWS[row].items():
             spec.setdefault(part, {}).update(values)
-        cfg = EngineConfig.from_dict(spec)
+        cfg = config(spec)
         result = run(cfg, data, workdir=WORK / "work" / task / row / str(seed),
-                     cache_dir=CACHE, defaults=(DEFAULT_TEACHER, DEFAULT_STUDENT))
+                     cache_dir=CACHE)
         metrics = result.metrics
         student = _reload(cfg, result.student_dir, result.files)
     record = {"task": task, "row": row, "seed": seed, "metrics": metrics,
@@ -209,7 +217,7 @@ def _reload(cfg: EngineConfig, student_dir: Path, files: dict[str, str]) -> Any:
     from worker.distill.sources import resolve
     from worker.distill.trainer import reload_student
 
-    base = resolve(cfg.student.model or DEFAULT_STUDENT, CACHE / "models")
+    base = resolve(str(cfg.student.model), CACHE / "models")
     student, tokenizer = reload_student(cfg, base, student_dir, files, torch_cpu())
     meta = json.loads((student_dir / "student.json").read_text())
     return student, tokenizer, cfg, meta["temperature"]
@@ -246,8 +254,7 @@ def run_supervised(task: str, seed: int, data: DistillData, corpus_gold: list[st
     from worker.distill.strategy_base import Annotation, Context
     from worker.distill.trainer import distill
 
-    cfg = EngineConfig.from_dict({"task": TASKS[task],
-                                  "distillation": {"seed": seed, "epochs": epochs}})
+    cfg = config({"task": TASKS[task], "distillation": {"seed": seed, "epochs": epochs}})
     names = cfg.task.label_names
     corpus = list(data.corpus)
     k = len(names)
@@ -265,7 +272,7 @@ def run_supervised(task: str, seed: int, data: DistillData, corpus_gold: list[st
     from worker.distill.engine import split
 
     train_idx, hold_idx = split(len(corpus), cfg.distillation.holdout_fraction, seed)
-    base = resolve(DEFAULT_STUDENT, CACHE / "models")
+    base = resolve(str(cfg.student.model), CACHE / "models")
     ctx = Context(cfg=cfg, load_teacher=_no_teacher, cache=None, on_texts=lambda n: None)
     workdir = WORK / "work" / task / "supervised" / str(seed)
     workdir.mkdir(parents=True, exist_ok=True)

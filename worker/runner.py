@@ -147,7 +147,6 @@ def run_job(job_id: str, node: str | None = None) -> str:
         data = DistillData(texts.corpus, texts.eval_texts, texts.eval_labels)
         result = run(cfg, data, workdir=workdir, cache_dir=settings.cache,
                      progress=progress, device=settings.device,
-                     defaults=(settings.default_teacher, settings.default_student),
                      sources=settings.source_policy, index_url=settings.pypi_index_url)
         progress(JobState.REGISTERING, "register", 0.98)
         with session_scope() as db:  # the version and the final state in one transaction

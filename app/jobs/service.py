@@ -26,16 +26,17 @@ from app.registry.service import refuse_taken_name
 from app.webhooks.targets import TargetRefused
 from worker.distill.config import ConfigError, EngineConfig
 from worker.distill.sources import ModelSourceError, check_available, check_uri
+from worker.distill.spec import complete_spec, load_config
 
 log = logging.getLogger(__name__)
 
 
 def normalized_spec(payload: JobCreate) -> dict[str, Any]:
-    """The request with every default filled in: what the worker runs and lineage records."""
+    """The request with every default filled in, once (the same `complete_spec` the
+    benchmarks use): what the worker runs and lineage records."""
     settings = get_settings()
-    spec = payload.model_dump()
-    spec["teacher"]["model"] = spec["teacher"]["model"] or settings.default_teacher
-    spec["student"]["model"] = spec["student"]["model"] or settings.default_student
+    spec = complete_spec(payload.model_dump(), teacher_model=settings.default_teacher,
+                         student_model=settings.default_student)
     if spec.get("notify") is None:  # absent, not null: specs without webhooks read as before
         spec.pop("notify", None)
     return spec
@@ -43,8 +44,7 @@ def normalized_spec(payload: JobCreate) -> dict[str, Any]:
 
 def engine_config(spec: dict[str, Any]) -> EngineConfig:
     """Build the engine's config from a stored spec (raises ConfigError naming a field)."""
-    return EngineConfig.from_dict({k: spec[k] for k in
-                                   ("task", "teacher", "student", "distillation")})
+    return load_config(spec)
 
 
 def check_model_sources(spec: dict[str, Any]) -> None:

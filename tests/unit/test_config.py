@@ -1,6 +1,7 @@
 import pytest
 
 from worker.distill.config import ConfigError, EngineConfig, TaskConfig, TeacherConfig
+from worker.distill.spec import load_config
 
 TWO = [{"name": "crisis"}, {"name": "calm"}]
 
@@ -24,8 +25,9 @@ def test_prompt_without_text_placeholder_is_refused():
 
 
 def test_unknown_strategy_and_keys_are_refused():
+    # Strategy names live in their registry: a spec is checked against it when loaded.
     with pytest.raises(ConfigError, match="distillation.strategy"):
-        EngineConfig.from_dict({"task": {"labels": TWO}, "distillation": {"strategy": "magic"}})
+        load_config({"task": {"labels": TWO}, "distillation": {"strategy": "magic"}})
     with pytest.raises(ConfigError):
         EngineConfig.from_dict({"task": {"labels": TWO}, "student": {"colour": "red"}})
 

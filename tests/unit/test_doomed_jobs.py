@@ -16,6 +16,7 @@ from app.models import Job
 from tests.integration.report import record_input
 from worker.distill.config import EngineConfig
 from worker.distill.engine import DistillData, EngineError, run
+from worker.distill.spec import complete_spec, load_config
 
 pytestmark = pytest.mark.reliability
 
@@ -265,10 +266,11 @@ def test_engine_checks_models_before_any_teacher_work(tmp_path, tiny_models):
             progress=lambda state, phase, *_: steps.append(phase))
     assert err.value.code == "verbalizer_collision"
     assert "annotate" not in steps and "load-teacher" not in steps
-    cfg = EngineConfig.from_dict({"task": {"labels": [{"name": "crisis"}, {"name": "calm"}]}})
+    cfg = load_config(complete_spec({"task": {"labels": [{"name": "crisis"}, {"name": "calm"}]}},
+                                    teacher_model=tiny_models[0], student_model=tiny_models[1]))
     with pytest.raises(EngineError) as err:
         run(cfg, DistillData(CORPUS, ["x"], [[]]), workdir=tmp_path / "w2",
-            cache_dir=tmp_path / "c", defaults=tiny_models)
+            cache_dir=tmp_path / "c")
     assert err.value.code == "eval_label_invalid"
     record_input(WORDS, ["engine first step (model not on disk at submission)"],
                  ["flood / flood_over"], ["verbalizer_collision before any teacher work"])

@@ -22,21 +22,16 @@ from worker.distill import decisions
 from worker.distill import judge as jd
 from worker.distill import label_model as lm
 from worker.distill.annotate import annotate_each
-from worker.distill.config import EngineConfig
+from worker.distill.config import EngineConfig, TeacherConfig
 from worker.distill.phases import Phase
 from worker.distill.prompts import Prompt, few_shot, prompt_pool
 from worker.distill.strategy_base import Annotation, Context
 from worker.distill.teachers import TeacherError
 
-SKILL_FLOOR = 0.02  # a prompt scoring this little on the probe is noise
-BOOTSTRAP_ROUNDS = 50  # resamples of the probe behind each prompt score's spread
-NO_SIGNAL = 0.02  # default teacher.min_skill: best skill above chance (+2 spreads) to go on
-NO_SIGNAL_TEXTS = 100  # corpus size from which that verdict is trusted
+# Settings with a reason live in the config (worker/distill/config.py: teacher.probe_size,
+# prompt_min_skill, bootstrap_rounds, min_skill, min_skill_texts, reprompt_mix, demo_share,
+# demo_chars; distillation.align_weight, min_text_weight, replay_ratio). This is a fact:
 MIN_DS_ANNOTATORS = 3  # Dawid-Skene is not identifiable with fewer annotators
-FEW_SHOT_MIX = 0.5  # a re-asked text's label: half the ensemble, half the few-shot answer
-CONFIDENT_SHARE = 0.5  # demonstrations come from the most confident half of the corpus
-DEMO_CHARS = 300  # long demonstrations slow the teacher and rarely help
-REPLAY_RATIO = 1.0  # refine trains on disagreements plus as many random texts
 
 
 @dataclass
@@ -103,9 +98,8 @@ class Adaptive:
                     continue
                 # The few-shot answer improves the teacher's own answer on those texts; the
                 # judge then combines it with the other annotators as before.
-                first = res.annotators[0]
-                first.probs[chosen] = ((1 - FEW_SHOT_MIX) * first.probs[chosen]
-                                       + FEW_SHOT_MIX * fresh)
+                first, mix = res.annotators[0], cfg.teacher.reprompt_mix
+                first.probs[chosen] = (1 - mix) * first.probs[chosen] + mix * fresh
                 res.probs = jd.fit(res.label_model, res.annotators, ref,
                                    cfg.distillation.seed).posterior
                 reprompted[chosen] = True
@@ -162,9 +156,9 @@ class Adaptive:
                                 "weight": 0.0, "skipped": exc.message})
         k = judged[0].probe_probs.shape[1]
         ranking = self._rank_prompts(judged, [p[probe] for _, p in extras], k,
-                                     cfg.distillation.seed)
+                                     cfg.distillation.seed, cfg.teacher.bootstrap_rounds)
         judged.sort(key=lambda j: -j.skill)
-        useful = [j for j in judged if j.skill > SKILL_FLOOR]
+        useful = [j for j in judged if j.skill > cfg.teacher.prompt_min_skill]
         kept = useful[: cfg.teacher.max_prompts] or judged[:1]
         annotators, hidden = [], None
         for i, j in enumerate(kept):
@@ -182,7 +176,7 @@ class Adaptive:
         spread = jd.bootstrap_skill(chosen.model, annotators, ref,
                                     seed=cfg.distillation.seed)
         self._check_signal(judged, annotators, chosen, spread, ranking, k, n_corpus,
-                           cfg.teacher.min_skill)
+                           cfg.teacher.min_skill, cfg.teacher.min_skill_texts)
         weights = np.clip(chosen.skill - 1.0 / k, 0.0, None)
         weights = weights / weights.sum() if weights.sum() > 0 else weights
         matched = [jd.match_prior(a.probs, chosen.prior, ref) for a in annotators]
@@ -233,19 +227,20 @@ class Adaptive:
     @staticmethod
     def _check_signal(judged: list[Judged], annotators: list[jd.Annotator],
                       chosen: jd.Judgement, spread: np.ndarray, ranking: dict[str, Any],
-                      k: int, n_corpus: int, min_skill: float = NO_SIGNAL) -> None:
+                      k: int, n_corpus: int, min_skill: float = TeacherConfig.min_skill,
+                      min_texts: int = TeacherConfig.min_skill_texts) -> None:
         """End the job when no annotator is clearly above chance: a student trained on such
         labels would be near random, and registering it would hide that.
 
         Raises:
             JudgeError: `annotators_at_chance`, when the corpus is large enough to tell
-                (NO_SIGNAL_TEXTS) and even the best annotator's estimate plus two bootstrap
-                spreads is within `min_skill` (teacher.min_skill) of chance. With
-                independent sources the estimate
+                (`min_texts`, teacher.min_skill_texts) and even the best annotator's
+                estimate plus two bootstrap spreads is within `min_skill`
+                (teacher.min_skill) of chance. With independent sources the estimate
                 is each annotator's balanced accuracy against the others; with one source,
                 the prompts' Dawid-Skene estimate on the probe.
         """
-        if n_corpus < NO_SIGNAL_TEXTS or min_skill <= 0:
+        if n_corpus < min_texts or min_skill <= 0:
             return  # too few texts to tell (the run's warnings say so), or switched off
         if len({a.source for a in annotators}) >= 2:
             upper = chosen.skill - 1.0 / k + 2 * spread
@@ -268,7 +263,8 @@ class Adaptive:
 
     @staticmethod
     def _rank_prompts(judged: list[Judged], extras: list[np.ndarray], k: int,
-                      seed: int) -> dict[str, Any]:
+                      seed: int, rounds: int = TeacherConfig.bootstrap_rounds
+                      ) -> dict[str, Any]:
         """Score every candidate prompt on the probe (sets `Judged.skill`).
 
         With an independent labeler (the embedding labeler), a prompt's score is its rank
@@ -276,11 +272,11 @@ class Adaptive:
         the agreement grows with the prompt's own separation of the classes, and prompts of
         one teacher cannot vouch for each other. Without one, a Dawid-Skene model over the
         prompts' votes estimates each one's balanced accuracy above chance.
-        Returns {"by": how, "spread": {prompt name: std over bootstrap resamples}}.
+        Returns {"by": how, "spread": {prompt name: std over `rounds` bootstrap resamples}}.
         """
         rng = np.random.default_rng(seed)
         n = len(judged[0].probe_probs)
-        draws = [rng.integers(0, n, n) for _ in range(BOOTSTRAP_ROUNDS)]
+        draws = [rng.integers(0, n, n) for _ in range(rounds)]
         if extras:
             other = lm.normalize(np.mean(extras, axis=0))
             every = np.arange(n)
@@ -334,7 +330,7 @@ class Adaptive:
         t = ctx.cfg.teacher
         k = probs.shape[1]
         conf = probs[:n_corpus].max(1)
-        pool = np.where(conf >= np.quantile(conf, 1 - CONFIDENT_SHARE))[0]
+        pool = np.where(conf >= np.quantile(conf, 1 - t.demo_share))[0]
         pool = np.setdiff1d(pool, chosen)
         pool_label = probs[pool].argmax(1)
         per_class = max(1, -(-t.demos // k))
@@ -347,7 +343,7 @@ class Adaptive:
                 best = members[np.argsort(-sims[row, members])][:per_class]
                 demos += [(float(sims[row, m]), m) for m in best]
             demos = sorted(demos)[-t.demos:]  # most similar last, next to the question
-            shots = [(texts[pool[m]][:DEMO_CHARS], int(pool_label[m])) for _, m in demos]
+            shots = [(texts[pool[m]][:t.demo_chars], int(pool_label[m])) for _, m in demos]
             prompts.append(few_shot(prompt, shots))
         lp = annotate_each(ctx.teacher, prompts, [texts[i] for i in chosen], cache=ctx.cache,
                            batch_size=max(1, t.batch_size // 2),
@@ -365,13 +361,13 @@ class Adaptive:
         d, multi = cfg.distillation, cfg.task.multi_label
         loss = "soft_bce" if multi else "soft_ce"
         conf = confidence(ann.probs, multi)
-        weights = 0.1 + 0.9 * conf  # never zero: an unsure label still says something
+        weights = d.min_text_weight + (1 - d.min_text_weight) * conf
         rep, rep_why = self._decide_representations(cfg, ann, train_idx, conf)
         easy_on, easy_why = self._decide_progressive(cfg, ann, train_idx, conf)
         ann.record["decisions"] = {
             "representations": {"setting": d.representations, "used": rep, **rep_why},
             "progressive": {"setting": d.progressive, "used": easy_on, **easy_why}}
-        align = 0.5 if rep else 0.0
+        align = d.align_weight if rep else 0.0
         full = Phase("full", train_idx, d.epochs, loss, (d.temperature, 1.0), weights,
                      align_weight=align, align_loss=d.align_loss)
         if not easy_on:
@@ -439,11 +435,12 @@ class Adaptive:
                 best = Prompt(bp["name"], bp["template"], tuple(bp["options"]), bp["label"])
                 fresh = self.ask_with_examples(ctx, best, targets, todo, texts, len(texts),
                                                embeddings[: len(texts)])
-                targets[todo] = (1 - FEW_SHOT_MIX) * targets[todo] + FEW_SHOT_MIX * fresh
+                targets[todo] = (1 - t.reprompt_mix) * targets[todo] + t.reprompt_mix * fresh
                 asked = len(todo)
         rng = np.random.default_rng(seed)
         rest = np.setdiff1d(train_idx, disagree)
-        replay = rng.choice(rest, size=min(len(rest), int(REPLAY_RATIO * len(disagree)) or 1),
+        ratio = ctx.cfg.distillation.replay_ratio
+        replay = rng.choice(rest, size=min(len(rest), int(ratio * len(disagree)) or 1),
                             replace=False) if len(rest) else rest
         info = {"disagreements": int(len(disagree)), "reasked": asked, "replay": int(len(replay))}
         return np.concatenate([disagree, replay]), targets, info

@@ -1,14 +1,25 @@
-"""Engine configuration: one dataclass per concern, defaults with reasons, checked on creation.
+"""Engine configuration: the ONE declaration of a job spec.
 
-These configs are plain data. The API builds them from a job request (so bad input is refused
-at submission), the worker rebuilds them from the stored spec, and every artifact saves them.
+One dataclass per concern, the way peft declares its configs: every field carries its
+default, its bounds and its help (with the reason for the default) in `field(metadata=...)`,
+and `__post_init__` refuses what cannot work, naming the dotted field. The POST /jobs request
+model and its OpenAPI schema are derived from these fields (app/jobs/schemas.py), so the
+API documents and enforces exactly these defaults and bounds. Names a registry owns
+(strategies, labelers, alignment losses, label models) are not restated here: they are
+checked against the registries by worker/distill/spec.py.
+
+Metadata keys: `help` (text), `ge` / `le` / `gt` / `lt` (numbers), `min_length` /
+`max_length` (characters of a string, items of a list) — pydantic's names, so the schema
+takes them as they are.
 """
 
 from __future__ import annotations
 
+import types
+import typing
 import unicodedata
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any, Literal
 
 TEXT_PLACEHOLDER = "{text}"
 # Label names: letters of any script (crisis feeds are multilingual and uploads take labels in
@@ -20,6 +31,7 @@ LABEL_MAX_CHARS = 64
 LABEL_PUNCTUATION = frozenset(" _.-/")
 LABEL_RULE = (f"must be 1-{LABEL_MAX_CHARS} letters (any script), digits, marks, spaces or "
               "_ . - /, start with a letter or digit and not end with a space")
+BOUND_KEYS = ("ge", "le", "gt", "lt", "min_length", "max_length")
 
 
 def label_name_ok(name: str) -> bool:
@@ -45,19 +57,102 @@ class ConfigError(ValueError):
         self.message = message
 
 
+def setting(default: Any = MISSING, *, help: str, factory: Any = MISSING,
+            **bounds: float) -> Any:
+    """A config field: its default (or `factory` for a mutable one), help and bounds.
+
+    `bounds` takes pydantic's keyword names (BOUND_KEYS); anything else is a TypeError.
+    """
+    unknown = set(bounds) - set(BOUND_KEYS)
+    if unknown:
+        raise TypeError(f"unknown bounds {sorted(unknown)}")
+    meta = {"help": help, **bounds}
+    if factory is not MISSING:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _allowed(tp: Any) -> set[Any] | None:
+    """The values a type admits when it is a finite set (bool, Literal, unions of them)."""
+    if tp is bool:
+        return {True, False}
+    if typing.get_origin(tp) is Literal:
+        return set(typing.get_args(tp))
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        members = [_allowed(arg) for arg in typing.get_args(tp) if arg is not type(None)]
+        if any(m is None for m in members):
+            return None
+        return set().union(*members)  # type: ignore[arg-type]
+    return None
+
+
+def _out_of_bounds(value: Any, meta: typing.Mapping[str, Any]) -> bool:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    return (("ge" in meta and value < meta["ge"]) or ("le" in meta and value > meta["le"])
+            or ("gt" in meta and value <= meta["gt"]) or ("lt" in meta and value >= meta["lt"]))
+
+
+_FIELD_TYPES: dict[type, dict[str, Any]] = {}
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    """A config dataclass's resolved field types (its annotations are strings)."""
+    if cls not in _FIELD_TYPES:
+        _FIELD_TYPES[cls] = typing.get_type_hints(cls)
+    return _FIELD_TYPES[cls]
+
+
+def _bounds_text(meta: typing.Mapping[str, Any]) -> str:
+    lo = ("[", meta["ge"]) if "ge" in meta else ("(", meta["gt"]) if "gt" in meta else None
+    hi = (meta["le"], "]") if "le" in meta else (meta["lt"], ")") if "lt" in meta else None
+    if lo and hi and lo[0] == "[" and hi[1] == "]":
+        return f"must be between {lo[1]} and {hi[0]}"
+    if lo and hi:
+        return f"must be in {lo[0]}{lo[1]}, {hi[0]}{hi[1]}"
+    if lo:
+        return f"must be {'at least' if lo[0] == '[' else 'more than'} {lo[1]}"
+    assert hi is not None
+    return f"must be {'at most' if hi[1] == ']' else 'less than'} {hi[0]}"
+
+
+def check_fields(obj: Any, section: str) -> None:
+    """Refuse a value outside its field's declared bounds or choices.
+
+    Raises:
+        ConfigError: naming `section.field`.
+    """
+    hints = field_types(type(obj))
+    for f in fields(obj):
+        value, meta, path = getattr(obj, f.name), f.metadata, f"{section}.{f.name}"
+        if value is None:
+            continue
+        allowed = _allowed(hints[f.name])
+        if allowed is not None and value not in allowed:
+            shown = ", ".join(sorted(repr(v).lower() if isinstance(v, bool) else repr(v)
+                                     for v in allowed))
+            raise ConfigError(path, f"must be one of {shown}")
+        if _out_of_bounds(value, meta):
+            raise ConfigError(path, _bounds_text(meta))
+        if isinstance(value, str | list):
+            unit = "character(s)" if isinstance(value, str) else "item(s)"
+            if "min_length" in meta and len(value) < meta["min_length"]:
+                raise ConfigError(path, f"needs at least {meta['min_length']} {unit}")
+            if "max_length" in meta and len(value) > meta["max_length"]:
+                raise ConfigError(path, f"takes at most {meta['max_length']} {unit}")
+
+
 @dataclass
 class LabelSpec:
-    """One output class.
+    """One output class (each field's `help` says what it is)."""
 
-    Args:
-        name: what /classify returns.
-        description: what the label means; goes into the teacher's prompts.
-        verbalizer: the word the teacher answers with; default: the name, `_` as spaces.
-    """
-
-    name: str
-    description: str = ""
-    verbalizer: str | None = None
+    name: str = setting(help="What /classify returns; " + LABEL_RULE + ".",
+                        min_length=1, max_length=LABEL_MAX_CHARS)
+    description: str = setting("", help="What the label means; goes into the teacher's "
+                               "prompts.", max_length=2000)
+    verbalizer: str | None = setting(None, help="The word the teacher answers with (default: "
+                                     "the name, `_` read as a space).",
+                                     min_length=1, max_length=LABEL_MAX_CHARS)
 
     @property
     def word(self) -> str:
@@ -66,17 +161,13 @@ class LabelSpec:
 
 @dataclass
 class TaskConfig:
-    """What to classify.
+    """What to classify."""
 
-    Args:
-        labels: two or more distinct labels.
-        multi_label: each text may carry any subset of labels.
-        instruction: domain context for the teacher ("You monitor news for ...").
-    """
-
-    labels: list[LabelSpec]
-    multi_label: bool = False
-    instruction: str = ""
+    labels: list[LabelSpec] = setting(help="Two or more distinct labels.",
+                                      min_length=2, max_length=64)
+    multi_label: bool = setting(False, help="Each text may carry any subset of the labels.")
+    instruction: str = setting("", help="Domain context for the teacher (\"You monitor news "
+                               "for ...\").", max_length=4000)
 
     def __post_init__(self) -> None:
         self.labels = [lab if isinstance(lab, LabelSpec) else LabelSpec(**lab)
@@ -91,10 +182,12 @@ class TaskConfig:
             if label_key(lab.name) in seen:
                 raise ConfigError(f"task.labels[{i}].name", f"duplicate label {lab.name!r}")
             seen.add(label_key(lab.name))
+            check_fields(lab, f"task.labels[{i}]")
             if label_key(lab.word) in words:
                 raise ConfigError(f"task.labels[{i}].verbalizer",
                                   f"two labels answer with the word {lab.word!r}")
             words.add(label_key(lab.word))
+        check_fields(self, "task")
 
     @property
     def label_names(self) -> list[str]:
@@ -103,47 +196,62 @@ class TaskConfig:
 
 @dataclass
 class TeacherConfig:
-    """The teacher LLM and how it is asked.
+    """The teacher LLM, how it is asked, and how its answers are judged and combined."""
 
-    Args:
-        model: model URI (local path, pypi://, hf://); empty means the service default.
-        prompts: extra prompt templates; each must contain `{text}`.
-        batch_size: texts per forward pass; 16 keeps a 135M model near peak CPU throughput.
-        max_text_tokens: longer texts are truncated; news messages rarely exceed it.
-        prefix_cache: encode the shared prompt prefix once and reuse its KV cache.
-        probe_size: texts on which every candidate prompt is judged (adaptive only); 96 gave
-            stable accuracy estimates on crisis news at a small share of the cost.
-        max_prompts: prompts kept after judging; each costs one more teacher pass over the
-            data (a channel prompt costs one pass per label).
-        extra_labelers: labelers joining the prompts in the label model ("embedding": text
-            vs. label-description similarity in the student base's embedding space).
-        label_model: how the judge combines annotators (worker/distill/judge.py):
-            "gaussian", "weighted", "dawid_skene", or "auto" (the one with the best
-            leave-one-source-out agreement, decided per job without labels).
-        min_skill: a job whose best annotator is not at least this far above chance (its
-            estimated balanced accuracy plus two bootstrap spreads, on a corpus of 100 texts
-            or more) ends with `annotators_at_chance` instead of training a near-random
-            student; 0 turns the check off.
-        reprompt: re-ask uncertain or disputed texts with retrieved solved examples.
-        reprompt_fraction: at most this share of texts is re-asked (few-shot is costlier).
-        reprompt_confidence: texts whose combined top probability is below this are uncertain.
-        demos: solved examples shown per re-asked text.
-    """
-
-    model: str = ""
-    prompts: list[str] = field(default_factory=list)
-    batch_size: int = 16
-    max_text_tokens: int = 256
-    prefix_cache: bool = True
-    probe_size: int = 96
-    max_prompts: int = 1
-    extra_labelers: list[str] = field(default_factory=lambda: ["embedding"])
-    label_model: str = "auto"
-    min_skill: float = 0.02
-    reprompt: bool = True
-    reprompt_fraction: float = 0.15
-    reprompt_confidence: float = 0.65
-    demos: int = 4
+    model: str | None = setting(None, help="Path, pypi://pkg[==v]/path or hf://org/name; null: "
+                                "the service default (filled in at submission).",
+                                max_length=500)
+    prompts: list[str] = setting(factory=list, help="Extra prompt templates; each must "
+                                 "contain {text} once.", max_length=32)
+    batch_size: int = setting(16, help="Texts per forward pass; 16 keeps a 135M model near "
+                              "peak CPU throughput.", ge=1, le=512)
+    max_text_tokens: int = setting(256, help="Longer texts are truncated; news messages "
+                                   "rarely exceed it.", ge=8, le=4096)
+    prefix_cache: bool = setting(True, help="Encode the shared prompt prefix once and reuse "
+                                 "its KV cache across texts.")
+    probe_size: int = setting(96, help="Texts on which every candidate prompt is judged "
+                              "(adaptive only); 96 gave stable accuracy estimates on crisis "
+                              "news at a small share of the cost.", ge=8, le=10_000)
+    max_prompts: int = setting(1, help="Prompts kept after judging; each costs one more "
+                               "teacher pass over the data (a channel prompt one per label).",
+                               ge=1, le=16)
+    prompt_min_skill: float = setting(0.02, help="A prompt whose probe score (balanced "
+                                      "accuracy above chance) is not above this is noise and "
+                                      "is not kept (the best one is kept regardless).",
+                                      ge=0, le=0.5)
+    bootstrap_rounds: int = setting(50, help="Resamples of the probe behind each prompt "
+                                    "score's spread; 50 keeps the spread steady to a few "
+                                    "per cent at a negligible cost.", ge=10, le=1000)
+    extra_labelers: list[str] = setting(factory=lambda: ["embedding"], help="Labelers "
+                                        "joining the prompts in the label model (embedding: "
+                                        "text vs. label-description similarity in the "
+                                        "student base's embedding space).")
+    label_model: str = setting("auto", help="How the judge combines annotators "
+                               "(worker/distill/judge.py); auto: the one with the best "
+                               "leave-one-source-out agreement, chosen per job without "
+                               "labels.")
+    min_skill: float = setting(0.02, help="End the job (annotators_at_chance) when no "
+                               "annotator is this far above chance (its estimated balanced "
+                               "accuracy plus two bootstrap spreads) instead of training a "
+                               "near-random student; 0: off.", ge=0, le=0.5)
+    min_skill_texts: int = setting(100, help="Corpus size from which the min_skill verdict "
+                                   "is trusted; below it the run's warnings speak instead.",
+                                   ge=1, le=1_000_000)
+    reprompt: bool = setting(True, help="Re-ask uncertain or disputed texts with retrieved "
+                             "solved examples.")
+    reprompt_fraction: float = setting(0.15, help="At most this share of texts is re-asked "
+                                       "(few-shot prompts are costlier).", ge=0, le=1)
+    reprompt_confidence: float = setting(0.65, help="Texts whose combined top probability "
+                                         "is below this are uncertain.", ge=0, le=1)
+    reprompt_mix: float = setting(0.5, help="Weight of the few-shot answer in a re-asked "
+                                  "text's label (the rest: its first answer); half and half "
+                                  "trusts neither alone.", ge=0, le=1)
+    demos: int = setting(4, help="Solved examples shown per re-asked text.", ge=0, le=16)
+    demo_share: float = setting(0.5, help="Examples come from this most confident share of "
+                                "the corpus (confident labels make trustworthy examples).",
+                                gt=0, le=1)
+    demo_chars: int = setting(300, help="Examples are cut to this many characters: long "
+                              "ones slow the teacher and rarely help.", ge=20, le=4000)
 
     def __post_init__(self) -> None:
         for i, template in enumerate(self.prompts):
@@ -152,51 +260,27 @@ class TeacherConfig:
                                   "a prompt template must contain the placeholder {text}")
             if template.count(TEXT_PLACEHOLDER) > 1:
                 raise ConfigError(f"teacher.prompts[{i}]", "{text} may appear only once")
-        if not 1 <= self.batch_size <= 512:
-            raise ConfigError("teacher.batch_size", "must be between 1 and 512")
-        if not 8 <= self.probe_size <= 10_000:
-            raise ConfigError("teacher.probe_size", "must be between 8 and 10000")
-        if not 1 <= self.max_prompts <= 16:
-            raise ConfigError("teacher.max_prompts", "must be between 1 and 16")
-        unknown = set(self.extra_labelers) - set(EXTRA_LABELERS)
-        if unknown:
-            raise ConfigError("teacher.extra_labelers",
-                              f"unknown {sorted(unknown)}; known: {list(EXTRA_LABELERS)}")
-        if not 0.0 <= self.reprompt_fraction <= 1.0:
-            raise ConfigError("teacher.reprompt_fraction", "must be in [0, 1]")
-        if not 0.0 <= self.min_skill <= 0.5:
-            raise ConfigError("teacher.min_skill", "must be in [0, 0.5]")
-        if self.label_model not in ("auto", *LABEL_MODELS):
-            raise ConfigError("teacher.label_model", f"must be one of {['auto', *LABEL_MODELS]}")
-        if not 0 <= self.demos <= 16:
-            raise ConfigError("teacher.demos", "must be between 0 and 16")
+        check_fields(self, "teacher")
 
 
 @dataclass
 class AdapterConfig:
-    """The peft adapter trained on the student.
+    """The peft adapter trained on the student."""
 
-    Args:
-        type: only "lora" for now.
-        r: LoRA rank; 8 is enough for a classification head on a small encoder.
-        alpha: LoRA scaling numerator; 2*r is the usual choice.
-        dropout: on the LoRA path, regularises with small corpora.
-        target_modules: module names to adapt; None lets peft pick per architecture.
-    """
-
-    type: str = "lora"
-    r: int = 8
-    alpha: int | None = None
-    dropout: float = 0.1
-    target_modules: list[str] | None = None
+    type: Literal["lora"] = setting("lora", help="The adapter method; only lora for now.")
+    r: int = setting(8, help="LoRA rank; 8 is enough for a classification head on a small "
+                     "encoder.", ge=1, le=256)
+    alpha: int | None = setting(None, help="LoRA scaling numerator; null: 2*r, the usual "
+                                "choice.", ge=1, le=1024)
+    dropout: float = setting(0.1, help="Dropout on the LoRA path; regularises with small "
+                             "corpora.", ge=0, lt=1)
+    target_modules: list[str] | None = setting(None, help="Names of the encoder modules to "
+                                               "adapt (e.g. [\"query\", \"value\"]); null: "
+                                               "peft's choice for the architecture.",
+                                               min_length=1, max_length=64)
 
     def __post_init__(self) -> None:
-        if self.type != "lora":
-            raise ConfigError("student.adapter.type", "only 'lora' is supported")
-        if not 1 <= self.r <= 256:
-            raise ConfigError("student.adapter.r", "must be between 1 and 256")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError("student.adapter.dropout", "must be in [0, 1)")
+        check_fields(self, "student.adapter")
 
     @property
     def lora_alpha(self) -> int:
@@ -205,90 +289,70 @@ class AdapterConfig:
 
 @dataclass
 class StudentConfig:
-    """The small encoder that is trained and served.
+    """The small encoder that is trained and served."""
 
-    Args:
-        model: encoder URI; empty means the service default.
-        adapter: the peft adapter settings.
-        max_length: tokens per text; longer texts are truncated (and /classify says so).
-    """
-
-    model: str = ""
-    adapter: AdapterConfig = field(default_factory=AdapterConfig)
-    max_length: int = 128
+    model: str | None = setting(None, help="Encoder path, pypi://pkg[==v]/path or "
+                                "hf://org/name; null: the service default (filled in at "
+                                "submission).", max_length=500)
+    adapter: AdapterConfig = setting(factory=AdapterConfig, help="The peft adapter.")
+    max_length: int = setting(128, help="Tokens per text; longer texts are truncated (and "
+                              "/classify says so).", ge=8, le=512)
 
     def __post_init__(self) -> None:
         if isinstance(self.adapter, dict):
             self.adapter = AdapterConfig(**self.adapter)
-        if not 8 <= self.max_length <= 512:
-            raise ConfigError("student.max_length", "must be between 8 and 512")
-
-
-STRATEGIES = ("adaptive", "vanilla_kd", "pseudo_label")
-LABEL_MODELS = ("gaussian", "weighted", "dawid_skene")  # worker/distill/judge.py
-EXTRA_LABELERS = ("embedding",)
+        check_fields(self, "student")
 
 
 @dataclass
 class DistillConfig:
-    """How knowledge moves from teacher to student.
+    """How knowledge moves from teacher to student."""
 
-    Args:
-        strategy: "adaptive" (default: prompt pool, calibration, label-free judging,
-            re-prompting, progressive phases) or a baseline: "vanilla_kd" (one fixed prompt,
-            soft labels, no phases, no representations) or "pseudo_label" (hard labels).
-        epochs: passes over the corpus in the main phase.
-        batch_size: student batch size; 32 fits CPU caches and small corpora.
-        learning_rate: for LoRA weights and the head; LoRA tolerates larger rates than
-            full fine-tuning.
-        temperature: softens teacher and student distributions in the KD loss (Hinton et al.).
-        holdout_fraction: share of the corpus kept out of training to measure agreement.
-        seed: makes splits, initialisation and order reproducible.
-        representations: align the student with the teacher's hidden states (adaptive);
-            "auto" decides per job whether the states carry more than the labels
-            (worker/distill/decisions.py).
-        progressive: align -> easy -> full -> refine; off means one confidence-weighted
-            phase; "auto" decides per job whether the easy phase pays.
-        self_training_rounds: rounds in which the trained student joins the label model as
-            one more annotator, the targets are refreshed and the student trained on
-            (worker/distill/self_training.py); 0 turns self-training off.
-        align_loss: "contrastive" (InfoNCE over the batch) or "mse".
-        easy_fraction: share of most confident texts used in the easy phase.
-    """
-
-    strategy: str = "adaptive"
-    epochs: int = 3
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    temperature: float = 2.0
-    holdout_fraction: float = 0.15
-    seed: int = 0
-    representations: bool | str = "auto"
-    progressive: bool | str = "auto"
-    self_training_rounds: int = 2
-    align_loss: str = "contrastive"
-    easy_fraction: float = 0.5
+    strategy: str = setting("adaptive", help="adaptive (prompt pool, calibration, label-free "
+                            "judging, re-prompting, progressive phases) or a baseline: "
+                            "vanilla_kd (one fixed prompt, soft labels, one phase) or "
+                            "pseudo_label (hard labels).")
+    epochs: int = setting(3, help="Passes over the corpus in the main phase.", ge=1, le=100)
+    batch_size: int = setting(32, help="Student batch size; 32 fits CPU caches and small "
+                              "corpora.", ge=1, le=1024)
+    learning_rate: float = setting(1e-3, help="For the LoRA weights and the head; LoRA "
+                                   "tolerates larger rates than full fine-tuning.", gt=0, lt=1)
+    temperature: float = setting(2.0, help="Softens teacher and student distributions in "
+                                 "the KD loss (Hinton et al.).", ge=0.5, le=20)
+    holdout_fraction: float = setting(0.15, help="Share of the corpus kept out of training "
+                                      "to measure agreement with the teacher.", gt=0, lt=0.5)
+    seed: int = setting(0, help="Makes splits, initialisation and order reproducible "
+                        "(numpy's range).", ge=0, le=2**32 - 1)
+    representations: bool | Literal["auto"] = setting(
+        "auto", help="Align the student with the teacher's hidden states; auto: decided per "
+        "job, where they carry more than the labels (worker/distill/decisions.py).")
+    progressive: bool | Literal["auto"] = setting(
+        "auto", help="align -> easy -> full -> refine (off: one confidence-weighted phase); "
+        "auto: decided per job, where the easy phase pays.")
+    self_training_rounds: int = setting(2, help="Rounds in which the trained student joins "
+                                        "the label model as one more annotator and is "
+                                        "trained on the refreshed targets; 0: off.",
+                                        ge=0, le=5)
+    align_loss: str = setting("contrastive", help="Representation loss: contrastive "
+                              "(InfoNCE over the batch) or mse.")
+    align_weight: float = setting(0.5, help="Weight of the representation term beside the "
+                                  "label loss in the full phase; half keeps the labels "
+                                  "first.", ge=0, le=10)
+    easy_fraction: float = setting(0.5, help="Share of the most confident texts used in the "
+                                   "easy phase.", ge=0.05, le=1)
+    min_text_weight: float = setting(0.1, help="A text's loss weight grows from this (no "
+                                     "confidence) to 1 (certain): never zero, an unsure "
+                                     "label still says something.", ge=0, le=1)
+    replay_ratio: float = setting(1.0, help="Refine trains on the disagreements plus this "
+                                  "many random texts per disagreement, so the student does "
+                                  "not forget the rest.", ge=0, le=10)
 
     def __post_init__(self) -> None:
-        if self.align_loss not in ("contrastive", "mse"):
-            raise ConfigError("distillation.align_loss", "must be 'contrastive' or 'mse'")
-        if not 0.05 <= self.easy_fraction <= 1.0:
-            raise ConfigError("distillation.easy_fraction", "must be in [0.05, 1]")
-        if self.strategy not in STRATEGIES:
-            raise ConfigError("distillation.strategy", f"must be one of {list(STRATEGIES)}")
-        if not 1 <= self.epochs <= 100:
-            raise ConfigError("distillation.epochs", "must be between 1 and 100")
-        if not 0.0 < self.learning_rate < 1.0:
-            raise ConfigError("distillation.learning_rate", "must be in (0, 1)")
-        if not 0.5 <= self.temperature <= 20:
-            raise ConfigError("distillation.temperature", "must be between 0.5 and 20")
-        if not 0.0 < self.holdout_fraction < 0.5:
-            raise ConfigError("distillation.holdout_fraction", "must be in (0, 0.5)")
-        for name in ("representations", "progressive"):
-            if getattr(self, name) not in (True, False, "auto"):
-                raise ConfigError(f"distillation.{name}", "must be true, false or \"auto\"")
-        if not 0 <= self.self_training_rounds <= 5:
-            raise ConfigError("distillation.self_training_rounds", "must be between 0 and 5")
+        check_fields(self, "distillation")
+
+
+SECTIONS = {"task": TaskConfig, "teacher": TeacherConfig, "student": StudentConfig,
+            "distillation": DistillConfig}
 
 
 @dataclass
@@ -301,15 +365,18 @@ class EngineConfig:
     distillation: DistillConfig = field(default_factory=DistillConfig)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> EngineConfig:
-        """Build (and check) a config from plain JSON-like data."""
+    def from_dict(cls, data: typing.Mapping[str, Any]) -> EngineConfig:
+        """Build (and check) a config from plain JSON-like data (extra top-level keys, such
+        as a job's `name` and `data`, are ignored).
+
+        Raises:
+            ConfigError: naming the field; `config` for an unknown or missing key.
+        """
+        if "task" not in data:
+            raise ConfigError("task", "is required")
         try:
-            return cls(
-                task=TaskConfig(**data["task"]),
-                teacher=TeacherConfig(**data.get("teacher", {})),
-                student=StudentConfig(**data.get("student", {})),
-                distillation=DistillConfig(**data.get("distillation", {})),
-            )
+            return cls(**{name: section(**data.get(name, {}))
+                          for name, section in SECTIONS.items()})
         except TypeError as exc:  # an unknown or missing key
             raise ConfigError("config", str(exc)) from exc
 

@@ -41,6 +41,7 @@ from worker.distill.progress import RateMeter
 from worker.distill.prompts import default_prompts
 from worker.distill.result import RunResult
 from worker.distill.sources import ResolvedModel, SourcePolicy, check_uri, resolve
+from worker.distill.spec import check_names
 from worker.distill.stages import Stage
 from worker.distill.strategies import get_strategy
 from worker.distill.strategy_base import Annotation, Context, Strategy
@@ -132,9 +133,12 @@ class Reporter:
 
 def run(cfg: EngineConfig, data: DistillData, *, workdir: Path, cache_dir: Path,
         progress: ProgressFn | None = None, device: str = "auto",
-        defaults: tuple[str, str] | None = None, sources: SourcePolicy | None = None,
-        index_url: str = "") -> RunResult:
+        sources: SourcePolicy | None = None, index_url: str = "") -> RunResult:
     """Distil a student for `cfg` from `data`; see the module docstring.
+
+    `cfg` is complete: both models named (worker.distill.spec.complete_spec fills in the
+    defaults, as submission does). Raises ConfigError naming the field otherwise, or for a
+    name no registry knows.
 
     `sources`, when given, is the operator's allow-list: both models are checked against it
     before anything is fetched or read (the API checked at submission; this is the second
@@ -142,11 +146,13 @@ def run(cfg: EngineConfig, data: DistillData, *, workdir: Path, cache_dir: Path,
     """
     report = Reporter(progress)
     workdir.mkdir(parents=True, exist_ok=True)
+    check_names(cfg)
     strategy = get_strategy(cfg.distillation.strategy)
-    teacher_uri = cfg.teacher.model or (defaults[0] if defaults else "")
-    student_uri = cfg.student.model or (defaults[1] if defaults else "")
-    if not teacher_uri or not student_uri:
-        raise ConfigError("teacher.model", "no teacher or student model given and no default")
+    for part in ("teacher", "student"):
+        if not getattr(cfg, part).model:
+            raise ConfigError(f"{part}.model", "no model named: complete the spec first "
+                              "(worker.distill.spec.complete_spec)")
+    teacher_uri, student_uri = str(cfg.teacher.model), str(cfg.student.model)
     try:  # the API's submission checks, again: the spec may predate them
         corpus = check_corpus(data.corpus)
         _check_eval(cfg, data)

@@ -39,9 +39,11 @@ from scipy.stats import spearmanr
 from sklearn.mixture import GaussianMixture
 
 from worker.distill.calibration import EPS, MIN_PRIOR, centred_log_probs, match_prior
-from worker.distill.config import LABEL_MODELS
 from worker.distill.label_model import dawid_skene, normalize
 
+# The label models `fit` knows: the registry that a job spec's `teacher.label_model` names
+# (besides "auto", the choice among them).
+LABEL_MODELS = ("gaussian", "weighted", "dawid_skene")
 PRIOR_ROUNDS = 3  # prior estimate -> thresholds -> label model -> prior estimate ...
 REG_COVAR = 1e-2  # added to the covariance's diagonal, in units of the standardised scores
 TIE = 0.005  # criteria closer than this count as equal

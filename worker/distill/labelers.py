@@ -63,3 +63,7 @@ class EmbeddingLabeler:
         sims = embeddings @ prototypes.T  # [N, L]
         ref = sims[: max(1, n_reference)]
         return softmax((sims - ref.mean(0)) / (ref.std(0) + 1e-6))
+
+
+# The extra labelers by name: the names a job spec's `teacher.extra_labelers` may list.
+LABELERS: dict[str, type[EmbeddingLabeler]] = {EmbeddingLabeler.name: EmbeddingLabeler}

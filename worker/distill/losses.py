@@ -9,11 +9,17 @@ import torch.nn.functional as F
 
 LossFn = Callable[..., torch.Tensor]
 LOSSES: dict[str, LossFn] = {}
+# The losses between projected student and teacher representations: the names a job spec's
+# `distillation.align_loss` may take.
+ALIGN_LOSSES: dict[str, LossFn] = {}
 
 
-def register(name: str) -> Callable[[LossFn], LossFn]:
+def register(name: str, *, align: bool = False) -> Callable[[LossFn], LossFn]:
+    """Register a loss under `name`; `align=True` for a representation-alignment loss."""
     def wrap(fn: LossFn) -> LossFn:
         LOSSES[name] = fn
+        if align:
+            ALIGN_LOSSES[name] = fn
         return fn
     return wrap
 
@@ -67,7 +73,7 @@ def hard_binary_cross_entropy(logits: torch.Tensor, target: torch.Tensor, *,
     return _weighted_mean(per_item, weights)
 
 
-@register("contrastive")
+@register("contrastive", align=True)
 def contrastive_alignment(student: torch.Tensor, teacher: torch.Tensor, *,
                           tau: float = 0.1) -> torch.Tensor:
     """InfoNCE over the batch: each projected student vector must pick its own teacher vector."""
@@ -78,7 +84,7 @@ def contrastive_alignment(student: torch.Tensor, teacher: torch.Tensor, *,
     return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
 
 
-@register("mse")
+@register("mse", align=True)
 def mse_alignment(student: torch.Tensor, teacher: torch.Tensor, *,
                   tau: float = 0.1) -> torch.Tensor:
     """Mean squared error between L2-normalised projected student and teacher vectors."""

@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save
 from torch import nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
-from worker.distill.config import AdapterConfig, StudentConfig
+from worker.distill.config import AdapterConfig, ConfigError, StudentConfig
 from worker.distill.sources import ResolvedModel, loading, sha256_file
 
 FORMAT_VERSION = 1
@@ -103,10 +103,21 @@ class Student(nn.Module):
 
 def build_student(base: ResolvedModel, cfg: StudentConfig, num_labels: int,
                   proj_dim: int | None, seed: int) -> tuple[Student, PreTrainedTokenizerBase]:
-    """Create a fresh student on top of the base encoder (adapter and head initialised)."""
+    """Create a fresh student on top of the base encoder (adapter and head initialised).
+
+    Raises:
+        ConfigError: `student.adapter.target_modules` names no module peft can adapt.
+    """
     torch.manual_seed(seed)
     encoder, tokenizer = load_base(base)
-    peft_model = get_peft_model(encoder, lora_config(cfg.adapter))
+    try:
+        peft_model = get_peft_model(encoder, lora_config(cfg.adapter))
+    except ValueError as exc:  # peft: none of the named modules is in this encoder
+        if cfg.adapter.target_modules is None:
+            raise
+        raise ConfigError("student.adapter.target_modules",
+                          f"{cfg.adapter.target_modules} name no module of {base.uri} that "
+                          "peft can adapt") from exc
     return Student(peft_model, num_labels, proj_dim), tokenizer
 
 
