@@ -93,20 +93,23 @@ class NotifyIn(Strict):
                                  "TAILOR_WEBHOOK_ALLOW decides which hosts may be named.")
 
 
-_JobFields = create_model(
-    "_JobFields", __base__=Strict,
-    name=(str, Field(pattern=NAME_PATTERN,
-                     description="Model name the student registers under (lowercase).")),
+# The engine's sections are derived at import (their types exist only at run time); the
+# service's own fields are declared here, so the type checker sees them.
+_EngineSections = create_model(
+    "_EngineSections", __base__=Strict,
     task=(TaskIn, ...),
     teacher=(TeacherIn, Field(default_factory=TeacherIn)),
     student=(StudentIn, Field(default_factory=StudentIn)),
-    data=(DataIn, ...),
-    distillation=(DistillationIn, Field(default_factory=DistillationIn)),
-    notify=(NotifyIn | None, Field(None, description="Webhook: see README, Webhooks.")))
+    distillation=(DistillationIn, Field(default_factory=DistillationIn)))
 
 
-class JobCreate(_JobFields):  # type: ignore[misc,valid-type]  # (fields derived at import)
+class JobCreate(_EngineSections):
     """A job spec: the engine's sections (worker/distill/config.py), the data, a webhook."""
+
+    name: str = Field(pattern=NAME_PATTERN,
+                      description="Model name the student registers under (lowercase).")
+    data: DataIn
+    notify: NotifyIn | None = Field(None, description="Webhook: see README, Webhooks.")
 
 
 class PhaseEstimate(BaseModel):
