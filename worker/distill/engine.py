@@ -146,31 +146,10 @@ def run(cfg: EngineConfig, data: DistillData, *, workdir: Path, cache_dir: Path,
     """
     report = Reporter(progress)
     workdir.mkdir(parents=True, exist_ok=True)
-    check_names(cfg)
-    strategy = get_strategy(cfg.distillation.strategy)
-    for part in ("teacher", "student"):
-        if not getattr(cfg, part).model:
-            raise ConfigError(f"{part}.model", "no model named: complete the spec first "
-                              "(worker.distill.spec.complete_spec)")
-    teacher_uri, student_uri = str(cfg.teacher.model), str(cfg.student.model)
-    try:  # the API's submission checks, again: the spec may predate them
-        corpus = check_corpus(data.corpus)
-        _check_eval(cfg, data)
-    except CheckError as exc:
-        raise EngineError(exc.code, exc.message) from exc
-    eval_texts = [t.strip() or t for t in data.eval_texts]
+    strategy, corpus, eval_texts = _checked_inputs(cfg, data)
     torch_device = pick_device(device)
-
     report(Stage.ANNOTATING, "fetch", 0.0)
-    if sources is not None:
-        for uri in (teacher_uri, student_uri):
-            check_uri(uri)
-            sources.check(uri)
-    teacher_src = teachers.resolve_teacher(teacher_uri, cache_dir / "models", policy=sources,
-                                           index_url=index_url)
-    student_src = resolve(student_uri, cache_dir / "models", policy=sources,
-                          index_url=index_url)
-    _check_models(cfg, teacher_src, student_src, teachers.is_black_box(teacher_uri))
+    teacher_src, student_src = _fetch_models(cfg, cache_dir, sources, index_url)
     report(Stage.ANNOTATING, "fetch", 0.02)
     key = _digest(cfg.to_dict(), teacher_src.sha256, student_src.sha256, corpus, eval_texts)
     texts = corpus + eval_texts
@@ -215,6 +194,57 @@ def run(cfg: EngineConfig, data: DistillData, *, workdir: Path, cache_dir: Path,
     report(Stage.EVALUATING, "evaluate", 0.0)
     metrics = evaluate_run(cfg, student, tokenizer, ann, corpus, eval_texts,
                            list(data.eval_labels), hold_idx, torch_device, train_meta)
+    _add_run_records(metrics, strategy, ann, ann_meta, train_meta)
+    warnings = [w.to_dict() for w in run_warnings(metrics, multi_label=cfg.task.multi_label)]
+    for w in warnings:
+        log.warning("run warning %s: %s", w["code"], w["message"])
+    report(Stage.EVALUATING, "evaluate", 1.0, {"student": metrics["student"], "warnings": warnings})
+    return RunResult(
+        student_dir=workdir / "student", files=train_meta["files"], metrics=metrics,
+        lineage=_lineage(cfg, data, corpus, eval_texts, metrics, teacher_src, student_src,
+                         ann_meta, torch_device),
+        base_model=str(cfg.student.model), trainable_params=train_meta["trainable_params"],
+        total_params=train_meta["total_params"], warnings=warnings)
+
+
+def _checked_inputs(cfg: EngineConfig, data: DistillData
+                    ) -> tuple[Strategy, list[str], list[str]]:
+    """The strategy, the checked corpus and the eval texts; the API's submission checks
+    again (a stored spec may predate them). Raises ConfigError or EngineError."""
+    check_names(cfg)
+    strategy = get_strategy(cfg.distillation.strategy)
+    for part in ("teacher", "student"):
+        if not getattr(cfg, part).model:
+            raise ConfigError(f"{part}.model", "no model named: complete the spec first "
+                              "(worker.distill.spec.complete_spec)")
+    try:
+        corpus = check_corpus(data.corpus)
+        _check_eval(cfg, data)
+    except CheckError as exc:
+        raise EngineError(exc.code, exc.message) from exc
+    return strategy, corpus, [t.strip() or t for t in data.eval_texts]
+
+
+def _fetch_models(cfg: EngineConfig, cache_dir: Path, sources: SourcePolicy | None,
+                  index_url: str) -> tuple[ResolvedModel, ResolvedModel]:
+    """Teacher and student base, checked against the operator's allow-list (when given)
+    before anything is fetched, then resolved into the model cache and checked together."""
+    teacher_uri, student_uri = str(cfg.teacher.model), str(cfg.student.model)
+    if sources is not None:
+        for uri in (teacher_uri, student_uri):
+            check_uri(uri)
+            sources.check(uri)
+    teacher_src = teachers.resolve_teacher(teacher_uri, cache_dir / "models", policy=sources,
+                                           index_url=index_url)
+    student_src = resolve(student_uri, cache_dir / "models", policy=sources,
+                          index_url=index_url)
+    _check_models(cfg, teacher_src, student_src, teachers.is_black_box(teacher_uri))
+    return teacher_src, student_src
+
+
+def _add_run_records(metrics: dict[str, Any], strategy: Strategy, ann: Annotation,
+                     ann_meta: dict[str, Any], train_meta: dict[str, Any]) -> None:
+    """What the annotation and the training recorded, added to the run's `metrics`."""
     metrics["teacher"].update(ann_meta["teacher"])
     metrics["annotation"] = ann_meta["annotation"]
     metrics["prompts"] = ann.record.get("prompts", [])
@@ -224,14 +254,17 @@ def run(cfg: EngineConfig, data: DistillData, *, workdir: Path, cache_dir: Path,
                          **train_meta["log"]}
     metrics["self_training"] = train_meta.get("self_training")
     metrics["decisions"] = train_meta.get("decisions")
-    warnings = [w.to_dict() for w in run_warnings(metrics, multi_label=cfg.task.multi_label)]
-    for w in warnings:
-        log.warning("run warning %s: %s", w["code"], w["message"])
-    report(Stage.EVALUATING, "evaluate", 1.0, {"student": metrics["student"], "warnings": warnings})
-    lineage = {
-        "teacher": {"uri": teacher_uri, "sha256": teacher_src.sha256,
+
+
+def _lineage(cfg: EngineConfig, data: DistillData, corpus: list[str], eval_texts: list[str],
+             metrics: dict[str, Any], teacher_src: ResolvedModel, student_src: ResolvedModel,
+             ann_meta: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Where the version came from: models with digests, prompts, decisions, data digests,
+    the complete config and the code and library versions."""
+    return {
+        "teacher": {"uri": str(cfg.teacher.model), "sha256": teacher_src.sha256,
                     "id": ann_meta["teacher_id"]},
-        "student_base": {"uri": student_uri, "sha256": student_src.sha256},
+        "student_base": {"uri": str(cfg.student.model), "sha256": student_src.sha256},
         "prompts": [p for p in metrics["prompts"] if p.get("kept", True)],
         "strategy": metrics["strategy"],
         "self_training": metrics["self_training"],
@@ -243,13 +276,8 @@ def run(cfg: EngineConfig, data: DistillData, *, workdir: Path, cache_dir: Path,
         "code_version": CODE_VERSION,
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "device": str(torch_device),
+        "device": str(device),
     }
-    return RunResult(
-        student_dir=workdir / "student", files=train_meta["files"], metrics=metrics,
-        lineage=lineage, base_model=student_uri,
-        trainable_params=train_meta["trainable_params"], total_params=train_meta["total_params"],
-        warnings=warnings)
 
 
 def _check_eval(cfg: EngineConfig, data: DistillData) -> None:
