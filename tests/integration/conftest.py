@@ -14,7 +14,7 @@ from sqlalchemy.engine import make_url
 
 from tests.conftest import service_url
 from tests.integration.faults import FAST, JobLog
-from tests.support import Stack, make_env
+from tests.support import Stack, embedded_home, make_env
 
 pytestmark = pytest.mark.integration
 
@@ -95,3 +95,23 @@ def fault_stack(shared_fault_api: tuple[Stack, JobLog], redis_url: str
     mine = Stack(stack.home, stack.env, procs=stack.procs[started:])
     mine.stop()
     del stack.procs[started:]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path,
+             monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """An embedded home whose database is SQLite, then PostgreSQL (through the migrations):
+    service-level tests run on both."""
+    if request.param == "sqlite":
+        with embedded_home(tmp_path, monkeypatch):
+            yield "sqlite"
+        return
+    from app.core.db import reset_caches
+    from app.core.migrate import upgrade
+
+    pg_url = request.getfixturevalue("pg_url")
+    with embedded_home(tmp_path, monkeypatch, revision="base"):
+        monkeypatch.setenv("TAILOR_DATABASE_URL", pg_url)
+        reset_caches()
+        upgrade(pg_url)
+        yield "postgresql"

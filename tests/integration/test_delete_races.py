@@ -6,13 +6,12 @@ submission wins (the delete answers 409 `dataset_in_use` and the dataset stays).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy import select
 
-from app.core.db import reset_caches, session_scope
+from app.core.db import session_scope
 from app.core.errors import Conflict, Invalid
 from app.core.security import LOCAL
 from app.datasets.parsing import Row
@@ -21,27 +20,10 @@ from app.jobs.schemas import JobCreate
 from app.jobs.service import submit_job
 from app.models import Dataset, Job
 from tests.fixtures.tiny import corpus
-from tests.support import embedded_home, job_body
+from tests.support import job_body
 
 pytestmark = pytest.mark.integration
 ROUNDS, SUBMITTERS = 6, 3
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database(request: pytest.FixtureRequest, tmp_path: Path,
-             monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    if request.param == "sqlite":
-        with embedded_home(tmp_path, monkeypatch):
-            yield "sqlite"
-        return
-    from app.core.migrate import upgrade
-
-    pg_url = request.getfixturevalue("pg_url")
-    with embedded_home(tmp_path, monkeypatch, revision="base"):
-        monkeypatch.setenv("TAILOR_DATABASE_URL", pg_url)
-        reset_caches()
-        upgrade(pg_url)
-        yield "postgresql"
 
 
 def _together(targets: list[Callable[[], object]]) -> list[object]:

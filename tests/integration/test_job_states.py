@@ -4,40 +4,19 @@ SQLite (embedded) and on real PostgreSQL: an illegal step raises and leaves the 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from sqlalchemy import select
 
-from app.core.db import lock_row, reset_caches, session_scope
+from app.core.db import lock_row, session_scope
 from app.jobs import lifecycle, seam
 from app.models import Job, JobEvent, JobState
 from app.models.base import new_id, utcnow
 from app.models.job import can_transition
 from app.models.owned import LOCAL_OWNER
-from tests.support import embedded_home
 from worker.distill.stages import Stage
 
 pytestmark = pytest.mark.integration
 OWNER = "box:1:abcdef"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database(request: pytest.FixtureRequest, tmp_path: Path,
-             monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    if request.param == "sqlite":
-        with embedded_home(tmp_path, monkeypatch):
-            yield "sqlite"
-        return
-    from app.core.migrate import upgrade
-
-    pg_url = request.getfixturevalue("pg_url")
-    with embedded_home(tmp_path, monkeypatch, revision="base"):
-        monkeypatch.setenv("TAILOR_DATABASE_URL", pg_url)
-        reset_caches()
-        upgrade(pg_url)
-        yield "postgresql"
 
 
 def _queued() -> str:
