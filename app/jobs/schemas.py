@@ -8,12 +8,13 @@ from __future__ import annotations
 import dataclasses
 import typing
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from worker.distill.config import (
     BOUND_KEYS,
+    ITEM_KEYS,
     AdapterConfig,
     DistillConfig,
     LabelSpec,
@@ -44,7 +45,8 @@ def engine_model(cls: type, path: str, names: dict[str, tuple[str, ...]]) -> typ
     """The strict pydantic model of config dataclass `cls` (at dotted `path` of the spec).
 
     Each field keeps the dataclass's default (a factory's value, so the schema shows it),
-    `help` as description and the bounds under pydantic's names; a nested dataclass becomes
+    `help` as description and the bounds under pydantic's names (ITEM_KEYS on each item of a
+    list of strings); a nested dataclass becomes
     a nested model; a field in `names` (dotted path -> names) takes only those names.
     """
     types = field_types(cls)
@@ -60,6 +62,10 @@ def engine_model(cls: type, path: str, names: dict[str, tuple[str, ...]]) -> typ
             tp = engine_model(typing.cast(type, tp), where, names)
         elif typing.get_origin(tp) is list and dataclasses.is_dataclass(typing.get_args(tp)[0]):
             tp = list[engine_model(typing.get_args(tp)[0], where, names)]  # type: ignore[misc]
+        elif any(k in meta for k in ITEM_KEYS):  # a list of strings, each item bounded
+            item = Annotated[str, Field(max_length=meta.get("item_max_length"),
+                                        pattern=meta.get("item_pattern"))]
+            tp = list[item] | None if type(None) in typing.get_args(tp) else list[item]
         if f.default is not dataclasses.MISSING:
             kwargs["default"] = f.default
         elif f.default_factory is not dataclasses.MISSING:

@@ -175,11 +175,17 @@ def register(db: Session, claimed: Claim, result: RunResult, *, artifacts_root: 
         CancelRequested: a cancel was asked (checked under the job's row lock, so a cancel
             either lands before this and no version is registered, or finds the job final).
         LeaseLost: we no longer hold the job.
-        IllegalTransition: the job is not registering.
+        IllegalTransition: the job is neither registering nor evaluating.
         Conflict: `model_name_taken` (app.registry.service.register_version).
     """
-    if lifecycle.hold(db, claimed.job_id, claimed.owner).cancel_requested:
+    job = lifecycle.hold(db, claimed.job_id, claimed.owner)
+    if job.cancel_requested:
         raise CancelRequested(claimed.job_id)
+    if job.state == JobState.EVALUATING:
+        # The runner's `registering` step is a progress write, skipped when the database
+        # does not answer; the finished run must not then fail as evaluating -> succeeded.
+        lifecycle.move(job, JobState.REGISTERING)
+        lifecycle.record_event(db, job, "state")
     version = register_version(db=db, job_id=claimed.job_id, name=claimed.name,
                                result=result, artifacts_root=artifacts_root,
                                submitted=claimed.submitted)

@@ -163,9 +163,28 @@ def test_the_stored_spec_is_complete_and_filled_as_complete_spec_fills_it(client
     ({"distillation": {"align_loss": "soft_ce"}}, "distillation.align_loss"),
     ({"teacher": {"extra_labelers": ["magic"]}}, "teacher.extra_labelers[0]"),
     ({"teacher": {"colour": "red"}}, "teacher.colour"),
+    # Each module name is a name, never a regex peft would search with, nor one no module has.
+    ({"student": {"adapter": {"target_modules": [".*"]}}}, "student.adapter.target_modules[0]"),
+    ({"student": {"adapter": {"target_modules": ["query", ""]}}},
+     "student.adapter.target_modules[1]"),
+    ({"student": {"adapter": {"target_modules": ["query\x01"]}}},
+     "student.adapter.target_modules[0]"),
+    ({"student": {"adapter": {"target_modules": ["q" * 201]}}},
+     "student.adapter.target_modules[0]"),
+    ({"teacher": {"prompts": ["{text}" + "x" * 4000]}}, "teacher.prompts[0]"),
+    ({"teacher": {"extra_labelers": ["embedding"] * 17}}, "teacher.extra_labelers"),
+    # {text} pasted into the prompt templates from a task string used to submit fine and end
+    # the job in the teacher ("too many values to unpack").
+    ({"task": {"instruction": "Read {text} carefully."}}, "task.instruction"),
+    ({"task": {"labels": [{"name": "crisis", "description": "a {text}"}, {"name": "calm"}]}},
+     "task.labels[0].description"),
+    ({"task": {"labels": [{"name": "crisis"}, {"name": "calm", "verbalizer": "no\nyes"}]}},
+     "task.labels[1].verbalizer"),
 ])
 def test_config_bounds_and_registry_names_are_enforced_by_the_api(client, body, over, field):
     for section, values in over.items():
+        if section == "student" and "adapter" in values:
+            values = {"adapter": {**body.get(section, {}).get("adapter", {}), **values["adapter"]}}
         body[section] = {**body.get(section, {}), **values}
     resp = client.post("/jobs", json=body)
     assert resp.status_code == 422, resp.text
@@ -181,6 +200,35 @@ def test_the_same_bounds_hold_when_the_engine_is_called_directly():
     with pytest.raises(ConfigError) as err:
         load_config({**spec, "distillation": {"align_loss": "soft_ce"}})
     assert err.value.field == "distillation.align_loss"
+
+
+def test_target_modules_never_reach_peft_as_a_regex_from_direct_engine_use():
+    spec = {"task": {"labels": [{"name": "crisis"}, {"name": "calm"}]}}
+    for bad in (".*", "query", ["(a+)+$"], ["attention.self.query\n"], [3]):
+        with pytest.raises(ConfigError) as err:
+            load_config({**spec, "student": {"adapter": {"target_modules": bad}}})
+        assert err.value.field.startswith("student.adapter.target_modules"), bad
+    cfg = load_config({**spec, "student": {"adapter": {
+        "target_modules": ["query", "attention.self.value", "layer.0.output.dense"]}}})
+    assert cfg.student.adapter.target_modules == ["query", "attention.self.value",
+                                                  "layer.0.output.dense"]
+
+
+def test_task_strings_cannot_add_a_second_text_placeholder():
+    labels = [{"name": "crisis", "description": "about {text}"}, {"name": "calm"}]
+    with pytest.raises(ConfigError) as err:
+        load_config({"task": {"labels": labels}})
+    assert err.value.field == "task.labels[0].description"
+    with pytest.raises(ConfigError) as err:
+        load_config({"task": {"labels": labels[1:] + [{"name": "x"}], "instruction": "{text}"}})
+    assert err.value.field == "task.instruction"
+
+
+def test_item_bounds_are_in_the_openapi_schema(client):
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    modules = schemas["AdapterIn"]["properties"]["target_modules"]["anyOf"][0]["items"]
+    assert modules["maxLength"] == 200 and modules["pattern"].startswith("^[A-Za-z_]")
+    assert schemas["TeacherIn"]["properties"]["prompts"]["items"]["maxLength"] == 4000
 
 
 def test_the_engine_runs_only_a_complete_spec(tmp_path):

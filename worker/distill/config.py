@@ -15,6 +15,7 @@ takes them as they are.
 
 from __future__ import annotations
 
+import re
 import types
 import typing
 import unicodedata
@@ -32,6 +33,12 @@ LABEL_PUNCTUATION = frozenset(" _.-/")
 LABEL_RULE = (f"must be 1-{LABEL_MAX_CHARS} letters (any script), digits, marks, spaces or "
               "_ . - /, start with a letter or digit and not end with a space")
 BOUND_KEYS = ("ge", "le", "gt", "lt", "min_length", "max_length")
+# Bounds on each item of a list of strings (the schema puts them on the list's `items`).
+ITEM_KEYS = ("item_max_length", "item_pattern")
+# A module name as peft matches it (the name, or a dotted suffix of the module's path): one
+# word per segment. This refuses what peft would read another way, or could never match: a
+# regex (peft compiles a *string* target_modules as one), an empty name, spaces, controls.
+MODULE_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$"
 
 
 def label_name_ok(name: str) -> bool:
@@ -58,12 +65,13 @@ class ConfigError(ValueError):
 
 
 def setting(default: Any = MISSING, *, help: str, factory: Any = MISSING,
-            **bounds: float) -> Any:
+            **bounds: float | str) -> Any:
     """A config field: its default (or `factory` for a mutable one), help and bounds.
 
-    `bounds` takes pydantic's keyword names (BOUND_KEYS); anything else is a TypeError.
+    `bounds` takes pydantic's keyword names (BOUND_KEYS) and, for a list of strings, the
+    bounds of each item (ITEM_KEYS); anything else is a TypeError.
     """
-    unknown = set(bounds) - set(BOUND_KEYS)
+    unknown = set(bounds) - set(BOUND_KEYS) - set(ITEM_KEYS)
     if unknown:
         raise TypeError(f"unknown bounds {sorted(unknown)}")
     meta = {"help": help, **bounds}
@@ -140,6 +148,31 @@ def check_fields(obj: Any, section: str) -> None:
                 raise ConfigError(path, f"needs at least {meta['min_length']} {unit}")
             if "max_length" in meta and len(value) > meta["max_length"]:
                 raise ConfigError(path, f"takes at most {meta['max_length']} {unit}")
+        if isinstance(value, list):
+            _check_items(value, meta, path)
+
+
+def _check_items(items: list[Any], meta: typing.Mapping[str, Any], path: str) -> None:
+    """Refuse an item of a list of strings outside the field's ITEM_KEYS bounds."""
+    if not any(key in meta for key in ITEM_KEYS):
+        return
+    for i, item in enumerate(items):
+        if not isinstance(item, str):
+            raise ConfigError(f"{path}[{i}]", "must be a string")
+        if "item_max_length" in meta and len(item) > meta["item_max_length"]:
+            raise ConfigError(f"{path}[{i}]",
+                              f"takes at most {meta['item_max_length']} character(s)")
+        if "item_pattern" in meta and not re.fullmatch(meta["item_pattern"], item):
+            raise ConfigError(f"{path}[{i}]", f"{item[:80]!r} must match {meta['item_pattern']}")
+
+
+def _refuse_placeholder(value: Any, path: str) -> None:
+    """Refuse {text} in a task string: it is pasted into the prompt templates, where a second
+    {text} would take the message again (and the white-box teacher could not split the
+    prompt around the text)."""
+    if isinstance(value, str) and TEXT_PLACEHOLDER in value:
+        raise ConfigError(path, "may not contain {text}: only a prompt template (teacher."
+                          "prompts) says where the message goes")
 
 
 @dataclass
@@ -183,11 +216,18 @@ class TaskConfig:
                 raise ConfigError(f"task.labels[{i}].name", f"duplicate label {lab.name!r}")
             seen.add(label_key(lab.name))
             check_fields(lab, f"task.labels[{i}]")
+            _refuse_placeholder(lab.description, f"task.labels[{i}].description")
+            _refuse_placeholder(lab.verbalizer, f"task.labels[{i}].verbalizer")
+            if isinstance(lab.verbalizer, str) and any(
+                    unicodedata.category(ch) in ("Cc", "Cf") for ch in lab.verbalizer):
+                raise ConfigError(f"task.labels[{i}].verbalizer",
+                                  "an answer word holds no control or format characters")
             if label_key(lab.word) in words:
                 raise ConfigError(f"task.labels[{i}].verbalizer",
                                   f"two labels answer with the word {lab.word!r}")
             words.add(label_key(lab.word))
         check_fields(self, "task")
+        _refuse_placeholder(self.instruction, "task.instruction")
 
     @property
     def label_names(self) -> list[str]:
@@ -202,7 +242,9 @@ class TeacherConfig:
                                 "the service default (filled in at submission).",
                                 max_length=500)
     prompts: list[str] = setting(factory=list, help="Extra prompt templates; each must "
-                                 "contain {text} once.", max_length=32)
+                                 "contain {text} once and is at most 4000 characters (the "
+                                 "template is never truncated, unlike the text).",
+                                 max_length=32, item_max_length=4000)
     batch_size: int = setting(16, help="Texts per forward pass; 16 keeps a 135M model near "
                               "peak CPU throughput.", ge=1, le=512)
     max_text_tokens: int = setting(256, help="Longer texts are truncated; news messages "
@@ -225,7 +267,8 @@ class TeacherConfig:
     extra_labelers: list[str] = setting(factory=lambda: ["embedding"], help="Labelers "
                                         "joining the prompts in the label model (embedding: "
                                         "text vs. label-description similarity in the "
-                                        "student base's embedding space).")
+                                        "student base's embedding space).",
+                                        max_length=16)
     label_model: str = setting("auto", help="How the judge combines annotators "
                                "(worker/distill/judge.py); auto: the one with the best "
                                "leave-one-source-out agreement, chosen per job without "
@@ -275,11 +318,18 @@ class AdapterConfig:
     dropout: float = setting(0.1, help="Dropout on the LoRA path; regularises with small "
                              "corpora.", ge=0, lt=1)
     target_modules: list[str] | None = setting(None, help="Names of the encoder modules to "
-                                               "adapt (e.g. [\"query\", \"value\"]); null: "
-                                               "peft's choice for the architecture.",
-                                               min_length=1, max_length=64)
+                                               "adapt (e.g. [\"query\", \"value\"]), each "
+                                               "a module name or a dotted suffix of its path, "
+                                               "never a regex; null: peft's choice for the "
+                                               "architecture.", min_length=1, max_length=64,
+                                               item_max_length=200,
+                                               item_pattern=MODULE_NAME_PATTERN)
 
     def __post_init__(self) -> None:
+        if self.target_modules is not None and not isinstance(self.target_modules, list):
+            # peft would compile a string as a regex over every module path
+            raise ConfigError("student.adapter.target_modules",
+                              "must be a list of module names (or null)")
         check_fields(self, "student.adapter")
 
     @property
