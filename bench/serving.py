@@ -72,7 +72,7 @@ def prepare_home(source: Path, home: Path, model: str, versions: int) -> dict[st
     from app.core.migrate import upgrade
     from app.models import ModelVersion
     from app.registry.service import register_version
-    from worker.distill.engine import RunResult
+    from worker.distill.result import RunResult
 
     src_engine = make_engine(f"sqlite:///{source / 'tailor.db'}")
     with src_engine.connect() as conn:
@@ -89,7 +89,7 @@ def prepare_home(source: Path, home: Path, model: str, versions: int) -> dict[st
         student_dir = artifacts / "bench" / f"copy-{i}" / "student"
         shutil.copytree(source / "artifacts" / row.artifact_path, student_dir)
         result = RunResult(student_dir=student_dir, files=row.files, metrics=row.metrics,
-                           lineage=row.lineage, card="", base_model=row.base_model)
+                           lineage=row.lineage, base_model=row.base_model)
         with session_scope() as db:
             register_version(db=db, job_id=f"bench-copy-{i}", name=model, result=result,
                              artifacts_root=artifacts)
