@@ -6,11 +6,21 @@ The request's engine sections are derived from worker/distill/config.py, never r
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    create_model,
+)
+from pydantic_core import PydanticCustomError
 
 from worker.distill.config import (
     BOUND_KEYS,
@@ -41,6 +51,31 @@ SECTION_MODELS = {LabelSpec: "LabelIn", TaskConfig: "TaskIn", TeacherConfig: "Te
                   DistillConfig: "DistillationIn"}
 
 
+def _literal_values(tp: Any) -> tuple[Any, ...]:
+    return tuple(v for arg in typing.get_args(tp) if typing.get_origin(arg) is Literal
+                 for v in typing.get_args(arg))
+
+
+def _one_error(values: tuple[Any, ...]) -> Any:
+    """A wrap validator that reports a failed `bool | Literal[...]` as one error."""
+    names = ["true", "false", *(repr(v) for v in values)]
+    allowed = ", ".join(names[:-1]) + " or " + names[-1]
+
+    def validate(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        try:
+            return handler(value)
+        except ValidationError:
+            raise PydanticCustomError("flag_or_choice", f"Input should be {allowed}") from None
+    return validate
+
+
+def _is_flag_or_choice(tp: Any) -> bool:
+    """True for `bool | Literal[...]` (e.g. a switch that may also be "auto")."""
+    args = typing.get_args(tp)
+    return (typing.get_origin(tp) in (typing.Union, types.UnionType) and bool in args
+            and all(a is bool or typing.get_origin(a) is Literal for a in args))
+
+
 def engine_model(cls: type, path: str, names: dict[str, tuple[str, ...]]) -> type[BaseModel]:
     """The strict pydantic model of config dataclass `cls` (at dotted `path` of the spec).
 
@@ -62,6 +97,10 @@ def engine_model(cls: type, path: str, names: dict[str, tuple[str, ...]]) -> typ
             tp = engine_model(typing.cast(type, tp), where, names)
         elif typing.get_origin(tp) is list and dataclasses.is_dataclass(typing.get_args(tp)[0]):
             tp = list[engine_model(typing.get_args(tp)[0], where, names)]  # type: ignore[misc]
+        elif _is_flag_or_choice(tp):
+            # `bool | Literal["auto"]` as one enum: one error naming the field, not one per
+            # union member with pydantic's member tags in its path ("representations.bool").
+            tp = Annotated[tp, WrapValidator(_one_error(_literal_values(tp)))]
         elif any(k in meta for k in ITEM_KEYS):  # a list of strings, each item bounded
             item = Annotated[str, Field(max_length=meta.get("item_max_length"),
                                         pattern=meta.get("item_pattern"))]

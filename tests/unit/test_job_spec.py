@@ -180,6 +180,10 @@ def test_the_stored_spec_is_complete_and_filled_as_complete_spec_fills_it(client
      "task.labels[0].description"),
     ({"task": {"labels": [{"name": "crisis"}, {"name": "calm", "verbalizer": "no\nyes"}]}},
      "task.labels[1].verbalizer"),
+    # A switch that may be "auto" is one field, not one error per union member with
+    # pydantic's member tags in its name ("distillation.representations.bool"); 1 is not true.
+    ({"distillation": {"representations": "maybe"}}, "distillation.representations"),
+    ({"distillation": {"progressive": 1}}, "distillation.progressive"),
 ])
 def test_config_bounds_and_registry_names_are_enforced_by_the_api(client, body, over, field):
     for section, values in over.items():
@@ -190,6 +194,7 @@ def test_config_bounds_and_registry_names_are_enforced_by_the_api(client, body, 
     assert resp.status_code == 422, resp.text
     assert resp.json()["error"]["message"].startswith(f"{field}: "), resp.json()
     assert client.get("/jobs").json()["jobs"] == []
+    assert len(resp.json()["error"]["details"]) == 1, resp.json()
 
 
 def test_the_same_bounds_hold_when_the_engine_is_called_directly():
