@@ -46,9 +46,9 @@ def reference(student: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor,
     return (torch.sigmoid(z) if multi_label else torch.softmax(z, -1)).numpy()
 
 
-@pytest.mark.parametrize("multi_label", [False, True])
-def test_the_onnx_graph_gives_the_students_calibrated_probabilities(tmp_path, multi_label):
-    folder, student = saved_student(tmp_path, multi_label=multi_label, temperature=1.7)
+def test_the_onnx_graph_gives_the_students_calibrated_probabilities(tmp_path):
+    # Multi-label (a sigmoid in the graph) is covered end to end in test_export_route.py.
+    folder, student = saved_student(tmp_path, multi_label=False, temperature=1.7)
     path = build_onnx(folder, tmp_path / "out" / "model.onnx", models_dir=tmp_path / "cache")
     assert sorted(p.name for p in path.parent.iterdir()) == ["model.onnx"]  # no temp left
     session = ort.InferenceSession(str(path))
@@ -63,10 +63,9 @@ def test_the_onnx_graph_gives_the_students_calibrated_probabilities(tmp_path, mu
         (probs,) = session.run([OUTPUT_NAME], {"input_ids": ids.numpy(),
                                                "attention_mask": mask.numpy()})
         assert probs.dtype == np.float32 and probs.shape == (batch, 3)
-        expected = reference(student, ids, mask, 1.7, multi_label)
+        expected = reference(student, ids, mask, 1.7, multi_label=False)
         assert np.abs(probs - expected).max() < 1e-4
-        if not multi_label:
-            assert np.allclose(probs.sum(1), 1.0, atol=1e-5)
+        assert np.allclose(probs.sum(1), 1.0, atol=1e-5)
 
 
 def test_a_changed_base_model_is_refused(tmp_path):
