@@ -3,6 +3,7 @@ encoder and the ONNX graph compute what serving computes, for any batch and leng
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +12,10 @@ import pytest
 import torch
 
 from tests.fixtures.tiny import build_student as build_tiny
+from tests.support import ROOT
 from worker.distill.config import StudentConfig
 from worker.distill.export import INPUT_NAMES, OUTPUT_NAME, build_onnx, load_merged
+from worker.distill.export_examples import EXAMPLES
 from worker.distill.sources import resolve
 from worker.distill.student import ArtifactError, build_student, save_student
 
@@ -75,3 +78,12 @@ def test_a_changed_base_model_is_refused(tmp_path):
     with pytest.raises(ArtifactError) as caught:
         load_merged(folder, models_dir=tmp_path / "cache")
     assert caught.value.code == "base_mismatch"
+
+
+def test_the_readme_shows_the_examples_the_exports_ship():
+    """README.md's "Run a student outside Tailor" holds both run.py programs verbatim (the
+    route tests check that each export's own README starts with its run.py)."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Run a student outside Tailor", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.DOTALL)
+    assert blocks == [EXAMPLES["onnx"], EXAMPLES["hf"]]
