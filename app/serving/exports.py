@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,6 +43,10 @@ log = logging.getLogger(__name__)
 EXPORTS_DIR = "exports"
 MEDIA_TYPE = "application/gzip"
 CHUNK = 1 << 20  # bytes read per step while hashing and streaming
+# Builds at once per process: one takes the CPU for seconds (export, gzip) and holds a second
+# copy of the base encoder; /classify shares both. Others wait, then usually hit the cache.
+MAX_CONCURRENT_BUILDS = 1
+_builds = threading.BoundedSemaphore(MAX_CONCURRENT_BUILDS)
 
 
 @dataclass(frozen=True)
@@ -110,7 +115,8 @@ def open_export(source: ExportSource, fmt: str, *, artifacts_root: Path,
             found, state = _cached(cache, fmt)
             if found is not None:
                 return found
-            return _build(source, fmt, directory, cache, models_dir, state)
+            with _builds:
+                return _build(source, fmt, directory, cache, models_dir, state)
     except OSError as exc:
         log.exception("export of %s as %s failed", source.ref, fmt)
         raise Unavailable(f"{source.ref}: the export could not be written to the artifact "

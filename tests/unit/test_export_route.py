@@ -14,6 +14,7 @@ from pathlib import Path
 from app.core.config import get_settings
 from tests.fixtures.exports import readme_example, run_example, unpack
 from tests.fixtures.versions import register_tiny
+from tests.integration.report import record_input
 from tests.unit.test_ownership import bearer, restart_app
 
 TEXTS = ["flood water rose in the city", "the team won the football match",
@@ -120,8 +121,10 @@ def test_the_hf_export_holds_a_standard_encoder_folder_and_the_head(client, tiny
     assert export(client, "hf").headers["x-tailor-export-cache"] == "rebuilt"
 
 
-def test_two_requests_at_once_build_one_export(client, tiny_models):
+def test_two_requests_at_once_build_one_export_while_classify_answers(client, tiny_models):
     register_tiny(tiny_models[1])
+    body = {"model": "crisis:1", "texts": TEXTS}
+    before = client.post("/classify", json=body).json()
     answers: list = [None, None]
 
     def fetch(i: int) -> None:
@@ -130,8 +133,12 @@ def test_two_requests_at_once_build_one_export(client, tiny_models):
     threads = [threading.Thread(target=fetch, args=(i,)) for i in range(2)]
     for t in threads:
         t.start()
+    during = []
+    while any(t.is_alive() for t in threads):  # the build shares the process with serving
+        during.append(client.post("/classify", json=body))
     for t in threads:
         t.join()
+    assert during and all(r.status_code == 200 and r.json() == before for r in during)
     assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
     assert sorted(a.headers["x-tailor-export-cache"] for a in answers) == ["built", "hit"]
     assert answers[0].content == answers[1].content
@@ -145,6 +152,8 @@ def test_unknown_format_is_a_422_naming_the_parameter(client, tiny_models):
                 "/models/crisis/versions/1/export"):
         error = _error(client.get(url), 422, "validation_error")
         assert "format" in error["message"], error
+    record_input("export format that is unknown or missing", ["GET .../versions/{v}/export"],
+                 ["format=pickle", "no format"], ["422 naming query.format"])
 
 
 def test_an_unexportable_version_is_a_409_with_the_reason(client, tiny_models, tmp_path):
@@ -161,6 +170,9 @@ def test_an_unexportable_version_is_a_409_with_the_reason(client, tiny_models, t
     adapter.write_bytes(adapter.read_bytes() + b" ")
     error = _error(export(client, version=2), 409, "not_exportable")
     assert error["details"]["reason"] == "artifact_corrupt", error
+    record_input("a version that cannot be exported", ["GET .../versions/{v}/export"],
+                 ["its base model deleted", "its adapter changed after registration"],
+                 ["409 not_exportable, details.reason model_not_found / artifact_corrupt"])
 
 
 def test_an_archived_version_exports_and_says_so(client, tiny_models):
