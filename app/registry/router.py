@@ -116,6 +116,8 @@ def set_alias(name: NamePath, alias: Annotated[str, Path(max_length=64)], body: 
                                             "`details.reason`)"}})
 def export_version(name: NamePath, version: VersionPath, fmt: FormatQuery, db: SessionDep,
                    _: ClassifyScope) -> StreamingResponse:
+    # A plain `def` route: FastAPI runs it in its thread pool, so a build (seconds to a
+    # minute) never blocks the event loop.
     source = exports.ExportSource.of(service.get_version(db=db, name=name, version=version))
     db.close()  # a build may take a minute: hold no database connection meanwhile
     settings = get_settings()

@@ -110,11 +110,8 @@ def test_the_hf_export_holds_a_standard_encoder_folder_and_the_head(client, tiny
     assert not any("lora" in name for name, _ in encoder.named_parameters())
     head = load_file(str(folder / "head.safetensors"))
     assert head["weight"].shape == (2, encoder.config.hidden_size)
-    got = run_example(sys.executable, folder, TEXTS)
-    want = client.post("/classify", json={"model": "crisis:1", "texts": TEXTS}).json()
-    for g, w in zip(got, want["results"], strict=True):
-        assert g["label"] == w["label"] and g["truncated"] == w["truncated"]
-        assert max(abs(g["scores"][k] - w["scores"][k]) for k in w["scores"]) < 1e-4
+    assert readme_example(folder) == (folder / "run.py").read_text()
+    # Its example runs against a real student in tests/e2e/test_export_real_student.py.
 
     for cached in exports_dir().glob("hf-*.tar.gz"):
         cached.unlink()  # a missing cached file: rebuilt

@@ -119,7 +119,8 @@ def describe(fmt: str, merged: MergedStudent, info: VersionInfo) -> dict[str, An
 
 def readme(fmt: str, config: dict[str, Any], info: VersionInfo) -> str:
     """README.md of an export: how to run it (run.py is its first python block)."""
-    pins = " ".join(f"{pkg}=={ver}" for pkg, ver in config["built_with"].items())
+    # A local version label (torch's "+cpu") names a build, not a release an index serves.
+    pins = " ".join(f"{pkg}=={ver.split('+')[0]}" for pkg, ver in config["built_with"].items())
     labels = ", ".join(f"`{label}`" for label in config["labels"])
     kind = "multi-label (a sigmoid per label)" if config["multi_label"] else \
         "single-label (softmax over labels)"
