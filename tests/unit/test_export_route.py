@@ -7,12 +7,13 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import subprocess
 import sys
 import threading
 from pathlib import Path
 
 from app.core.config import get_settings
-from tests.fixtures.exports import readme_example, run_example, unpack
+from tests.fixtures.exports import clean_env, readme_example, run_example, unpack
 from tests.fixtures.versions import register_tiny
 from tests.integration.report import record_input
 from tests.unit.test_ownership import bearer, restart_app
@@ -116,6 +117,45 @@ def test_the_hf_export_holds_a_standard_encoder_folder_and_the_head(client, tiny
     for cached in exports_dir().glob("hf-*.tar.gz"):
         cached.unlink()  # a missing cached file: rebuilt
     assert export(client, "hf").headers["x-tailor-export-cache"] == "rebuilt"
+
+
+def run_bytes(folder: Path, data: bytes, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """The export's README example fed raw bytes on stdin (what a file piped in may hold)."""
+    script = folder / "example.py"
+    script.write_text(readme_example(folder))
+    return subprocess.run([sys.executable, str(script), *args], input=data,
+                          capture_output=True, cwd=folder, env=clean_env(), timeout=300,
+                          check=False)
+
+
+def test_the_examples_refuse_per_line_what_classify_refuses(client, tiny_models, tmp_path):
+    register_tiny(tiny_models[1])
+    want = client.post("/classify", json={"model": "crisis:1",
+                                          "texts": ["flood", "fire"]}).json()["results"]
+    for text, reason in (("a\x00b", "nul"), ("   ", "empty")):
+        refused = client.post("/classify", json={"model": "crisis:1", "texts": [text]})
+        assert refused.json()["error"]["details"]["reason"] == reason
+    for fmt in ("onnx", "hf"):
+        folder = unpack(export(client, fmt).content, tmp_path / fmt)
+        # A stray invalid byte, a NUL, a blank line: each answers its own line, in order.
+        done = run_bytes(folder, b"flood\n\xff bad\r\na\x00b\n   \nfire\n")
+        assert done.returncode == 0, done.stderr[-2000:]
+        got = [json.loads(line) for line in done.stdout.decode().splitlines()]
+        assert [g.get("error", {}).get("details") for g in got] == [
+            None, {"line": 2, "reason": "not_utf8"}, {"line": 3, "reason": "nul"},
+            {"line": 4, "reason": "empty"}, None]
+        assert [g["label"] for g in (got[0], got[4])] == [w["label"] for w in want]
+        # /classify's bounds: a silently dropped label (top-k -1) or a crash are refused.
+        for args in (("--top-k", "0"), ("--top-k", "-1"), ("--threshold", "1.5"),
+                     ("--threshold", "nan")):
+            bad = run_bytes(folder, b"flood\n", *args)
+            assert bad.returncode == 2 and not bad.stdout, (fmt, args, bad.stdout)
+    record_input("export examples fed lines /classify refuses",
+                 ["run.py of format=onnx and hf"],
+                 ["invalid UTF-8 byte", "NUL", "blank line", "--top-k 0/-1",
+                  "--threshold 1.5/nan"],
+                 ["one invalid_text line each (details.line, reason), the rest answered",
+                  "exit 2 naming the option"])
 
 
 def test_two_requests_at_once_build_one_export_while_classify_answers(client, tiny_models):
