@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from app.core.errors import Conflict, Unavailable
+from app.core.errors import Conflict, Overloaded, Unavailable
 from app.models import ModelVersion
 from worker.distill.export_package import (
     FORMATS,
@@ -47,6 +47,13 @@ CHUNK = 1 << 20  # bytes read per step while hashing and streaming
 # copy of the base encoder; /classify shares both. Others wait, then usually hit the cache.
 MAX_CONCURRENT_BUILDS = 1
 _builds = threading.BoundedSemaphore(MAX_CONCURRENT_BUILDS)
+# Export requests at once per process (building, waiting for a build or for the format's lock,
+# hashing a cached archive). Each holds one of the threads AnyIO lends to every sync route and
+# sync dependency, the database session included (40 by default): unbounded, a few dozen
+# requests waiting on one build would stall the whole API. Past it, 429 with Retry-After.
+MAX_EXPORT_REQUESTS = 4
+RETRY_AFTER_S = 15  # about one ONNX build of MiniLM on 2 cores, the usual wait ahead
+_admitted = threading.BoundedSemaphore(MAX_EXPORT_REQUESTS)
 
 
 @dataclass(frozen=True)
@@ -100,9 +107,20 @@ def open_export(source: ExportSource, fmt: str, *, artifacts_root: Path,
             read or the exporter fails (`details.reason` is the underlying code, e.g.
             `artifact_corrupt`, `base_mismatch`, `student_unloadable`, `export_failed`).
         Unavailable: 503 `export_unwritable` when the artifact store refuses the cache files.
+        Overloaded: 429 with Retry-After when MAX_EXPORT_REQUESTS are already in progress.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}")
+    if not _admitted.acquire(blocking=False):
+        raise Overloaded(f"{MAX_EXPORT_REQUESTS} exports are being built or checked in this "
+                         "process; retry later", retry_after=RETRY_AFTER_S)
+    try:
+        return _open(source, fmt, artifacts_root=artifacts_root, models_dir=models_dir)
+    finally:
+        _admitted.release()
+
+
+def _open(source: ExportSource, fmt: str, *, artifacts_root: Path, models_dir: Path) -> Export:
     root = artifacts_root.resolve()
     directory = (root / source.artifact_path).resolve()
     if not directory.is_relative_to(root) or not directory.is_dir():
@@ -112,6 +130,7 @@ def open_export(source: ExportSource, fmt: str, *, artifacts_root: Path,
     try:
         cache.mkdir(exist_ok=True)
         with _locked(cache / f"{fmt}.lock"):
+            _sweep(cache, fmt)
             found, state = _cached(cache, fmt)
             if found is not None:
                 return found
@@ -131,6 +150,17 @@ def _locked(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _sweep(cache: Path, fmt: str) -> None:
+    """Remove what a build killed mid-way (OOM, SIGKILL, power loss) left: its work folder and
+    manifest temp file, each as big as an export. Called under the format's lock, so no
+    build of `fmt` in this cache is running."""
+    for stale in cache.glob(f".{fmt}-*"):
+        log.warning("removing %s, left by an interrupted export build", stale)
+        shutil.rmtree(stale, ignore_errors=True)
+    for stale in cache.glob(f".{fmt}.*.json"):
+        stale.unlink(missing_ok=True)
 
 
 def _manifest(cache: Path, fmt: str) -> Path:

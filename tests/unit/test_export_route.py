@@ -183,6 +183,63 @@ def test_two_requests_at_once_build_one_export_while_classify_answers(client, ti
     assert not [p for p in exports_dir().iterdir() if p.name.startswith(".")]  # no temp left
 
 
+def test_exports_waiting_on_a_build_never_starve_the_api_of_threads(client, tiny_models,
+                                                                     monkeypatch):
+    from app.serving import exports
+
+    register_tiny(tiny_models[1])
+    building, release = threading.Event(), threading.Event()
+    real = exports.write_package
+
+    def slow_build(*args, **kwargs):
+        building.set()
+        release.wait(60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(exports, "write_package", slow_build)
+    # More requests than the threads AnyIO lends to sync routes and dependencies (40).
+    answers: list = []
+    threads = [threading.Thread(target=lambda: answers.append(export(client)))
+               for _ in range(45)]
+    try:
+        for t in threads:
+            t.start()
+        assert building.wait(30)
+        meanwhile: list = []
+        reader = threading.Thread(target=lambda: meanwhile.append(
+            client.get("/models/crisis/versions/1")))
+        reader.start()
+        reader.join(20)  # unbounded waiters held every thread: this hung until the build ended
+        assert meanwhile and meanwhile[0].status_code == 200
+    finally:
+        release.set()
+        for t in threads:
+            t.join(120)
+    codes = sorted(a.status_code for a in answers)
+    assert codes.count(200) == exports.MAX_EXPORT_REQUESTS and set(codes) == {200, 429}
+    refused = next(a for a in answers if a.status_code == 429)
+    assert refused.json()["error"]["code"] == "overloaded"
+    assert int(refused.headers["retry-after"]) == exports.RETRY_AFTER_S
+    record_input("many concurrent export requests", ["GET .../versions/{v}/export"],
+                 ["45 at once while the first builds"],
+                 [f"{exports.MAX_EXPORT_REQUESTS} served, the rest 429 with Retry-After; "
+                  "other routes answer meanwhile"])
+
+
+def test_a_build_killed_mid_way_leaves_nothing_behind_after_the_next_request(client,
+                                                                          tiny_models):
+    register_tiny(tiny_models[1])
+    cache = exports_dir()
+    cache.mkdir()
+    (cache / ".onnx-killed").mkdir()  # what a build OOM-killed mid-way leaves
+    (cache / ".onnx-killed" / "model.onnx").write_bytes(b"\0" * 1024)
+    (cache / ".onnx.0123456789ab.json").write_text("{")
+    (cache / ".hf-other-format").mkdir()  # another format's lock guards it: not touched
+    assert export(client).status_code == 200
+    assert sorted(p.name for p in cache.iterdir() if p.name.startswith(".")) == [
+        ".hf-other-format"]
+
+
 def test_unknown_format_is_a_422_naming_the_parameter(client, tiny_models):
     register_tiny(tiny_models[1])
     for url in ("/models/crisis/versions/1/export?format=pickle",
