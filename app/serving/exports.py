@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -43,6 +44,9 @@ log = logging.getLogger(__name__)
 EXPORTS_DIR = "exports"
 MEDIA_TYPE = "application/gzip"
 CHUNK = 1 << 20  # bytes read per step while hashing and streaming
+# The download name a manifest may give (it goes into Content-Disposition): a model name
+# (app/jobs/schemas.py NAME_PATTERN), -vN-FORMAT, .tar.gz; nothing that could break a header.
+DOWNLOAD_NAME = re.compile(r"[a-z0-9][a-z0-9_.\-]*\.tar\.gz")
 # Builds at once per process: one takes the CPU for seconds (export, gzip) and holds a second
 # copy of the base encoder; /classify shares both. Others wait, then usually hit the cache.
 MAX_CONCURRENT_BUILDS = 1
@@ -176,8 +180,11 @@ def _cached(cache: Path, fmt: str) -> tuple[Export | None, str]:
     except ValueError:
         log.warning("export manifest %s is unreadable; rebuilding", _manifest(cache, fmt))
         return None, "rebuilt"
-    name = manifest.get("file") if isinstance(manifest, dict) else None
-    if not isinstance(name, str) or Path(name).name != name or not name.startswith(fmt):
+    fields = manifest if isinstance(manifest, dict) else {}
+    name, filename = fields.get("file"), fields.get("filename")
+    if not isinstance(name, str) or Path(name).name != name or not name.startswith(fmt) or \
+            not isinstance(filename, str) or not DOWNLOAD_NAME.fullmatch(filename):
+        log.warning("export manifest %s is malformed; rebuilding", _manifest(cache, fmt))
         return None, "rebuilt"
     try:
         handle = open(cache / name, "rb")  # noqa: SIM115 - Export.chunks closes it
@@ -189,7 +196,7 @@ def _cached(cache: Path, fmt: str) -> tuple[Export | None, str]:
         handle.close()
         log.warning("cached export %s does not match its sha256; rebuilding", cache / name)
         return None, "rebuilt"
-    return Export(handle, digest, size, manifest["filename"], "hit"), "hit"
+    return Export(handle, digest, size, filename, "hit"), "hit"
 
 
 def _hash(handle: IO[bytes]) -> tuple[str, int]:

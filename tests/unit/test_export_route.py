@@ -94,6 +94,16 @@ def test_an_onnx_export_answers_as_classify_does_and_is_built_once(client, tiny_
     unpack(rebuilt.content, tmp_path / "rebuilt")
     assert [p.name for p in exports_dir("topics").glob("onnx-*.tar.gz")] != [archives[0].name]
 
+    manifest_file = exports_dir("topics") / "onnx.json"  # valid JSON, a field missing or bad
+    good = json.loads(manifest_file.read_text())
+    for bad in ({k: v for k, v in good.items() if k != "filename"},
+                {**good, "filename": 'x"\r\nSet-Cookie: a=b.tar.gz'}):
+        manifest_file.write_text(json.dumps(bad))
+        again = export(client, name="topics")
+        assert again.status_code == 200, again.text
+        assert again.headers["x-tailor-export-cache"] == "rebuilt"
+        assert 'filename="topics-v1-onnx.tar.gz"' in again.headers["content-disposition"]
+
 
 
 def test_the_hf_export_holds_a_standard_encoder_folder_and_the_head(client, tiny_models,
