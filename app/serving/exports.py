@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from app.core.errors import Conflict, Unavailable
+from app.core.errors import Conflict, Overloaded, Unavailable
 from app.models import ModelVersion
 from worker.distill.export_package import (
     FORMATS,
@@ -43,10 +44,20 @@ log = logging.getLogger(__name__)
 EXPORTS_DIR = "exports"
 MEDIA_TYPE = "application/gzip"
 CHUNK = 1 << 20  # bytes read per step while hashing and streaming
+# The download name a manifest may give (it goes into Content-Disposition): a model name
+# (app/jobs/schemas.py NAME_PATTERN), -vN-FORMAT, .tar.gz; nothing that could break a header.
+DOWNLOAD_NAME = re.compile(r"[a-z0-9][a-z0-9_.\-]*\.tar\.gz")
 # Builds at once per process: one takes the CPU for seconds (export, gzip) and holds a second
 # copy of the base encoder; /classify shares both. Others wait, then usually hit the cache.
 MAX_CONCURRENT_BUILDS = 1
 _builds = threading.BoundedSemaphore(MAX_CONCURRENT_BUILDS)
+# Export requests at once per process (building, waiting for a build or for the format's lock,
+# hashing a cached archive). Each holds one of the threads AnyIO lends to every sync route and
+# sync dependency, the database session included (40 by default): unbounded, a few dozen
+# requests waiting on one build would stall the whole API. Past it, 429 with Retry-After.
+MAX_EXPORT_REQUESTS = 4
+RETRY_AFTER_S = 15  # about one ONNX build of MiniLM on 2 cores, the usual wait ahead
+_admitted = threading.BoundedSemaphore(MAX_EXPORT_REQUESTS)
 
 
 @dataclass(frozen=True)
@@ -100,9 +111,20 @@ def open_export(source: ExportSource, fmt: str, *, artifacts_root: Path,
             read or the exporter fails (`details.reason` is the underlying code, e.g.
             `artifact_corrupt`, `base_mismatch`, `student_unloadable`, `export_failed`).
         Unavailable: 503 `export_unwritable` when the artifact store refuses the cache files.
+        Overloaded: 429 with Retry-After when MAX_EXPORT_REQUESTS are already in progress.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}")
+    if not _admitted.acquire(blocking=False):
+        raise Overloaded(f"{MAX_EXPORT_REQUESTS} exports are being built or checked in this "
+                         "process; retry later", retry_after=RETRY_AFTER_S)
+    try:
+        return _open(source, fmt, artifacts_root=artifacts_root, models_dir=models_dir)
+    finally:
+        _admitted.release()
+
+
+def _open(source: ExportSource, fmt: str, *, artifacts_root: Path, models_dir: Path) -> Export:
     root = artifacts_root.resolve()
     directory = (root / source.artifact_path).resolve()
     if not directory.is_relative_to(root) or not directory.is_dir():
@@ -112,6 +134,7 @@ def open_export(source: ExportSource, fmt: str, *, artifacts_root: Path,
     try:
         cache.mkdir(exist_ok=True)
         with _locked(cache / f"{fmt}.lock"):
+            _sweep(cache, fmt)
             found, state = _cached(cache, fmt)
             if found is not None:
                 return found
@@ -133,6 +156,17 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _sweep(cache: Path, fmt: str) -> None:
+    """Remove what a build killed mid-way (OOM, SIGKILL, power loss) left: its work folder and
+    manifest temp file, each as big as an export. Called under the format's lock, so no
+    build of `fmt` in this cache is running."""
+    for stale in cache.glob(f".{fmt}-*"):
+        log.warning("removing %s, left by an interrupted export build", stale)
+        shutil.rmtree(stale, ignore_errors=True)
+    for stale in cache.glob(f".{fmt}.*.json"):
+        stale.unlink(missing_ok=True)
+
+
 def _manifest(cache: Path, fmt: str) -> Path:
     return cache / f"{fmt}.json"
 
@@ -146,8 +180,11 @@ def _cached(cache: Path, fmt: str) -> tuple[Export | None, str]:
     except ValueError:
         log.warning("export manifest %s is unreadable; rebuilding", _manifest(cache, fmt))
         return None, "rebuilt"
-    name = manifest.get("file") if isinstance(manifest, dict) else None
-    if not isinstance(name, str) or Path(name).name != name or not name.startswith(fmt):
+    fields = manifest if isinstance(manifest, dict) else {}
+    name, filename = fields.get("file"), fields.get("filename")
+    if not isinstance(name, str) or Path(name).name != name or not name.startswith(fmt) or \
+            not isinstance(filename, str) or not DOWNLOAD_NAME.fullmatch(filename):
+        log.warning("export manifest %s is malformed; rebuilding", _manifest(cache, fmt))
         return None, "rebuilt"
     try:
         handle = open(cache / name, "rb")  # noqa: SIM115 - Export.chunks closes it
@@ -159,7 +196,7 @@ def _cached(cache: Path, fmt: str) -> tuple[Export | None, str]:
         handle.close()
         log.warning("cached export %s does not match its sha256; rebuilding", cache / name)
         return None, "rebuilt"
-    return Export(handle, digest, size, manifest["filename"], "hit"), "hit"
+    return Export(handle, digest, size, filename, "hit"), "hit"
 
 
 def _hash(handle: IO[bytes]) -> tuple[str, int]:

@@ -7,12 +7,13 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import subprocess
 import sys
 import threading
 from pathlib import Path
 
 from app.core.config import get_settings
-from tests.fixtures.exports import readme_example, run_example, unpack
+from tests.fixtures.exports import clean_env, readme_example, run_example, unpack
 from tests.fixtures.versions import register_tiny
 from tests.integration.report import record_input
 from tests.unit.test_ownership import bearer, restart_app
@@ -93,6 +94,16 @@ def test_an_onnx_export_answers_as_classify_does_and_is_built_once(client, tiny_
     unpack(rebuilt.content, tmp_path / "rebuilt")
     assert [p.name for p in exports_dir("topics").glob("onnx-*.tar.gz")] != [archives[0].name]
 
+    manifest_file = exports_dir("topics") / "onnx.json"  # valid JSON, a field missing or bad
+    good = json.loads(manifest_file.read_text())
+    for bad in ({k: v for k, v in good.items() if k != "filename"},
+                {**good, "filename": 'x"\r\nSet-Cookie: a=b.tar.gz'}):
+        manifest_file.write_text(json.dumps(bad))
+        again = export(client, name="topics")
+        assert again.status_code == 200, again.text
+        assert again.headers["x-tailor-export-cache"] == "rebuilt"
+        assert 'filename="topics-v1-onnx.tar.gz"' in again.headers["content-disposition"]
+
 
 
 def test_the_hf_export_holds_a_standard_encoder_folder_and_the_head(client, tiny_models,
@@ -118,6 +129,45 @@ def test_the_hf_export_holds_a_standard_encoder_folder_and_the_head(client, tiny
     assert export(client, "hf").headers["x-tailor-export-cache"] == "rebuilt"
 
 
+def run_bytes(folder: Path, data: bytes, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """The export's README example fed raw bytes on stdin (what a file piped in may hold)."""
+    script = folder / "example.py"
+    script.write_text(readme_example(folder))
+    return subprocess.run([sys.executable, str(script), *args], input=data,
+                          capture_output=True, cwd=folder, env=clean_env(), timeout=300,
+                          check=False)
+
+
+def test_the_examples_refuse_per_line_what_classify_refuses(client, tiny_models, tmp_path):
+    register_tiny(tiny_models[1])
+    want = client.post("/classify", json={"model": "crisis:1",
+                                          "texts": ["flood", "fire"]}).json()["results"]
+    for text, reason in (("a\x00b", "nul"), ("   ", "empty")):
+        refused = client.post("/classify", json={"model": "crisis:1", "texts": [text]})
+        assert refused.json()["error"]["details"]["reason"] == reason
+    for fmt in ("onnx", "hf"):
+        folder = unpack(export(client, fmt).content, tmp_path / fmt)
+        # A stray invalid byte, a NUL, a blank line: each answers its own line, in order.
+        done = run_bytes(folder, b"flood\n\xff bad\r\na\x00b\n   \nfire\n")
+        assert done.returncode == 0, done.stderr[-2000:]
+        got = [json.loads(line) for line in done.stdout.decode().splitlines()]
+        assert [g.get("error", {}).get("details") for g in got] == [
+            None, {"line": 2, "reason": "not_utf8"}, {"line": 3, "reason": "nul"},
+            {"line": 4, "reason": "empty"}, None]
+        assert [g["label"] for g in (got[0], got[4])] == [w["label"] for w in want]
+        # /classify's bounds: a silently dropped label (top-k -1) or a crash are refused.
+        for args in (("--top-k", "0"), ("--top-k", "-1"), ("--threshold", "1.5"),
+                     ("--threshold", "nan")):
+            bad = run_bytes(folder, b"flood\n", *args)
+            assert bad.returncode == 2 and not bad.stdout, (fmt, args, bad.stdout)
+    record_input("export examples fed lines /classify refuses",
+                 ["run.py of format=onnx and hf"],
+                 ["invalid UTF-8 byte", "NUL", "blank line", "--top-k 0/-1",
+                  "--threshold 1.5/nan"],
+                 ["one invalid_text line each (details.line, reason), the rest answered",
+                  "exit 2 naming the option"])
+
+
 def test_two_requests_at_once_build_one_export_while_classify_answers(client, tiny_models):
     register_tiny(tiny_models[1])
     body = {"model": "crisis:1", "texts": TEXTS}
@@ -141,6 +191,63 @@ def test_two_requests_at_once_build_one_export_while_classify_answers(client, ti
     assert answers[0].content == answers[1].content
     assert len(list(exports_dir().glob("onnx-*.tar.gz"))) == 1
     assert not [p for p in exports_dir().iterdir() if p.name.startswith(".")]  # no temp left
+
+
+def test_exports_waiting_on_a_build_never_starve_the_api_of_threads(client, tiny_models,
+                                                                     monkeypatch):
+    from app.serving import exports
+
+    register_tiny(tiny_models[1])
+    building, release = threading.Event(), threading.Event()
+    real = exports.write_package
+
+    def slow_build(*args, **kwargs):
+        building.set()
+        release.wait(60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(exports, "write_package", slow_build)
+    # More requests than the threads AnyIO lends to sync routes and dependencies (40).
+    answers: list = []
+    threads = [threading.Thread(target=lambda: answers.append(export(client)))
+               for _ in range(45)]
+    try:
+        for t in threads:
+            t.start()
+        assert building.wait(30)
+        meanwhile: list = []
+        reader = threading.Thread(target=lambda: meanwhile.append(
+            client.get("/models/crisis/versions/1")))
+        reader.start()
+        reader.join(20)  # unbounded waiters held every thread: this hung until the build ended
+        assert meanwhile and meanwhile[0].status_code == 200
+    finally:
+        release.set()
+        for t in threads:
+            t.join(120)
+    codes = sorted(a.status_code for a in answers)
+    assert codes.count(200) == exports.MAX_EXPORT_REQUESTS and set(codes) == {200, 429}
+    refused = next(a for a in answers if a.status_code == 429)
+    assert refused.json()["error"]["code"] == "overloaded"
+    assert int(refused.headers["retry-after"]) == exports.RETRY_AFTER_S
+    record_input("many concurrent export requests", ["GET .../versions/{v}/export"],
+                 ["45 at once while the first builds"],
+                 [f"{exports.MAX_EXPORT_REQUESTS} served, the rest 429 with Retry-After; "
+                  "other routes answer meanwhile"])
+
+
+def test_a_build_killed_mid_way_leaves_nothing_behind_after_the_next_request(client,
+                                                                          tiny_models):
+    register_tiny(tiny_models[1])
+    cache = exports_dir()
+    cache.mkdir()
+    (cache / ".onnx-killed").mkdir()  # what a build OOM-killed mid-way leaves
+    (cache / ".onnx-killed" / "model.onnx").write_bytes(b"\0" * 1024)
+    (cache / ".onnx.0123456789ab.json").write_text("{")
+    (cache / ".hf-other-format").mkdir()  # another format's lock guards it: not touched
+    assert export(client).status_code == 200
+    assert sorted(p.name for p in cache.iterdir() if p.name.startswith(".")) == [
+        ".hf-other-format"]
 
 
 def test_unknown_format_is_a_422_naming_the_parameter(client, tiny_models):

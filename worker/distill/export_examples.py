@@ -3,10 +3,12 @@
 Each reads texts from standard input, one per line (`\\n` or `\\r\\n` ends a line, as in
 Tailor's own readers), and prints one JSON line per text, shaped as /classify shapes a result
 (app/serving/service.py `_result`): `{"label", "scores", "truncated"}`, scores rounded to 6
-digits in falling order, `--threshold` / `--top-k` with /classify's rules (single-label:
-`label` is null below the threshold; multi-label: every label at or above it, 0.5 by
-default). A text in which the tokenizer finds nothing to read prints an `invalid_text` error
-line instead, as /classify answers 422 for it.
+digits in falling order, `--threshold` / `--top-k` with /classify's rules and bounds
+(threshold in [0, 1], top_k >= 1; single-label: `label` is null below the threshold;
+multi-label: every label at or above it, 0.5 by default). A line /classify would refuse with
+422 `invalid_text` (not UTF-8, a NUL, nothing the tokenizer can read) prints an error line
+instead, `{"error": {"code": "invalid_text", "message", "details": {"line", "reason"}}}`, and
+the other lines are still answered: one output line per input line, in order.
 
 ONNX_EXAMPLE needs only onnxruntime, tokenizers and numpy; HF_EXAMPLE only transformers and
 torch (safetensors, which reads the head, is a dependency of transformers).
@@ -27,7 +29,42 @@ from tokenizers import Tokenizer
 
 HERE = Path(__file__).resolve().parent
 BATCH = 32
-EMPTY = {"error": {"code": "invalid_text", "message": "text must not be empty"}}
+REFUSED = {"not_utf8": "line is not valid UTF-8", "nul": "NUL character is not allowed",
+           "empty": "text must not be empty (the tokenizer finds no tokens in it)"}
+
+
+def read_lines():
+    """Standard input's lines (\\n or \\r\\n ends one); a line that is not UTF-8 is None."""
+    lines = sys.stdin.buffer.read().split(b"\\n")
+    if lines[-1] == b"":
+        lines.pop()
+    texts = []
+    for line in lines:
+        try:
+            texts.append(line.removesuffix(b"\\r").decode("utf-8"))
+        except UnicodeDecodeError:
+            texts.append(None)
+    return texts
+
+
+def refusal(number, text, encoding):
+    """The error line for a text /classify refuses (422 invalid_text), else None."""
+    reason = ("not_utf8" if text is None else "nul" if "\\0" in text
+              else "empty" if all(encoding.special_tokens_mask) else None)
+    if reason is None:
+        return None
+    return {"error": {"code": "invalid_text", "message": f"line {number}: {REFUSED[reason]}",
+                      "details": {"line": number, "reason": reason}}}
+
+
+def bounded(low, high, kind):
+    """An argparse type refusing what /classify refuses (422): a value outside [low, high]."""
+    def parse(value):
+        number = kind(value)
+        if not low <= number <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not within [{low}, {high}]")
+        return number
+    return parse
 
 
 def result(probs, labels, multi_label, threshold, top_k, truncated):
@@ -44,23 +81,23 @@ def result(probs, labels, multi_label, threshold, top_k, truncated):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--threshold", type=float)
-    parser.add_argument("--top-k", type=int)
+    parser.add_argument("--threshold", type=bounded(0.0, 1.0, float))
+    parser.add_argument("--top-k", type=bounded(1, float("inf"), int))
     args = parser.parse_args()
     config = json.loads((HERE / "tailor.json").read_text())
     labels, multi_label = config["labels"], config["multi_label"]
     tokenizer = Tokenizer.from_file(str(HERE / "tokenizer.json"))  # truncates, pads
     session = ort.InferenceSession(str(HERE / "model.onnx"))
-    lines = sys.stdin.buffer.read().decode("utf-8").split("\\n")
-    texts = [line.removesuffix("\\r") for line in lines[: -1 if lines[-1] == "" else None]]
+    texts = read_lines()
     for start in range(0, len(texts), BATCH):
-        encodings = tokenizer.encode_batch(texts[start:start + BATCH])
+        batch = texts[start:start + BATCH]
+        encodings = tokenizer.encode_batch([t if t and "\\0" not in t else "" for t in batch])
         feed = {"input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
                 "attention_mask": np.array([e.attention_mask for e in encodings],
                                            dtype=np.int64)}
         (probs,) = session.run(["probabilities"], feed)
-        for encoding, p in zip(encodings, probs):
-            out = EMPTY if all(encoding.special_tokens_mask) else result(
+        for i, (text, encoding, p) in enumerate(zip(batch, encodings, probs)):
+            out = refusal(start + i + 1, text, encoding) or result(
                 p, labels, multi_label, args.threshold, args.top_k, bool(encoding.overflowing))
             print(json.dumps(out, ensure_ascii=False), flush=True)
 
@@ -82,7 +119,42 @@ from transformers import AutoModel, AutoTokenizer
 
 HERE = Path(__file__).resolve().parent
 BATCH = 32
-EMPTY = {"error": {"code": "invalid_text", "message": "text must not be empty"}}
+REFUSED = {"not_utf8": "line is not valid UTF-8", "nul": "NUL character is not allowed",
+           "empty": "text must not be empty (the tokenizer finds no tokens in it)"}
+
+
+def read_lines():
+    """Standard input's lines (\\n or \\r\\n ends one); a line that is not UTF-8 is None."""
+    lines = sys.stdin.buffer.read().split(b"\\n")
+    if lines[-1] == b"":
+        lines.pop()
+    texts = []
+    for line in lines:
+        try:
+            texts.append(line.removesuffix(b"\\r").decode("utf-8"))
+        except UnicodeDecodeError:
+            texts.append(None)
+    return texts
+
+
+def refusal(number, text, encoding):
+    """The error line for a text /classify refuses (422 invalid_text), else None."""
+    reason = ("not_utf8" if text is None else "nul" if "\\0" in text
+              else "empty" if all(encoding.special_tokens_mask) else None)
+    if reason is None:
+        return None
+    return {"error": {"code": "invalid_text", "message": f"line {number}: {REFUSED[reason]}",
+                      "details": {"line": number, "reason": reason}}}
+
+
+def bounded(low, high, kind):
+    """An argparse type refusing what /classify refuses (422): a value outside [low, high]."""
+    def parse(value):
+        number = kind(value)
+        if not low <= number <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not within [{low}, {high}]")
+        return number
+    return parse
 
 
 def result(probs, labels, multi_label, threshold, top_k, truncated):
@@ -100,27 +172,28 @@ def result(probs, labels, multi_label, threshold, top_k, truncated):
 @torch.inference_mode()
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--threshold", type=float)
-    parser.add_argument("--top-k", type=int)
+    parser.add_argument("--threshold", type=bounded(0.0, 1.0, float))
+    parser.add_argument("--top-k", type=bounded(1, float("inf"), int))
     args = parser.parse_args()
     config = json.loads((HERE / "tailor.json").read_text())
     labels, multi_label = config["labels"], config["multi_label"]
     tokenizer = AutoTokenizer.from_pretrained(str(HERE / "encoder"))
     encoder = AutoModel.from_pretrained(str(HERE / "encoder")).eval()
     head = load_file(str(HERE / "head.safetensors"))  # weight [labels, hidden], bias [labels]
-    lines = sys.stdin.buffer.read().decode("utf-8").split("\\n")
-    texts = [line.removesuffix("\\r") for line in lines[: -1 if lines[-1] == "" else None]]
+    texts = read_lines()
     for start in range(0, len(texts), BATCH):
-        batch = tokenizer(texts[start:start + BATCH], padding=True, truncation=True,
-                          max_length=config["max_length"], return_tensors="pt")
+        chunk = texts[start:start + BATCH]
+        batch = tokenizer([t if t and "\\0" not in t else "" for t in chunk], padding=True,
+                          truncation=True, max_length=config["max_length"],
+                          return_tensors="pt")
         mask = batch["attention_mask"]
         states = encoder(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state
         weights = mask.unsqueeze(-1).float()  # mean pooling over the real tokens
         pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1e-6)
         logits = (pooled @ head["weight"].T + head["bias"]) / config["temperature"]
         probs = torch.sigmoid(logits) if multi_label else torch.softmax(logits, -1)
-        for encoding, p in zip(batch.encodings, probs):
-            out = EMPTY if all(encoding.special_tokens_mask) else result(
+        for i, (text, encoding, p) in enumerate(zip(chunk, batch.encodings, probs)):
+            out = refusal(start + i + 1, text, encoding) or result(
                 p, labels, multi_label, args.threshold, args.top_k, bool(encoding.overflowing))
             print(json.dumps(out, ensure_ascii=False), flush=True)
 
