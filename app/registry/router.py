@@ -9,7 +9,7 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from app.core.config import get_settings
 from app.core.db import after_commit
-from app.core.deps import AdminScope, ClassifyScope, SessionDep
+from app.core.deps import AdminScope, ClassifyScope, SessionDep, TrainScope
 from app.core.params import VersionPath
 from app.core.strict_json import StrictJsonRoute
 from app.models import ModelVersion
@@ -115,7 +115,9 @@ def set_alias(name: NamePath, alias: Annotated[str, Path(max_length=64)], body: 
                                             "be read, or the exporter failed (the reason in "
                                             "`details.reason`)"}})
 def export_version(name: NamePath, version: VersionPath, fmt: FormatQuery, db: SessionDep,
-                   _: ClassifyScope) -> StreamingResponse:
+                   _: TrainScope) -> StreamingResponse:
+    # `train`, not `classify`: an export hands over the merged weights and the lineage, and
+    # a build costs a minute of CPU; a key that may only classify (a news app's) may not.
     # A plain `def` route: FastAPI runs it in its thread pool, so a build (seconds to a
     # minute) never blocks the event loop.
     source = exports.ExportSource.of(service.get_version(db=db, name=name, version=version))

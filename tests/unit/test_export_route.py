@@ -292,13 +292,15 @@ def test_exports_follow_the_version_routes_access_rules(client, tiny_models, mon
     with restart_app(monkeypatch, "exp-admin:admin,exp-reader:classify,exp-other:train"
                      ) as keyed:
         _error(export(keyed), 401, "unauthorized")
-        # Registered models are shared: any key with classify reads (and exports) them.
-        for key in ("exp-reader", "exp-other"):
+        # Registered models are shared, but an export hands over the merged weights and the
+        # lineage and costs a build: a key that may only classify (a news app's) may not.
+        _error(export(keyed, "hf", headers=bearer("exp-reader")), 403, "forbidden")
+        for key in ("exp-other", "exp-admin"):
             assert export(keyed, "hf", headers=bearer(key)).status_code == 200
         # An absent version answers exactly as GET /models/{name}/versions/{v} does.
         for name, version in (("crisis", 9), ("nomodel", 1)):
             absent = keyed.get(f"/models/{name}/versions/{version}",
-                               headers=bearer("exp-reader"))
-            exported = export(keyed, name=name, version=version, headers=bearer("exp-reader"))
+                               headers=bearer("exp-other"))
+            exported = export(keyed, name=name, version=version, headers=bearer("exp-other"))
             assert exported.status_code == absent.status_code == 404
             assert exported.json() == absent.json()
