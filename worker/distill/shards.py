@@ -154,6 +154,10 @@ class ShardedTeacher:
         and the texts annotated before its server kept failing; other TeacherErrors as is.
     """
 
+    # Every finished shard is in the cache already, so `annotate` hands over a whole pass
+    # at once instead of cache-sized chunks (which would make each chunk a barrier).
+    stores_shards = True
+
     def __init__(self, teacher: Teacher, backend: ShardBackend,
                  cache: TeacherCache | None) -> None:
         self.inner, self.backend, self.cache = teacher, backend, cache
