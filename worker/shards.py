@@ -46,8 +46,10 @@ from safetensors.numpy import load_file, save_file
 from app.core.config import Settings, get_settings
 from app.jobs import seam
 from worker.celery_app import QUEUE, SHARD_TASK, VISIBILITY_TIMEOUT_S, get_celery
+from worker.distill import teachers
 from worker.distill.cache import TeacherCache
 from worker.distill.shards import OnTexts, Shard, ShardFailed, work_shard
+from worker.distill.sources import ModelSourceError, check_uri
 from worker.distill.teachers import Teacher, TeacherError, TeacherScores
 
 log = logging.getLogger(__name__)
@@ -302,9 +304,6 @@ _loaded: dict[str, Teacher] = {}  # one teacher per worker process, kept between
 
 def _teacher(uri: str, settings: Settings) -> Teacher:
     """The job's teacher, resolved under this worker's source policy and kept loaded."""
-    from worker.distill import teachers
-    from worker.distill.sources import check_uri
-
     if uri not in _loaded:
         _loaded.clear()  # one at a time: a local teacher can take gigabytes
         check_uri(uri)
@@ -326,8 +325,6 @@ def run_shard(job_id: str, call: str, index: int, teacher_uri: str,
 
     A message for a finished, stopped or leased shard ends at once; a teacher failure is
     written for the coordinator to report (it ends the job as `teacher_unavailable`)."""
-    from worker.distill.sources import ModelSourceError
-
     if not (JOB_ID.match(job_id) and CALL_ID.match(call)) or index < 0:
         return "malformed shard message"
     settings = get_settings()
