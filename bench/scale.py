@@ -46,6 +46,7 @@ from sqlalchemy.engine import make_url
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from app.core.config import Settings  # noqa: E402
 from scripts.fetch_assets import fetch_corpus  # noqa: E402
 from tests.fixtures.tiny import build_student  # noqa: E402
 from tests.support import Stack, free_port, job_body, make_env, wait_for, wait_job  # noqa: E402
@@ -104,7 +105,7 @@ def teacher_stats(base: str) -> dict[str, Any]:
 
 
 def run_once(workers: int, corpus: list[str], student: Path, base: str, root: Path,
-             epochs: int) -> dict[str, Any]:
+             epochs: int, shard_texts: int) -> dict[str, Any]:
     """One job on `workers` fresh workers; the row for scale.json."""
     admin = os.environ["TAILOR_TEST_DATABASE_URL"]
     broker = os.environ["TAILOR_TEST_REDIS_URL"]
@@ -114,7 +115,8 @@ def run_once(workers: int, corpus: list[str], student: Path, base: str, root: Pa
     home.mkdir(parents=True)
     stack = Stack(home, make_env(home, TAILOR_DATABASE_URL=db, TAILOR_BROKER_URL=broker,
                                  TAILOR_MODEL_SOURCES=f"{student.parent},openai+{base}",
-                                 TAILOR_TORCH_THREADS="1"))
+                                 TAILOR_TORCH_THREADS="1",
+                                 TAILOR_ANNOTATION_SHARD_TEXTS=str(shard_texts)))
     keys = [f"worker-{i}" for i in range(workers)]
     load_before = os.getloadavg()[0]
     try:
@@ -235,6 +237,10 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--latency-ms", type=float, default=50.0)
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--shard-texts", type=int,
+                        default=Settings.model_fields["annotation_shard_texts"].default,
+                        help="TAILOR_ANNOTATION_SHARD_TEXTS of the workers (default: its "
+                        "default)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
     for var in ("TAILOR_TEST_DATABASE_URL", "TAILOR_TEST_REDIS_URL"):
@@ -257,22 +263,22 @@ def main() -> None:
             rows = []
             for n in counts:
                 started = time.monotonic()
-                rows.append(run_once(n, corpus, student, base, root, args.epochs))
+                rows.append(run_once(n, corpus, student, base, root, args.epochs,
+                                     args.shard_texts))
                 print(f"{n} workers: {json.dumps(rows[-1])} ({time.monotonic() - started:.0f} s)",
                       flush=True)
         finally:
             server.stop()
     speedups(rows)
-    from app.core.config import Settings
-
     meta = {
         "command": f"python bench/scale.py --texts {args.texts} --workers {args.workers} "
-                   f"--latency-ms {args.latency_ms:g} --epochs {args.epochs}",
+                   f"--latency-ms {args.latency_ms:g} --epochs {args.epochs} "
+                   f"--shard-texts {args.shard_texts}",
         "machine": f"{platform.platform()}, {os.cpu_count()} CPU cores, Python "
                    f"{platform.python_version()}",
         "date": datetime.now().isoformat(timespec="seconds"),
         "latency_ms": args.latency_ms, "corpus_texts": len(corpus), "epochs": args.epochs,
-        "shard_texts": Settings.model_fields["annotation_shard_texts"].default,
+        "shard_texts": args.shard_texts,
     }
     write(args.out, meta, rows)
     print((args.out / "scale.md").read_text())

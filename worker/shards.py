@@ -41,7 +41,8 @@ from typing import Any
 import numpy as np
 import redis
 from celery import group
-from safetensors.numpy import load_file, save_file
+from safetensors import safe_open
+from safetensors.numpy import save_file
 
 from app.core.config import Settings, get_settings
 from app.jobs import seam
@@ -149,21 +150,33 @@ def _error_path(folder: Path, index: int) -> Path:
     return folder / f"{index}.error.json"
 
 
-def write_result(folder: Path, index: int, scores: TeacherScores) -> None:
+def cache_identity(settings: Settings) -> str:
+    """Which teacher cache file a worker writes: workers of one host with one
+    TAILOR_CACHE_DIR share it, so a shard done by one is already in the others' cache."""
+    return f"{socket.gethostname()}:{settings.cache}"
+
+
+def write_result(folder: Path, index: int, scores: TeacherScores, cache: str) -> None:
+    """Store a shard's scores (temp file + rename), naming the cache they are also in."""
     arrays = {"logprobs": np.ascontiguousarray(scores.logprobs, dtype=np.float32)}
     if scores.hidden is not None:
         arrays["hidden"] = np.ascontiguousarray(scores.hidden, dtype=np.float32)
     tmp = folder / f".{index}.{owner_id().replace(':', '-')}.tmp"
-    save_file(arrays, str(tmp))
+    save_file(arrays, str(tmp), metadata={"cache": cache})
     os.replace(tmp, _result_path(folder, index))
 
 
-def read_result(folder: Path, index: int) -> TeacherScores | None:
+def read_result(folder: Path, index: int) -> tuple[TeacherScores, str] | None:
+    """A finished shard's scores and the cache they are also in; None while unfinished."""
     path = _result_path(folder, index)
     if not path.exists():
         return None
-    arrays = load_file(str(path))
-    return TeacherScores(arrays["logprobs"], arrays.get("hidden"))
+    with safe_open(str(path), framework="np") as fh:
+        cache = (fh.metadata() or {}).get("cache", "")
+        names = set(fh.keys())
+        logprobs = fh.get_tensor("logprobs")
+        hidden = fh.get_tensor("hidden") if "hidden" in names else None
+    return TeacherScores(logprobs, hidden), cache
 
 
 def write_error(folder: Path, index: int, code: str, message: str) -> None:
@@ -236,13 +249,16 @@ class CeleryShards:
                  ) -> list[TeacherScores]:
         results: dict[int, TeacherScores] = {}
         done = 0
+        own_cache = cache_identity(self.settings)
         while len(results) < len(shards):
             pending = [i for i in range(len(shards)) if i not in results]
             arrived = False
             for i in pending:
-                scores = read_result(folder, i)
-                if scores is not None:
-                    _store(cache, teacher.id, shards[i], scores)  # another machine's work
+                found = read_result(folder, i)
+                if found is not None:
+                    scores, stored_in = found
+                    if stored_in != own_cache:  # another host's work: keep it here too
+                        _store(cache, teacher.id, shards[i], scores)
                     results[i], arrived = scores, True
                     done += len(shards[i].texts)
                     on_texts(len(shards[i].texts))
@@ -300,6 +316,20 @@ def _store(cache: TeacherCache | None, teacher_id: str, shard: Shard,
 
 # ---------------------------------------------------------------- the shard task's body
 _loaded: dict[str, Teacher] = {}  # one teacher per worker process, kept between shards
+_leases_open: list[Leases] = []  # this process's Redis connection, opened at its first shard
+_cache_open: list[TeacherCache] = []  # and its teacher cache
+
+
+def _leases(settings: Settings) -> Leases:
+    if not _leases_open:
+        _leases_open.append(Leases(settings))
+    return _leases_open[0]
+
+
+def _cache(settings: Settings) -> TeacherCache:
+    if not _cache_open:
+        _cache_open.append(TeacherCache(settings.cache / "teacher.sqlite"))
+    return _cache_open[0]
 
 
 def _teacher(uri: str, settings: Settings) -> Teacher:
@@ -329,36 +359,29 @@ def run_shard(job_id: str, call: str, index: int, teacher_uri: str,
         return "malformed shard message"
     settings = get_settings()
     folder = pass_dir(job_id, call)
-    leases = Leases(settings)
+    leases = _leases(settings)
+    if not folder.is_dir() or leases.stopped(call):
+        return "pass over"
+    if _result_path(folder, index).exists() or not leases.claim(call, index):
+        return "done or taken"
     try:
-        if not folder.is_dir() or leases.stopped(call):
-            return "pass over"
-        if _result_path(folder, index).exists() or not leases.claim(call, index):
-            return "done or taken"
-        try:
-            if _result_path(folder, index).exists():
-                return "done"
-            shard = Shard.from_dict(payload)
-            started = time.perf_counter()
-            cache = TeacherCache(settings.cache / "teacher.sqlite")
-            try:
-                scores = work_leased(leases, _teacher(teacher_uri, settings), shard, cache,
-                                     call, index)
-            finally:
-                cache.close()
-            write_result(folder, index, scores)
-            log.info("annotation shard %d (%d texts) of %s done by %s in %.2f s", index + 1,
-                     len(shard.texts), job_id, leases.owner, time.perf_counter() - started)
-            return "annotated"
-        except ShardStopped:
-            return "stopped"
-        except (TeacherError, ModelSourceError) as exc:
-            write_error(folder, index, exc.code, exc.message)
-            return f"failed: {exc.code}"
-        except ValueError as exc:  # a malformed payload: the coordinator redoes the shard
-            log.warning("shard %d of %s: %s", index, job_id, exc)
-            return "malformed shard message"
-        finally:
-            leases.release(call, index)
+        if _result_path(folder, index).exists():
+            return "done"
+        shard = Shard.from_dict(payload)
+        started = time.perf_counter()
+        scores = work_leased(leases, _teacher(teacher_uri, settings), shard, _cache(settings),
+                             call, index)
+        write_result(folder, index, scores, cache_identity(settings))
+        log.info("annotation shard %d (%d texts) of %s done by %s in %.2f s", index + 1,
+                 len(shard.texts), job_id, leases.owner, time.perf_counter() - started)
+        return "annotated"
+    except ShardStopped:
+        return "stopped"
+    except (TeacherError, ModelSourceError) as exc:
+        write_error(folder, index, exc.code, exc.message)
+        return f"failed: {exc.code}"
+    except ValueError as exc:  # a malformed payload: the coordinator redoes the shard
+        log.warning("shard %d of %s: %s", index, job_id, exc)
+        return "malformed shard message"
     finally:
-        leases.close()
+        leases.release(call, index)
