@@ -4,7 +4,9 @@ is SIGKILLed in the middle of a shard.
 The teacher is tests/fixtures/latency_teacher.py, an OpenAI-compatible server that takes a
 fixed time per request and counts every prompt it is asked; each worker calls it with its
 own API key, so the server knows who asked what, and holds the second worker's requests
-from its 21st on: that worker is stuck mid-shard when the test kills it.
+from its 21st on: that worker is stuck mid-shard when the test kills it. Then the server
+starts failing: the next job ends with `teacher_unavailable`, and its retry asks only for
+what was not annotated before.
 """
 
 from __future__ import annotations
@@ -27,16 +29,17 @@ from worker.distill.spec import load_config
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SHARD_TEXTS = 16
 HOLD_AFTER = 20  # > one shard: the held worker has finished at least one shard by then
+FAIL_AFTER = 150  # requests the teacher answers before it fails (within the judging passes)
 REMOTE_DONE = re.compile(r"annotation shard \d+ \(\d+ texts\) of (job_\w+) done by")
 COORDINATOR_DONE = re.compile(r"annotation shard \d+/\d+ \(\d+ texts\) done by the coordinator")
 
 
-def test_two_workers_annotate_one_job_and_a_killed_shard_is_redone(distributed: Stack,
-                                                                   tiny_models):
+def test_sharded_annotation_on_two_workers_a_killed_shard_a_failing_teacher(distributed: Stack,
+                                                                            tiny_models):
     s = distributed
     port = free_port()
     server = s.spawn("teacher", [sys.executable, "-m", "tests.fixtures.latency_teacher",
-                                 "--port", str(port), "--latency-ms", "100"])
+                                 "--port", str(port), "--latency-ms", "50"])
     base = f"http://127.0.0.1:{port}"
     wait_for(lambda: httpx.get(f"{base}/stats", timeout=2).status_code == 200, 60,
              what="teacher server")
@@ -54,7 +57,7 @@ def test_two_workers_annotate_one_job_and_a_killed_shard_is_redone(distributed: 
                                                 "records": [{"text": t} for t in texts]})
             assert ds.status_code == 201, ds.text
             body = job_body("sharded", ds.json()["id"], f"openai+{base}/v1?model=fake",
-                            tiny_models[1])
+                            tiny_models[1], epochs=1)
             # The tiny random student would be a labeler at chance, vetoing the teacher.
             body["teacher"]["extra_labelers"] = []
             job_id = submit(client, body)
@@ -92,6 +95,34 @@ def test_two_workers_annotate_one_job_and_a_killed_shard_is_redone(distributed: 
     sample = {_sha(prompt.render(t)) for t in texts[:LATENCY_BATCH]}
     again = {h: n for h, n in stats["asked"].items() if n > 1 and h not in sample}
     assert 0 < len(again) <= SHARD_TEXTS and set(again.values()) == {2}, again
+
+    # A teacher server that keeps failing ends the next job with teacher_unavailable; what
+    # was annotated before stays in the cache, so the same job again asks only for the rest.
+    fresh = [f"{t} again" for t in texts[:120]]
+    with s.client() as client:
+        ds = client.post("/datasets", json={"name": "again",
+                                            "records": [{"text": t} for t in fresh]})
+        assert ds.status_code == 201, ds.text
+        body["data"]["dataset_id"] = ds.json()["id"]
+        httpx.post(f"{base}/fail", json={"after": FAIL_AFTER})
+        failed = wait_job(client, submit(client, body), timeout=240)
+        assert failed["state"] == "failed", failed
+        error = failed["error"]
+        assert error["code"] == "teacher_unavailable", error
+        assert f"teacher openai:{base}/v1#fake kept failing" in error["message"], error
+        assert "503" in error["message"], error
+        done = int(re.search(r"(\d+) texts were annotated", error["message"]).group(1))
+        assert 0 < done < FAIL_AFTER, error
+        before = _stats(base)["answered"]
+        httpx.post(f"{base}/fail", json={"after": 0})
+        retried = wait_job(client, submit(client, body), timeout=240)
+        assert retried["state"] == "succeeded", retried["error"]
+    after = _stats(base)["answered"]
+    sample = {_sha(prompt.render(t)) for t in fresh[:LATENCY_BATCH]}
+    asked_again = [h for h, n in before.items() if after[h] > n and h not in sample]
+    # At most the shard that was under way when the server failed (its texts were answered,
+    # but the shard never finished, so none of it was stored).
+    assert len(asked_again) <= SHARD_TEXTS, asked_again
     assert server.popen.poll() is None
 
 
