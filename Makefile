@@ -48,7 +48,7 @@ bench-quality: setup
 bench-scale: setup
 	TAILOR_CACHE_DIR=$(CURDIR)/var/cache .venv/bin/python scripts/fetch_assets.py
 	bash -c 'source scripts/services.sh && services_start && trap services_stop EXIT && \
-	  .venv/bin/python bench/scale.py --texts 3000 --workers 1,2,4 --latency-ms 50'
+	  .venv/bin/python bench/scale.py --texts 3000 --workers 1,2,4 --latency-ms 100'
 
 # GPU checks (needs CUDA; same-architecture models built from configs, no weights needed):
 # bf16 teacher throughput, student LoRA training and serving; bench/results/gpu.{json,md}.

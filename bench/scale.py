@@ -20,7 +20,7 @@ Measured per run, from the job's own metrics:
   this benchmark is about, and a real one would take minutes that sharding does not touch);
 - the teacher requests each worker sent (each worker has its own API key), from the server.
 
-`python bench/scale.py --texts 3000 --workers 1,2,4 --latency-ms 50`
+`python bench/scale.py --texts 3000 --workers 1,2,4 --latency-ms 100` (`make bench-scale`)
 """
 
 from __future__ import annotations
@@ -190,12 +190,12 @@ def speedups(rows: list[dict[str, Any]]) -> None:
             r["speedup"] >= target
 
 
-def write(out: Path, meta: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+def write(out: Path, stem: str, meta: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "scale.json").write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")
+    (out / f"{stem}.json").write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")
     lines = [
         "# Scale-out: one job's annotation on 1, 2 and 4 workers", "",
-        f"Command: `{meta['command']}` (`make bench-scale`). Machine: {meta['machine']}.",
+        f"Command: `{meta['command']}`. Machine: {meta['machine']}.",
         f"Date: {meta['date']}. Teacher: tests/fixtures/latency_teacher.py, an "
         f"OpenAI-compatible server answering each request after {meta['latency_ms']:g} ms "
         "(concurrent requests allowed); each worker keeps 8 requests in flight "
@@ -228,7 +228,7 @@ def write(out: Path, meta: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     failed = [r for r in rows if r["state"] != "succeeded"]
     for r in failed:
         lines.append(f"\nRun on {r['workers']} workers ended {r['state']}: {r['error']}")
-    (out / "scale.md").write_text("\n".join(lines) + "\n")
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
 
 
 def main() -> None:
@@ -242,6 +242,7 @@ def main() -> None:
                         help="TAILOR_ANNOTATION_SHARD_TEXTS of the workers (default: its "
                         "default)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--stem", default="scale", help="result files: OUT/STEM.json, .md")
     args = parser.parse_args()
     for var in ("TAILOR_TEST_DATABASE_URL", "TAILOR_TEST_REDIS_URL"):
         if not os.environ.get(var):
@@ -273,15 +274,15 @@ def main() -> None:
     meta = {
         "command": f"python bench/scale.py --texts {args.texts} --workers {args.workers} "
                    f"--latency-ms {args.latency_ms:g} --epochs {args.epochs} "
-                   f"--shard-texts {args.shard_texts}",
+                   f"--shard-texts {args.shard_texts} --stem {args.stem}",
         "machine": f"{platform.platform()}, {os.cpu_count()} CPU cores, Python "
                    f"{platform.python_version()}",
         "date": datetime.now().isoformat(timespec="seconds"),
         "latency_ms": args.latency_ms, "corpus_texts": len(corpus), "epochs": args.epochs,
         "shard_texts": args.shard_texts,
     }
-    write(args.out, meta, rows)
-    print((args.out / "scale.md").read_text())
+    write(args.out, args.stem, meta, rows)
+    print((args.out / f"{args.stem}.md").read_text())
 
 
 if __name__ == "__main__":
