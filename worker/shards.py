@@ -14,6 +14,8 @@ The job task that runs the engine coordinates each teacher pass (`CeleryShards.r
    waits on another: the classic "task waits for its own subtasks" deadlock cannot happen;
 4. when the pass ends (done, failed or cancelled) it sets the pass's stop key: running shards
    stop at their next batch and messages still queued end at once.
+When no other worker has beaten within /readyz's window (TAILOR_WORKER_FRESH_SECONDS), the
+coordinator runs the shards in-process and publishes nothing.
 
 Results travel through the artifact store, which DESIGN.md 2 already requires to be shared
 by all workers, so workers on different machines see each other's shards; the coordinator
@@ -45,11 +47,12 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from app.core.config import Settings, get_settings
+from app.core.db import UNAVAILABLE, session_scope
 from app.jobs import seam
 from worker.celery_app import QUEUE, SHARD_TASK, VISIBILITY_TIMEOUT_S, get_celery
 from worker.distill import teachers
 from worker.distill.cache import TeacherCache
-from worker.distill.shards import OnTexts, Shard, ShardFailed, work_shard
+from worker.distill.shards import InProcess, OnTexts, Shard, ShardFailed, work_shard
 from worker.distill.sources import ModelSourceError, check_uri
 from worker.distill.teachers import Teacher, TeacherError, TeacherScores
 
@@ -228,6 +231,8 @@ class CeleryShards:
 
     def run(self, teacher: Teacher, shards: Sequence[Shard], cache: TeacherCache | None,
             on_texts: OnTexts) -> list[TeacherScores]:
+        if not self._others_alive():  # nobody to share with: no messages, no leases
+            return InProcess(self.shard_texts).run(teacher, shards, cache, on_texts)
         call = uuid.uuid4().hex
         folder = pass_dir(self.job_id, call)
         folder.mkdir(parents=True, exist_ok=True)
@@ -243,6 +248,15 @@ class CeleryShards:
             finally:
                 leases.close()
                 shutil.rmtree(folder, ignore_errors=True)
+
+    def _others_alive(self) -> bool:
+        """Whether another worker beat recently (/readyz's window); True when unknown."""
+        try:
+            with session_scope() as db:
+                live = seam.liveness(db, fresh_s=self.settings.worker_fresh_seconds).live
+        except UNAVAILABLE:
+            return True
+        return live > 1
 
     def _collect(self, leases: Leases, teacher: Teacher, shards: Sequence[Shard],
                  cache: TeacherCache | None, on_texts: OnTexts, call: str, folder: Path
