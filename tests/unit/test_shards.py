@@ -4,20 +4,15 @@ with `teacher_unavailable` naming it and what was done, the done part kept in th
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 
-from tests.fixtures.latency_teacher import KEYWORDS, create_app
-from tests.support import free_port
+from tests.fixtures.latency_teacher import running
 from worker.distill.annotate import annotate
 from worker.distill.cache import TeacherCache
 from worker.distill.prompts import Prompt
@@ -29,33 +24,12 @@ PROMPT = Prompt("default", "Is this a crisis? Message: {text}", ("crisis", "none
 TEXTS = [f"{'flood' if i % 2 else 'market'} report number {i}" for i in range(10)]
 
 
-@contextmanager
-def teacher_server(**options: int) -> Iterator[str]:
-    """The latency teacher (no latency) in a thread; yields its base URL."""
-    port = free_port()
-    app = create_app(0.0, ["crisis", "yes"], ["none", "no"], set(KEYWORDS), **options)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "teacher server did not start"
-        time.sleep(0.02)
-    try:
-        yield url
-    finally:
-        server.should_exit = True
-        thread.join(10)
-
-
 def _stats(url: str) -> dict:
     return httpx.get(f"{url}/stats").json()
 
 
 def test_sharded_pass_equals_one_pass_and_asks_each_text_once(tmp_path: Path):
-    with teacher_server() as url:
+    with running() as url:
         teacher = OpenAITeacher(f"openai+{url}/v1?model=fake")
         cache = TeacherCache(tmp_path / "teacher.sqlite")
         sharded = ShardedTeacher(teacher, InProcess(shard_texts=3), cache)
@@ -85,7 +59,7 @@ def test_teacher_that_keeps_failing_ends_with_teacher_unavailable(tmp_path: Path
     # The teacher's own retries back off for seconds; the verdict is the same without waiting.
     monkeypatch.setattr(openai_compat, "time", SimpleNamespace(
         sleep=lambda _s: None, perf_counter=time.perf_counter))
-    with teacher_server(fail_after=6) as url:
+    with running(fail_after=6) as url:
         teacher = OpenAITeacher(f"openai+{url}/v1?model=fake")
         cache = TeacherCache(tmp_path / "teacher.sqlite")
         sharded = ShardedTeacher(teacher, InProcess(shard_texts=3), cache)
@@ -103,7 +77,7 @@ def test_teacher_that_keeps_failing_ends_with_teacher_unavailable(tmp_path: Path
 def test_a_prompt_the_teacher_cannot_answer_keeps_its_own_code(tmp_path: Path):
     channel = Prompt("channel", "{text}", ("crisis", "none"), kind="channel",
                      prefixes=("Crisis:", "Calm:"))
-    with teacher_server() as url:
+    with running() as url:
         sharded = ShardedTeacher(OpenAITeacher(f"openai+{url}/v1?model=fake"),
                                  InProcess(shard_texts=3), None)
         with pytest.raises(TeacherError) as err:
