@@ -66,9 +66,10 @@ def test_sharded_annotation_on_two_workers_a_killed_shard_a_failing_teacher(dist
             coordinator = next(k for k, w in workers.items()
                                if job["worker"] == f"tailor-{w.popen.pid}@{_host(job)}")
             other = "b" if coordinator == "a" else "a"
-            httpx.post(f"{base}/hold", json={"key": other, "after": HOLD_AFTER})
-            # Stuck mid-shard: its 21st request (and any after) never gets an answer.
-            wait_for(lambda: _stats(base)["by_key"].get(other, 0) > HOLD_AFTER, 120,
+            hold = _stats(base)["by_key"].get(other, 0) + HOLD_AFTER
+            httpx.post(f"{base}/hold", json={"key": other, "after": hold})
+            # Stuck mid-shard: its next 21st request (and any after) never gets an answer.
+            wait_for(lambda: _stats(base)["by_key"].get(other, 0) > hold, 120,
                      interval=0.05, what="the other worker to annotate and get stuck")
             workers[other].kill()
             job = wait_job(client, job_id, timeout=240)
