@@ -16,7 +16,7 @@ from tests.fixtures.latency_teacher import running
 from worker.distill.annotate import annotate
 from worker.distill.cache import TeacherCache
 from worker.distill.prompts import Prompt
-from worker.distill.shards import InProcess, Shard, ShardedTeacher
+from worker.distill.shards import InProcess, Shard, ShardedTeacher, server_failed
 from worker.distill.teachers import TeacherError, openai_compat
 from worker.distill.teachers.openai_compat import OpenAITeacher
 
@@ -83,6 +83,15 @@ def test_a_prompt_the_teacher_cannot_answer_keeps_its_own_code(tmp_path: Path):
         with pytest.raises(TeacherError) as err:
             sharded.score(channel, TEXTS)
     assert err.value.code == "unsupported_prompt"  # adaptive judging skips such prompts
+
+
+def test_only_a_failing_server_is_unavailable():
+    assert server_failed("teacher_unreachable", "http://t/v1 did not answer: timed out")
+    assert server_failed("teacher_error", "http://t/v1/chat/completions answered 503: busy")
+    assert server_failed("teacher_error", "http://t/v1/chat/completions answered 429: slow")
+    # A wrong key or model name: the user must change something, a retry will not help.
+    assert not server_failed("teacher_error", "http://t/v1/chat/completions answered 401: x")
+    assert not server_failed("teacher_no_logprobs", "http://t/v1 returned no log-probs")
 
 
 def test_shard_round_trips_as_json_and_refuses_malformed():

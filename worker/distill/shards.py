@@ -13,6 +13,7 @@ queue, the coordinating job task working unclaimed shards itself while it waits)
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -24,10 +25,17 @@ from worker.distill.cache import TeacherCache
 from worker.distill.prompts import Prompt
 from worker.distill.teachers import Teacher, TeacherError, TeacherScores
 
-# TeacherError codes that mean the teacher *server* failed (after the teacher's own retries),
-# as opposed to a prompt it cannot answer: these end the job as `teacher_unavailable`.
-SERVER_FAILED = frozenset({"teacher_unreachable", "teacher_error"})
+# The teacher *server* failed (after the teacher's own retries): unreachable, or answering
+# 5xx / 429. These end the job as `teacher_unavailable`; a prompt it cannot answer or a 4xx
+# (a wrong key or model name: retrying will not help) keeps its own code.
+SERVER_ERROR = re.compile(r"answered (5\d\d|429)\b")
 OnTexts = Callable[[int], None]
+
+
+def server_failed(code: str, message: str) -> bool:
+    """Whether a TeacherError says the teacher's server kept failing (see SERVER_ERROR)."""
+    return code == "teacher_unreachable" or (code == "teacher_error"
+                                             and SERVER_ERROR.search(message) is not None)
 
 
 @dataclass(frozen=True)
@@ -215,7 +223,7 @@ class ShardedTeacher:
         return TeacherScores(logprobs, hidden)
 
     def _failed(self, exc: ShardFailed) -> TeacherError:
-        if exc.code not in SERVER_FAILED:
+        if not server_failed(exc.code, exc.message):
             return TeacherError(exc.code, exc.message)
         done = self.done + exc.done
         return TeacherError(
