@@ -1,5 +1,5 @@
 # Thin wrappers over scripts/: every target works from a fresh clone.
-.PHONY: setup demo test test-unit serve lint bench-quality bench-serving bench-reliability bench-gpu clean
+.PHONY: setup demo test test-unit serve lint bench-quality bench-serving bench-reliability bench-gpu bench-scale clean
 
 setup:
 	./scripts/setup.sh
@@ -42,6 +42,13 @@ clean:
 bench-quality: setup
 	TAILOR_CACHE_DIR=$(CURDIR)/var/cache .venv/bin/python scripts/fetch_assets.py
 	TAILOR_CACHE_DIR=$(CURDIR)/var/cache .venv/bin/python bench/quality.py --corpus 600 --eval 300 --seeds 3
+
+# One job's annotation on 1, 2 and 4 distributed workers (throwaway PostgreSQL + Redis, a
+# teacher server with a fixed latency per request); bench/results/scale.{json,md}.
+bench-scale: setup
+	TAILOR_CACHE_DIR=$(CURDIR)/var/cache .venv/bin/python scripts/fetch_assets.py
+	bash -c 'source scripts/services.sh && services_start && trap services_stop EXIT && \
+	  .venv/bin/python bench/scale.py --texts 3000 --workers 1,2,4 --latency-ms 100'
 
 # GPU checks (needs CUDA; same-architecture models built from configs, no weights needed):
 # bf16 teacher throughput, student LoRA training and serving; bench/results/gpu.{json,md}.

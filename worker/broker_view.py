@@ -18,6 +18,7 @@ from typing import Any, cast
 import redis
 
 from app.core.config import Settings
+from worker.celery_app import TASK_NAME
 
 log = logging.getLogger(__name__)
 PRIORITY_SEP = "\x06\x16"  # kombu's Redis key separator for priority sub-queues
@@ -83,9 +84,13 @@ def _job_ids(raw_messages: Iterable[Any]) -> set[str]:
 
 
 def _job_id(raw: bytes | dict[str, Any]) -> str | None:
-    """The first task argument of a Celery protocol-2 message (a JSON body, maybe base64)."""
+    """The first task argument of a Celery protocol-2 message (a JSON body, maybe base64)
+    waking a job; None for other tasks on the queue (annotation shards name their job too,
+    but a waiting shard must not keep the sweeper from re-waking a stranded job)."""
     try:
         message: dict[str, Any] = raw if isinstance(raw, dict) else json.loads(raw)
+        if message.get("headers", {}).get("task", TASK_NAME) != TASK_NAME:
+            return None
         body: Any = message["body"]
         if message.get("properties", {}).get("body_encoding") == "base64":
             body = base64.b64decode(body)

@@ -17,6 +17,9 @@ from app.core.secrets import install_log_redaction
 
 QUEUE = "distill"
 TASK_NAME = "tailor.run_job"
+# One slice of a job's teacher pass (worker/shards.py), on the same queue as the jobs: any
+# worker that can run a job can annotate for one.
+SHARD_TASK = "tailor.annotate_shard"
 # Webhook deliveries have their own queue: the sweeper reads `distill` as the list of jobs
 # waiting for a worker, and a delivery must not wait behind distillation messages.
 NOTIFY_QUEUE = "notify"

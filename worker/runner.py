@@ -24,6 +24,7 @@ from app.core.errors import AppError
 from app.jobs import seam
 from app.models import JobState
 from worker.distill.stages import Stage
+from worker.shards import CeleryShards
 
 log = logging.getLogger(__name__)
 PROGRESS_MIN_INTERVAL_S = 1.0  # progress rows at most once a second; phase changes always
@@ -145,9 +146,13 @@ def run_job(job_id: str, node: str | None = None) -> str:
 
             torch.set_num_threads(settings.torch_threads)
         data = DistillData(texts.corpus, texts.eval_texts, texts.eval_labels)
+        # Distributed: teacher passes fan out to every worker; embedded: all in this process.
+        shards = (None if settings.broker.startswith("filesystem://")
+                  else CeleryShards(job_id, str(cfg.teacher.model), settings))
         result = run(cfg, data, workdir=workdir, cache_dir=settings.cache,
                      progress=progress, device=settings.device,
-                     sources=settings.source_policy, index_url=settings.pypi_index_url)
+                     sources=settings.source_policy, index_url=settings.pypi_index_url,
+                     shards=shards)
         progress(JobState.REGISTERING, "register", 0.98)
         with session_scope() as db:  # the version and the final state in one transaction
             version = seam.register(db, claimed, result, artifacts_root=settings.artifacts)

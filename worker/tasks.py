@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from celery import Task
 
@@ -11,8 +12,9 @@ from app.core.config import get_settings
 from app.core.db import UNAVAILABLE
 from app.jobs import seam
 from worker import heartbeat, sweeper
-from worker.celery_app import NOTIFY_TASK, TASK_NAME, app
+from worker.celery_app import NOTIFY_TASK, SHARD_TASK, TASK_NAME, app
 from worker.runner import DB_DOWN, run_job
+from worker.shards import run_shard
 
 # The engine (torch, transformers) is imported above, in the worker's main process, before
 # the pool forks: children start warm and claim their first job at once instead of after
@@ -35,6 +37,14 @@ def run_job_task(self: Task, job_id: str) -> str:
     except UNAVAILABLE:
         log.warning("job %s: database unavailable before the run started", job_id)
         return DB_DOWN
+
+
+@app.task(name=SHARD_TASK, acks_late=True)
+def annotate_shard_task(job_id: str, call: str, index: int, teacher_uri: str,
+                        shard: dict[str, Any]) -> str:
+    """Annotate one shard of a job's teacher pass (worker/shards.py). No retries: the job's
+    coordinator redoes a shard whose lease expired, and fails the job on a teacher error."""
+    return run_shard(job_id, call, index, teacher_uri, shard)
 
 
 _webhooks = get_settings()

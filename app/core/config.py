@@ -69,6 +69,14 @@ class Settings(BaseSettings):
     job_sweep_seconds: float = Field(30.0, gt=0)
     job_requeue_seconds: float = Field(60.0, gt=0)
     broker_timeout_seconds: float = 3.0
+    # Distributed mode splits each teacher pass into shards of this many texts (a Celery
+    # group on the `distill` queue, DESIGN.md 9). 32 texts are about 0.2 s of an
+    # OpenAI-compatible server at 50 ms a request and 8 requests in flight, and two forward
+    # batches of a local teacher: small enough that a 96-text probe pass spreads over
+    # several workers and a lost shard costs little, large enough that a shard's message
+    # and lease are a few percent of its work.
+    annotation_shard_texts: int = Field(32, ge=1, le=4096, description="Texts per "
+                                        "annotation shard in distributed mode.")
 
     # Worker liveness. Each worker writes a heartbeat row this often; /readyz wants one no
     # older than the window. The window spans several beats so that a worker starved of CPU

@@ -25,7 +25,7 @@ from app.jobs import files, lifecycle, recovery, service
 from app.jobs.lifecycle import IllegalTransition, LeaseLost
 from app.jobs.recovery import SweepResult
 from app.models import Job, JobState
-from app.ops.workers import beat, forget
+from app.ops.workers import beat, forget, liveness
 from app.registry.service import register_version
 from app.webhooks.delivery import DeliveryFailed, deliver
 from worker.distill.config import EngineConfig
@@ -36,6 +36,7 @@ __all__ = [
     "STAGE_STATES", "CancelRequested", "Claim", "DeliveryFailed", "IllegalTransition",
     "JobData", "LeaseLost", "NotClaimed", "SweepResult", "advance", "beat", "claim",
     "deliver", "engine_config", "finish", "forget", "heartbeat", "job_state", "job_workdir",
+    "liveness",
     "read_data", "register", "sweep",
 ]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from app.core.config import get_settings
 from worker.broker_view import waiting_job_ids
-from worker.celery_app import QUEUE, enqueue_job
+from worker.celery_app import QUEUE, SHARD_TASK, enqueue_job, get_celery
 
 
 def test_waiting_messages_name_their_jobs(embedded):
@@ -16,6 +16,12 @@ def test_waiting_messages_name_their_jobs(embedded):
     assert waiting_job_ids(settings, QUEUE, 60) == {"job_00000000000000aa",
                                                     "job_00000000000000bb"}
     assert waiting_job_ids(settings, "other-queue", 60) == set()
+    # An annotation shard names its job too, but it is no wake-up: a stranded job whose
+    # shards still wait must be re-woken all the same.
+    get_celery().send_task(SHARD_TASK, args=["job_00000000000000cc", "0" * 32, 0, "uri", {}],
+                           queue=QUEUE)
+    assert waiting_job_ids(settings, QUEUE, 60) == {"job_00000000000000aa",
+                                                    "job_00000000000000bb"}
 
 
 def test_an_unreadable_broker_is_unknown_not_empty(embedded, monkeypatch):

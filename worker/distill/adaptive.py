@@ -150,8 +150,9 @@ class Adaptive:
             try:
                 judged.append(self._judge(ctx, prompt, probe_texts))
             except TeacherError as exc:
-                if i == 0 or prompt.name.startswith("user-"):
-                    raise  # the task's own words and the user's prompts must work
+                if i == 0 or prompt.name.startswith("user-") or exc.code == "teacher_unavailable":
+                    raise  # the task's own words and the user's prompts must work; a failing
+                    # server fails every prompt alike
                 skipped.append({"name": prompt.name, "id": prompt.id, "kept": False,
                                 "weight": 0.0, "skipped": exc.message})
         k = judged[0].probe_probs.shape[1]

