@@ -16,7 +16,7 @@ import numpy as np
 from anyio import to_thread
 
 from app.core.config import get_settings
-from app.core.errors import Invalid, PayloadTooLarge, Unavailable
+from app.core.errors import Conflict, Invalid, PayloadTooLarge, Unavailable
 from app.core.texts import InvalidText, validate_text
 from app.ops.metrics import CLASSIFIED
 from app.registry.service import MODEL_REF
@@ -133,7 +133,8 @@ async def classify(pool: ModelPool, batcher: MicroBatcher, refs: RefCache,
                           code="explain_unavailable")
     explainer.admit()  # before the batcher: a refused request holds nothing
     try:
-        out, served, probs = await _classify(pool, batcher, refs, body, keep=True)
+        out, served, probs = await _classify(pool, batcher, refs, body, keep=True,
+                                             accept=_explainable)
         try:
             explanations = await explainer.explain(served, list(body.texts), probs)
         finally:
@@ -143,6 +144,13 @@ async def classify(pool: ModelPool, batcher: MicroBatcher, refs: RefCache,
     for result, explanation in zip(out["results"], explanations, strict=True):
         result["explanation"] = explanation
     return out
+
+
+def _explainable(served: Served) -> None:
+    if served.head is None:
+        raise Conflict(f"{served.key} is served through its compiled ONNX graph "
+                       f"({served.precision}); explanations need the torch backend "
+                       "(TAILOR_SERVING_BACKEND=torch)", code="explain_unavailable")
 
 
 async def _classify(pool: ModelPool, batcher: MicroBatcher, refs: RefCache, body: ClassifyIn,
