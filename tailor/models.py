@@ -7,7 +7,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import httpx
+
 from tailor.transport import Transport
+
+# The first export of a version loads its base model, merges and exports it before the first
+# byte: about a minute for MiniLM on 2 cores, more on a loaded server.
+EXPORT_READ_TIMEOUT_S = 600.0
 
 
 def _version_path(name: str, version: int) -> str:
@@ -78,12 +84,18 @@ class Models:
 
     def export(self, name: str, version: int, format: str, path: str | os.PathLike[str]
                ) -> Path:
-        """Download a standalone student (`format` "onnx" or "hf") to `path`; return it.
-        The file appears only once complete.
+        """Download a standalone student to `path` (a .tar.gz) and return it; the file
+        appears only once complete. `format`: "onnx" (one graph from token ids to calibrated
+        probabilities, with tokenizer.json) or "hf" (a Hugging Face encoder folder and the
+        head as safetensors); each holds a README whose example prints what /classify
+        answers. The first export of a version is built while this waits (a minute on a
+        small CPU); later ones come from the server's cache. Archived versions export too.
 
         Raises:
-            TailorError: 404 for an unknown version (or a server without exports); 422 for
-                an unknown format.
+            TailorError: 404 for an unknown version; 422 for an unknown format; 409
+                `not_exportable` (`details.reason`) when the version's files or its base
+                model cannot be read; `file_unwritable` when `path` cannot be written.
         """
+        timeout = httpx.Timeout(self._t.http.timeout.connect, read=EXPORT_READ_TIMEOUT_S)
         return self._t.download(f"{_version_path(name, version)}/export", Path(path),
-                                params={"format": format})
+                                params={"format": format}, timeout=timeout)

@@ -20,7 +20,7 @@ from tailor_cli.render import (
     warnings_panel,
 )
 
-models = typer.Typer(help="The model registry: list, show, alias, delete.",
+models = typer.Typer(help="The model registry: list, show, alias, export, delete.",
                      no_args_is_help=True)
 datasets = typer.Typer(help="Upload (JSONL or CSV with a text column), list and delete "
                             "datasets.", no_args_is_help=True)
@@ -87,6 +87,31 @@ def alias(ctx: typer.Context, name: str, alias_name: Annotated[str, typer.Argume
         raise CliError(f"{exc.message} (tailor: pass --force)", code=exc.code,
                        status=exc.status) from exc
     out.print(esc(f"{body['name']}@{body['alias']} → version {body['version']}"))
+
+
+@models.command()
+def export(ctx: typer.Context,
+           ref: Annotated[str, typer.Argument(metavar="NAME[:VERSION]")],
+           fmt: Annotated[str, typer.Option(
+               "--format", "-f", help="onnx (onnxruntime + tokenizers) or hf (transformers)")
+           ] = "onnx",
+           output: Annotated[Path | None, typer.Option(
+               "--output", "-o", help="file to write; default NAME-vVERSION-FORMAT.tar.gz")
+           ] = None) -> None:
+    """Download a version as a standalone student (.tar.gz) that runs without Tailor; its
+    README.md shows how. Without :VERSION, the latest version."""
+    client: Client = ctx.obj
+    name, version = split_ref(ref)
+    detail = client.models.get(name, version) if version is not None else None
+    if version is None:
+        version = client.models.get(name)["latest_version"]
+        if version is None:
+            raise CliError(f"model {name!r} has no version to export")
+    target = output or Path(f"{name}-v{version}-{fmt}.tar.gz")
+    path = client.models.export(name, version, fmt, target)
+    if detail is not None and detail.get("archived"):
+        err.print(esc(f"note: {name}:{version} is archived"))
+    out.print(esc(f"{name}:{version} ({fmt}) → {path} ({path.stat().st_size} bytes)"))
 
 
 @datasets.command()

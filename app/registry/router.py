@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from app.core.config import get_settings
 from app.core.db import after_commit
@@ -15,10 +15,16 @@ from app.core.strict_json import StrictJsonRoute
 from app.models import ModelVersion
 from app.registry import service
 from app.registry.schemas import AliasIn, AliasOut, ModelDetail, ModelList, VersionDetail
+from app.serving import exports
 
 router = APIRouter(prefix="/models", tags=["registry"], route_class=StrictJsonRoute)
 NamePath = Annotated[str, Path(max_length=64)]
 ArchivedQuery = Annotated[bool, Query(description="Also list archived versions.")]
+FormatQuery = Annotated[Literal["onnx", "hf"], Query(
+    alias="format", description="`onnx`: one ONNX graph from token ids to calibrated "
+    "probabilities, with tokenizer.json; `hf`: a Hugging Face folder (merged encoder for "
+    "AutoModel, head as safetensors, tokenizer). Both with labels, metrics, lineage and a "
+    "README whose example prints what /classify answers.")]
 
 
 @router.get("", response_model=ModelList)
@@ -94,3 +100,28 @@ def set_alias(name: NamePath, alias: Annotated[str, Path(max_length=64)], body: 
     # The next request through the alias gets the new version.
     after_commit(db, request.app.state.refs.clear)
     return moved
+
+
+@router.get("/{name}/versions/{version}/export", response_class=StreamingResponse,
+            summary="Download a version as a standalone student (.tar.gz): ONNX or Hugging Face",
+            description="Built on the first request (seconds to a minute), then served from the "
+                        "cache beside the version's artifacts, verified by sha256 "
+                        "(`X-Tailor-Export-Sha256`; `X-Tailor-Export-Cache`: hit, built or "
+                        "rebuilt). Archived versions export too, with `X-Tailor-Archived: "
+                        "true`.",
+            responses={200: {"content": {exports.MEDIA_TYPE: {}}},
+                       404: {"description": "no such model or version"},
+                       409: {"description": "`not_exportable`: its files or base model cannot "
+                                            "be read, or the exporter failed (the reason in "
+                                            "`details.reason`)"}})
+def export_version(name: NamePath, version: VersionPath, fmt: FormatQuery, db: SessionDep,
+                   _: ClassifyScope) -> StreamingResponse:
+    # A plain `def` route: FastAPI runs it in its thread pool, so a build (seconds to a
+    # minute) never blocks the event loop.
+    source = exports.ExportSource.of(service.get_version(db=db, name=name, version=version))
+    db.close()  # a build may take a minute: hold no database connection meanwhile
+    settings = get_settings()
+    export = exports.open_export(source, fmt, artifacts_root=settings.artifacts,
+                                 models_dir=settings.cache / "models")
+    return StreamingResponse(export.chunks(), media_type=exports.MEDIA_TYPE,
+                             headers=exports.headers(export, source))

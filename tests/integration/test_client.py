@@ -172,7 +172,7 @@ def test_client_calls_and_errors(server: Stack, tmp_path: Path):
         client.models.archive("news", 1)
     assert (aliased.value.status, aliased.value.code) == (409, "version_aliased")
     assert aliased.value.details == {"aliases": ["production"]}
-    # Exports are not built yet (issue 14): a 404 as TailorError, and no file left behind.
+    # Exporting an unknown version: a 404 as TailorError, and no file left behind.
     target = tmp_path / "crisis.onnx"
     with pytest.raises(TailorError) as no_export:
         client.models.export("news", 99, "onnx", target)

@@ -51,6 +51,13 @@ SAMPLE_SHAPE = (2, 8)
 ENCODER_DIR, HEAD_FILE = "encoder", "head.safetensors"
 
 
+class ExportError(ArtifactError):
+    """The exporter could not turn this encoder into a graph (`export_failed`)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("export_failed", message)
+
+
 @dataclass
 class MergedStudent:
     """A registered student with its adapter merged into a plain encoder.
@@ -139,6 +146,9 @@ def export_onnx(merged: MergedStudent, out_path: Path) -> Path:
     Inputs `input_ids`, `attention_mask`: int64 [batch, sequence], both axes dynamic; output
     `probabilities`: float32 [batch, labels]. Exported with torch.onnx's dynamo exporter
     (torch.export + onnxscript). Written to a temporary file beside `out_path`, then renamed.
+
+    Raises:
+        ExportError: the exporter failed (its exception type in the message).
     """
     module = CalibratedStudent(merged).eval()
     batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
@@ -149,10 +159,15 @@ def export_onnx(merged: MergedStudent, out_path: Path) -> Path:
     try:
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
             warnings.simplefilter("ignore")  # the exporter's deprecation chatter, not ours
-            torch.onnx.export(module, _sample(merged), tmp, input_names=list(INPUT_NAMES),
-                              output_names=[OUTPUT_NAME], opset_version=ONNX_OPSET,
-                              dynamic_shapes={"input_ids": axes, "attention_mask": axes},
-                              external_data=False, dynamo=True, verbose=False)
+            try:
+                torch.onnx.export(module, _sample(merged), tmp, input_names=list(INPUT_NAMES),
+                                  output_names=[OUTPUT_NAME], opset_version=ONNX_OPSET,
+                                  dynamic_shapes={"input_ids": axes, "attention_mask": axes},
+                                  external_data=False, dynamo=True, verbose=False)
+            except Exception as exc:  # torch.export / onnxscript: an op it cannot translate
+                log.exception("ONNX export failed")
+                raise ExportError(f"torch.onnx could not export this encoder "
+                                  f"({type(exc).__name__})") from exc
         os.replace(tmp, out_path)
     finally:
         Path(tmp).unlink(missing_ok=True)
@@ -175,7 +190,8 @@ def build_onnx(student: Path | StudentArtifact, out_path: Path, *, models_dir: P
         `probabilities` float32 [batch, labels].
 
     Raises:
-        ArtifactError, ModelSourceError: as `load_merged`.
+        ArtifactError, ModelSourceError: as `load_merged`; ExportError (an ArtifactError,
+            `export_failed`) when torch.onnx cannot translate the encoder.
     """
     return export_onnx(load_merged(student, models_dir=models_dir, files=files), out_path)
 
@@ -191,5 +207,6 @@ def save_hf(merged: MergedStudent, out_dir: Path) -> None:
     (out_dir / HEAD_FILE).write_bytes(save(state))
 
 
-__all__ = ["INPUT_NAMES", "OUTPUT_NAME", "ArtifactError", "CalibratedStudent", "MergedStudent",
-           "ModelSourceError", "build_onnx", "export_onnx", "load_merged", "save_hf"]
+__all__ = ["INPUT_NAMES", "OUTPUT_NAME", "ArtifactError", "CalibratedStudent", "ExportError",
+           "MergedStudent", "ModelSourceError", "build_onnx", "export_onnx", "load_merged",
+           "save_hf"]
