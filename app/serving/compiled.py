@@ -1,8 +1,10 @@
 """Compiled copies of served versions: the version's fp32 ONNX graph and, where it keeps the
 version's labels, a dynamically quantized int8 copy, both run with ONNX Runtime.
 
-The fp32 graph is the version's export (`worker.distill.export.build_onnx`: LoRA merged,
-mean pooling, head and temperature inside, token ids -> calibrated probabilities). The int8
+The fp32 graph is the version's ONNX export, byte for byte the `model.onnx` that
+`GET .../export?format=onnx` ships (`worker.distill.export.build_onnx`: LoRA merged, mean
+pooling, head and temperature inside, token ids -> calibrated probabilities), taken from the
+export cache (app/serving/exports.py) so a version is exported once for both uses. The int8
 copy is onnxruntime's dynamic quantization (`quantize_dynamic`: int8 weights, activations
 quantized per batch at run time; Jacob et al., 2018, "Quantization and Training of Neural
 Networks for Efficient Integer-Arithmetic-Only Inference"). Quantization moves MiniLM's
@@ -10,8 +12,8 @@ pooled states enough to flip some decisions of some heads, so it must prove itse
 version: int8 is served only where its labels agree with fp32's on at least
 `min_agreement` of the version's held-out texts (at least `min_texts` of them).
 
-Both graphs and the measured agreement are compiled once per version and kept in the
-version's artifact folder (`compiled/`), each graph with its sha256 in `compiled.json`; a
+Both graphs and the measured agreement are compiled once per version and kept beside the
+exports (`<artifact folder>/exports/serving/`), each graph with its sha256 in `compiled.json`; a
 copy whose bytes no longer match is rebuilt. The choice of precision is made at each load
 from that measurement and the process's settings, and recorded in the registry.
 """
@@ -33,13 +35,12 @@ import onnxruntime as ort
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from tokenizers import Tokenizer
 
-from worker.distill.export import build_onnx
 from worker.distill.sources import ModelSourceError
 from worker.distill.student import ArtifactError
 
 log = logging.getLogger(__name__)
 
-COMPILED_DIR = "compiled"
+COMPILED_DIR = "exports/serving"  # inside the version's folder: deleted with it
 FP32_FILE, INT8_FILE, RECORD_FILE = "model.onnx", "model.int8.onnx", "compiled.json"
 RECORD_FORMAT = 1
 # Agreement is measured in batches of this many held-out texts (serving's max batch).
@@ -190,20 +191,19 @@ def read_record(folder: Path) -> CompiledRecord | None:
     return record
 
 
-def compile_version(artifact_dir: Path, files: dict[str, str], *, models_dir: Path,
+def compile_version(artifact_dir: Path, *, fp32_graph: Callable[[Path], None],
                     heldout: Callable[[], list[list[int]]], pad_id: int, multi_label: bool,
                     threads: int) -> CompiledRecord:
     """Build (or reuse) the version's fp32 and int8 graphs and measure their agreement.
 
     Args:
         artifact_dir: the version's verified artifact folder.
-        files: its registered {file name: sha256}, checked again by the export.
-        models_dir: the model cache's `models` folder (the base encoder).
+        fp32_graph: writes the version's fp32 graph to the path it is given.
         heldout: the version's held-out texts as token ids (called only when measuring).
         pad_id: the tokenizer's pad token id.
 
     Raises:
-        ArtifactError, ModelSourceError: the export cannot load the student or its base.
+        whatever `fp32_graph` raises when the version cannot be exported.
     """
     folder = compiled_dir(artifact_dir)
     record = read_record(folder)
@@ -211,7 +211,7 @@ def compile_version(artifact_dir: Path, files: dict[str, str], *, models_dir: Pa
         return record
     folder.mkdir(parents=True, exist_ok=True)
     fp32, int8 = folder / FP32_FILE, folder / INT8_FILE
-    build_onnx(artifact_dir, fp32, models_dir=models_dir, files=files)
+    fp32_graph(fp32)
     tmp = folder / (INT8_FILE + ".tmp")
     # Per-channel weight scales: per-tensor ones kept only 97.7% of a trained MiniLM
     # student's labels on 300 disaster-response texts, per-channel 99.7% (measured here).
@@ -247,7 +247,7 @@ class Compiler:
     Args:
         backend: "onnx" (a version that cannot be compiled is an error) or "auto" (it falls
             back to the torch path: `load` returns None).
-        models_dir: the model cache's `models` folder.
+        fp32_graph: (key, artifact_dir, out_path) -> None, writes the version's fp32 graph.
         threads: intra-op threads of each session.
         heldout: (name, version, limit) -> up to `limit` held-out texts of the version
             (app.serving.holdout).
@@ -256,16 +256,17 @@ class Compiler:
         min_agreement, min_texts, max_texts: the int8 rule (TAILOR_SERVING_INT8_*).
     """
 
-    def __init__(self, backend: str, *, models_dir: Path, threads: int,
+    def __init__(self, backend: str, *, fp32_graph: Callable[[str, Path, Path], None],
+                 threads: int,
                  heldout: Callable[[str, int, int], list[str]],
                  record: Callable[[str, int, CompiledRecord, Decision], None],
                  min_agreement: float, min_texts: int, max_texts: int) -> None:
-        self.backend, self.models_dir, self.threads = backend, models_dir, threads
+        self.backend, self.fp32_graph, self.threads = backend, fp32_graph, threads
         self.heldout, self.record = heldout, record
         self.min_agreement, self.min_texts, self.max_texts = min_agreement, min_texts, max_texts
 
-    def load(self, key: str, artifact_dir: Path, files: dict[str, str], tokenizer: Tokenizer,
-             pad_id: int, multi_label: bool) -> Compiled | None:
+    def load(self, key: str, artifact_dir: Path, tokenizer: Tokenizer, pad_id: int,
+             multi_label: bool) -> Compiled | None:
         """Compile (or reuse) version `key` ("name:3") and open a session on the precision
         chosen. `tokenizer` truncates at the version's max_length.
 
@@ -278,9 +279,9 @@ class Compiler:
             return tokenize(tokenizer, self.heldout(name, int(version), self.max_texts))
 
         try:
-            record = compile_version(artifact_dir, files, models_dir=self.models_dir,
-                                     heldout=ids, pad_id=pad_id, multi_label=multi_label,
-                                     threads=self.threads)
+            record = compile_version(
+                artifact_dir, fp32_graph=lambda out: self.fp32_graph(key, artifact_dir, out),
+                heldout=ids, pad_id=pad_id, multi_label=multi_label, threads=self.threads)
         except Exception as exc:
             if self.backend == "onnx":
                 if isinstance(exc, ArtifactError | ModelSourceError):

@@ -179,7 +179,7 @@ class ModelPool:
         try:
             artifact = read_artifact(directory, files)  # every sha256 checked first
             if self.compiler is not None:
-                served = self._compile(key, directory, files, artifact)
+                served = self._compile(key, directory, artifact)
                 if served is not None:
                     return served
             return self._attach(key, artifact)
@@ -211,8 +211,7 @@ class ModelPool:
                       int(meta["max_length"]), float(meta.get("temperature", 1.0)),
                       _nbytes(artifact.adapter.values()) + _nbytes(head.parameters()))
 
-    def _compile(self, key: str, directory: Path, files: dict[str, str],
-                 artifact: StudentArtifact) -> Served | None:
+    def _compile(self, key: str, directory: Path, artifact: StudentArtifact) -> Served | None:
         """Serve `key` through its compiled graph: a base of its own holding the session and
         a tokenizer (no torch encoder). None when the compiler falls back to torch."""
         assert self.compiler is not None
@@ -225,7 +224,7 @@ class ModelPool:
         base = Base(f"onnx:{key}", None, tokenizer.backend_tokenizer,
                     int(tokenizer.pad_token_id or 0), 0, adapters={key})
         max_length, multi = int(meta["max_length"]), bool(meta["multi_label"])
-        compiled = self.compiler.load(key, directory, files, base.tokenizer_for(max_length),
+        compiled = self.compiler.load(key, directory, base.tokenizer_for(max_length),
                                       base.pad_id, multi)
         if compiled is None:
             return None
