@@ -23,9 +23,9 @@ READING = """\
   numbers move by +-30% between runs. Requests per server CPU-second is the steadier measure
   of what each server does with the CPU it gets.
 - The in-process rows are the limit: the same student's forward passes at batch 32 with
-  nothing else in the process. Tailor's model thread uses all cores but one (here: one),
-  leaving a core to HTTP, JSON and tokenizing, so its limit is the in-process row at that
-  thread count; the all-cores row is the machine's.
+  nothing else in the process; the targets use the faster thread count of the precision the
+  backend served. Tailor's model thread uses all cores but one (here: one), leaving a core
+  to HTTP, JSON and tokenizing; the load generator runs on the same two cores.
 - MiniLM on a CPU is compute-bound even at batch 1, so batching saves per-call overhead and
   padding, not matrix work; the naive server runs a forward per request on both cores.
 - Overload: the client and the server share the same 2 cores, so client-side latencies
@@ -52,14 +52,16 @@ def machine() -> dict[str, Any]:
 
 
 def _limit(r: dict[str, Any], system: str) -> dict[str, Any] | None:
-    """The in-process row (all cores) of the backend and precision `system` served with."""
+    """The in-process row of the backend and precision `system` served with: the thread
+    count that ran fastest (on a loaded 2-core VM, two OpenMP threads can be far slower
+    than one)."""
     precision = (r.get("served", {}).get(system) or {}).get("precision", "torch")
     name = LIMIT_OF[system].format(precision=precision)
     rows = r["inprocess"].get(name) or {}
-    cores = str(r["inprocess"]["threads"]["cores"])
-    model = str(r["inprocess"]["threads"]["server_model_thread"])
-    return {"name": name, "cores": rows.get(cores), "model_threads": rows.get(model)} \
-        if rows else None
+    if not rows:
+        return None
+    threads, best = max(rows.items(), key=lambda kv: kv[1]["texts_per_s"])
+    return {"name": name, "threads": threads, **best}
 
 
 def targets(r: dict[str, Any]) -> dict[str, Any]:
@@ -73,9 +75,10 @@ def targets(r: dict[str, Any]) -> dict[str, Any]:
         limit = _limit(r, system)
         speedup = t["throughput_rps"] / max(n["throughput_rps"], 1e-9)
         out[f"{system}: c32 share of in-process limit"] = {
-            "value": round(t["texts_per_s"] / limit["cores"]["texts_per_s"], 2) if limit
-            else None, "target": f">= 0.8 of {limit['name'] if limit else '?'} (all cores)",
-            "met": bool(limit) and t["texts_per_s"] >= 0.8 * limit["cores"]["texts_per_s"]}
+            "value": round(t["texts_per_s"] / limit["texts_per_s"], 2) if limit else None,
+            "target": (f">= 0.8 of {limit['name']}, {limit['threads']} thread(s)" if limit
+                       else ">= 0.8"),
+            "met": bool(limit) and t["texts_per_s"] >= 0.8 * limit["texts_per_s"]}
         out[f"{system}: c32 speedup vs naive"] = {"value": round(speedup, 2),
                                                  "target": ">= 3", "met": speedup >= 3}
         out[f"{system}: c32 p99 vs naive (ms)"] = {
@@ -83,7 +86,7 @@ def targets(r: dict[str, Any]) -> dict[str, Any]:
             "met": (t["p99_ms"] or 1e9) < (n["p99_ms"] or 0)}
         one = r["throughput"][system]["32"]["1"]
         if limit:
-            ratio = one["p50_ms"] / limit["cores"]["batch32_p50_ms"]
+            ratio = one["p50_ms"] / limit["batch32_p50_ms"]
             out[f"{system}: 32-text request vs one in-process batch of 32"] = {
                 "value": round(ratio, 2), "target": "<= 1.2 (p50, c=1)", "met": ratio <= 1.2}
     out["extra_version_share_of_base"] = {
