@@ -49,7 +49,15 @@ def limits(home: Path, cache: Path, key: str, artifact_path: str, files: dict[st
 
     from app.core.config import get_settings
     from app.serving.backend import make_compiler
-    from app.serving.compiled import FP32_FILE, INT8_FILE, compiled_dir, pad, run, session
+    from app.serving.compiled import (
+        FP32_FILE,
+        INT8_FILE,
+        compiled_dir,
+        decisions,
+        pad,
+        run,
+        session,
+    )
     from app.serving.pool import ModelPool
 
     settings = get_settings()
@@ -67,6 +75,8 @@ def limits(home: Path, cache: Path, key: str, artifact_path: str, files: dict[st
             lambda b: pool.forward([(served, x) for x in b]), batches, seconds)
         print(f"  in-process torch, {threads} threads: {out['torch'][str(threads)]}",
               flush=True)
+    reference = np.concatenate([np.stack(pool.forward([(served, x) for x in b]))
+                                for b in batches])
     pool.release(served)
 
     settings = settings.model_copy(update={"serving_backend": "onnx"})
@@ -87,5 +97,12 @@ def limits(home: Path, cache: Path, key: str, artifact_path: str, files: dict[st
                                             batches, seconds)
             print(f"  in-process {name}, {threads} threads: {out[name][str(threads)]}",
                   flush=True)
+        probs = np.concatenate([run(sess, *pad(b, base.pad_id)) for b in batches])
+        out["compiled"][f"{name}_vs_torch"] = {
+            "texts": len(probs), "max_abs_diff": round(float(np.abs(probs - reference).max()), 6),
+            "label_agreement": round(float(np.mean(
+                decisions(probs, served.multi_label) == decisions(reference, served.multi_label)
+            ) if not served.multi_label else np.mean(
+                (decisions(probs, True) == decisions(reference, True)).all(axis=1))), 4)}
     compiled_pool.release(served)
     return out

@@ -127,7 +127,14 @@ def _markdown(r: dict[str, Any]) -> str:
     c = r["inprocess"].get("compiled") or {}
     lines += ["", f"The onnx backend served this version in **{c.get('served_precision')}**: "
               f"{c.get('decision')} (largest probability change "
-              f"{c.get('max_abs_diff')}).", "",
+              f"{c.get('max_abs_diff')})."]
+    for name in ("onnx-fp32", "onnx-int8"):
+        v = c.get(f"{name}_vs_torch")
+        if v:
+            lines.append(f"On the {v['texts']} bench texts, {name} against torch: label "
+                         f"agreement {100 * v['label_agreement']:.1f}%, largest probability "
+                         f"difference {v['max_abs_diff']}.")
+    lines += ["",
               "## Over HTTP", "",
               "Texts from the disaster-response test split; each point runs for a fixed time "
               "after a warm-up. `texts/req` 32 sends 32 texts in each request.", "",
