@@ -86,9 +86,11 @@ def targets(r: dict[str, Any]) -> dict[str, Any]:
             "met": (t["p99_ms"] or 1e9) < (n["p99_ms"] or 0)}
         one = r["throughput"][system]["32"]["1"]
         if limit:
-            ratio = one["p50_ms"] / limit["batch32_p50_ms"]
+            base = limit.get("request32_p50_ms") or limit["batch32_p50_ms"]
+            ratio = one["p50_ms"] / base
             out[f"{system}: 32-text request vs one in-process batch of 32"] = {
-                "value": round(ratio, 2), "target": "<= 1.2 (p50, c=1)", "met": ratio <= 1.2}
+                "value": round(ratio, 2), "target": "<= 1.2 (p50, c=1; the same 32 texts "
+                "in-process)", "met": ratio <= 1.2}
     out["extra_version_share_of_base"] = {
         "value": mem["per_extra_version_share_of_base_rss"], "target": "<= 0.05 (RSS)",
         "met": mem["per_extra_version_share_of_base_rss"] <= 0.05}
@@ -118,12 +120,14 @@ def _markdown(r: dict[str, Any]) -> str:
               f"{m['torch']}, at {m['time']}. {m['note']}.",
               f"Load average before: {m['load_avg']}; after: {r['machine_after']['load_avg']}.",
               "", "## The limit: the same student in-process, batch 32, no HTTP", "",
-              "| backend, precision | threads | texts/s | one batch of 32, p50 ms | p99 ms |",
-              "|---|---|---|---|---|"]
+              "| backend, precision | threads | texts/s | one batch of 32, p50 ms | p99 ms | "
+              "one bench request's 32 texts, p50 ms |",
+              "|---|---|---|---|---|---|"]
     for name in ("torch", "onnx-fp32", "onnx-int8"):
         for threads, row in (r["inprocess"].get(name) or {}).items():
             lines.append(f"| {name} | {threads} | {row['texts_per_s']} | "
-                         f"{row['batch32_p50_ms']} | {row['batch32_p99_ms']} |")
+                         f"{row['batch32_p50_ms']} | {row['batch32_p99_ms']} | "
+                         f"{row.get('request32_p50_ms')} |")
     c = r["inprocess"].get("compiled") or {}
     lines += ["", f"The onnx backend served this version in **{c.get('served_precision')}**: "
               f"{c.get('decision')} (largest probability change "
