@@ -13,6 +13,7 @@ from huggingface_hub.errors import HfHubHTTPError
 
 from tests.fixtures.tiny import CALM_TEXTS, CRISIS_TEXTS
 from tests.fixtures.versions import register_tiny
+from tests.integration.report import record_input
 from tests.support import Stack, embedded_home, make_env
 
 pytestmark = [pytest.mark.integration]
@@ -119,3 +120,9 @@ def test_a_list_of_inputs_and_bad_input_naming_the_item(api: Stack) -> None:
         assert resp.status_code == 422 and resp.json()["error"]["details"]["field"] == "ref"
         assert client.post("/models/crisis/predict", json={"inputs": "flood"},
                            headers={"Authorization": ""}).status_code == 401
+    record_input("text with no visible content, control characters or over the limit",
+                 ["POST /models/{ref}/predict (HF contract, real API process)"],
+                 ["an invisible text among good ones", "NUL as the single input",
+                  "an empty list", "a number as inputs", "300 inputs", "ref 'Not a ref!'"],
+                 ["422 invalid_text naming inputs[1] / inputs", "422 naming inputs",
+                  "413 naming inputs", "422 naming ref"])
