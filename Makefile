@@ -33,7 +33,7 @@ bench-reliability: setup
 bench-serving: setup
 	TAILOR_CACHE_DIR=$(CURDIR)/var/cache .venv/bin/python scripts/fetch_assets.py
 	test -f var/bench-demo/tailor.db || TAILOR_CACHE_DIR=$(CURDIR)/var/cache \
-	  .venv/bin/python scripts/demo.py --train 200 --eval 50 --home var/bench-demo
+	  .venv/bin/python scripts/demo.py --train 400 --eval 50 --home var/bench-demo
 	TAILOR_CACHE_DIR=$(CURDIR)/var/cache .venv/bin/python bench/serving.py
 
 clean:

@@ -30,6 +30,7 @@ from app.keys.router import router as keys_router
 from app.ops.metrics import MetricsMiddleware
 from app.ops.router import router as ops_router
 from app.registry.router import router as registry_router
+from app.serving.backend import make_compiler
 from app.serving.batcher import MicroBatcher
 from app.serving.explain import Explainer
 from app.serving.pool import ModelPool
@@ -89,7 +90,8 @@ def install_error_handlers(app: FastAPI) -> None:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
     app.state.pool = ModelPool(settings.artifacts, settings.cache, settings.serving_max_loaded,
-                               settings.serving_memory_budget_mb * 1024 * 1024)
+                               settings.serving_memory_budget_mb * 1024 * 1024,
+                               make_compiler(settings))
     app.state.batcher = MicroBatcher(
         app.state.pool, max_batch=settings.serving_max_batch,
         max_wait_ms=settings.serving_max_wait_ms, max_queue=settings.serving_max_queue,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -131,6 +132,21 @@ class Settings(BaseSettings):
     serving_ref_cache_seconds: float = Field(
         1.0, description="How long /classify reuses a resolved model reference; alias moves "
                          "made through another API process show within this time.")
+    serving_backend: Literal["torch", "onnx", "auto"] = Field(
+        "torch", description="torch: every version as an adapter on its shared base (peft). "
+        "onnx: every version through its compiled ONNX graph (onnxruntime); one that cannot "
+        "be compiled answers 503. auto: the compiled graph where it can be built, else torch. "
+        "The default stays torch: compiling costs seconds at a version's first load.")
+    serving_int8_min_agreement: float = Field(
+        0.99, ge=0.0, le=1.0, description="A compiled version serves its dynamically "
+        "quantized int8 graph only when that graph's labels agree with the fp32 graph's on "
+        "at least this share of the version's held-out texts; else fp32.")
+    serving_int8_min_texts: int = Field(
+        50, ge=1, description="Held-out texts needed to trust that agreement (fewer: fp32). "
+                              "At 50, one flipped label already misses 99%.")
+    serving_agreement_max_texts: int = Field(
+        1000, ge=1, description="Held-out texts measured at most (time at compile: about "
+                                "10 s per 1,000 MiniLM texts on 2 cores).")
 
     @field_validator("home", mode="after")
     @classmethod

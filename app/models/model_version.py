@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, JSONType, UTCDateTime, utcnow
@@ -33,6 +33,12 @@ class ModelVersion(Base):
     lineage: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     card: Mapped[str] = mapped_column(Text, default="")
     archived: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Set when an API process compiles the version for the ONNX backend (app/serving/
+    # compiled.py): "fp32" or "int8", the int8 graph's label agreement with fp32 on the
+    # version's held-out texts and how many texts that was (null: not measured).
+    serving_precision: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    int8_agreement: Mapped[float | None] = mapped_column(Float, nullable=True)
+    int8_agreement_texts: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     @property

@@ -24,6 +24,15 @@ class ModelList(BaseModel):
     models: list[ModelSummary]
 
 
+class ServingOut(BaseModel):
+    precision: str | None = Field(description="How the ONNX backend serves this version: "
+                                  "`fp32` or `int8`; null until an API process compiled it.")
+    int8_agreement: float | None = Field(description="Share of the version's held-out texts "
+                                         "whose label the int8 graph gives as fp32 does; null "
+                                         "when not measured (too few held-out texts).")
+    agreement_texts: int | None = Field(description="How many held-out texts that was.")
+
+
 class VersionSummary(BaseModel):
     version: int
     created_at: datetime
@@ -34,6 +43,7 @@ class VersionSummary(BaseModel):
     teacher_macro_f1: float | None = None
     holdout_agreement: float | None = None
     warnings: list[RunWarningOut] = Field(default_factory=list)
+    serving: ServingOut | None = None
 
 
 class ModelDetail(BaseModel):
@@ -59,6 +69,8 @@ class VersionDetail(BaseModel):
     card: str = Field(description="Markdown model card")
     archived: bool
     created_at: datetime
+    serving: ServingOut | None = Field(None, description="The ONNX backend's compiled copy "
+                                       "(TAILOR_SERVING_BACKEND onnx or auto).")
 
 
 class AliasIn(BaseModel):

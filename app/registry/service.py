@@ -355,7 +355,25 @@ def version_summary(v: ModelVersion) -> dict[str, Any]:
             "student_macro_f1": student.get("eval", {}).get("macro_f1"),
             "teacher_macro_f1": teacher.get("eval", {}).get("macro_f1"),
             "holdout_agreement": student.get("holdout_agreement"),
-            "warnings": v.warnings or []}
+            "warnings": v.warnings or [], "serving": serving_info(v)}
+
+
+def serving_info(v: ModelVersion) -> dict[str, Any] | None:
+    """What the ONNX backend serves `v` with, or None before it was compiled."""
+    if v.serving_precision is None:
+        return None
+    return {"precision": v.serving_precision, "int8_agreement": v.int8_agreement,
+            "agreement_texts": v.int8_agreement_texts}
+
+
+def record_serving(*, db: Session, name: str, version: int, precision: str,
+                   agreement: float | None, texts: int | None) -> None:
+    """Record the precision a compiled `name:version` is served with and the measured int8
+    agreement (a no-op for a version deleted meanwhile)."""
+    db.execute(update(ModelVersion)
+               .where(ModelVersion.model_name == name, ModelVersion.version == version)
+               .values(serving_precision=precision, int8_agreement=agreement,
+                       int8_agreement_texts=texts))
 
 
 def version_detail(v: ModelVersion) -> dict[str, Any]:
@@ -363,7 +381,7 @@ def version_detail(v: ModelVersion) -> dict[str, Any]:
             "labels": v.labels, "multi_label": v.multi_label, "base_model": v.base_model,
             "files": v.files, "metrics": v.metrics, "warnings": v.warnings or [],
             "lineage": v.lineage, "card": v.card,
-            "archived": v.archived, "created_at": v.created_at}
+            "archived": v.archived, "created_at": v.created_at, "serving": serving_info(v)}
 
 
 def _versions(db: Session, name: str) -> list[ModelVersion]:

@@ -63,8 +63,9 @@ def explain_text(pool: ModelPool, served: Served, text: str, label: int,
     ids = torch.tensor([encoding.ids])
     special = torch.tensor([encoding.special_tokens_mask], dtype=torch.bool)
     # A held version has its adapter attached, so the shared encoder is a PeftModel.
-    assert isinstance(base.encoder, PeftModel), "explain needs the version's adapter attached"
-    embed = base.encoder.get_input_embeddings()
+    encoder = base.encoder
+    assert isinstance(encoder, PeftModel), "explain needs the version's adapter attached"
+    embed = encoder.get_input_embeddings()
     with torch.no_grad():
         inputs = embed(ids)
         baseline = embed(torch.where(special, ids, torch.full_like(ids, base.pad_id)))
@@ -72,8 +73,8 @@ def explain_text(pool: ModelPool, served: Served, text: str, label: int,
     def score(embeds: torch.Tensor) -> torch.Tensor:
         mask = torch.ones(embeds.shape[:2], dtype=torch.long)
         with base.lock:  # the micro-batcher's forwards and adapter changes take it too
-            out = base.encoder(inputs_embeds=embeds, attention_mask=mask,
-                               adapter_names=[served.key] * embeds.shape[0])
+            out = encoder(inputs_embeds=embeds, attention_mask=mask,
+                          adapter_names=[served.key] * embeds.shape[0])
         return served.calibrated(mean_pool(out.last_hidden_state, mask))[:, label]
 
     attributions, delta = IntegratedGradients(score).attribute(

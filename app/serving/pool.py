@@ -21,11 +21,13 @@ import torch
 from peft import PeftModel
 from tokenizers import Tokenizer
 from torch import nn
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from app.core.errors import Unavailable
 from app.ops.metrics import SERVING_BYTES, SERVING_VERSIONS
+from app.serving.compiled import Compiled, Compiler, pad, run
 from worker.distill.calibration import probabilities
-from worker.distill.sources import ModelSourceError, resolve
+from worker.distill.sources import ModelSourceError, ResolvedModel, loading, resolve
 from worker.distill.student import (
     ArtifactError,
     StudentArtifact,
@@ -39,6 +41,12 @@ from worker.distill.student import (
 log = logging.getLogger(__name__)
 
 
+def load_tokenizer(base: ResolvedModel) -> PreTrainedTokenizerBase:
+    """The base encoder's tokenizer alone (a compiled version needs no torch encoder)."""
+    with loading(base, code="student_unloadable"):
+        return AutoTokenizer.from_pretrained(str(base.path))
+
+
 def _nbytes(tensors: Any) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
@@ -48,10 +56,11 @@ class Base:
     """One shared encoder with its tokenizer; `lock` serialises forwards and adapter changes."""
 
     key: str
-    encoder: nn.Module | PeftModel
+    encoder: nn.Module | PeftModel | None  # None: a compiled version (`compiled` runs it)
     tokenizer: Tokenizer  # the fast tokenizer's backend: thread-safe, no padding
     pad_id: int
     nbytes: int
+    compiled: Compiled | None = None  # the ONNX graph of the one version this base serves
     lock: threading.Lock = field(default_factory=threading.Lock)
     adapters: set[str] = field(default_factory=set)
     truncating: dict[int, Tokenizer] = field(default_factory=dict)
@@ -73,16 +82,18 @@ class Served:
 
     key: str
     base_key: str
-    head: nn.Linear
+    head: nn.Linear | None  # None when compiled: the head is inside the graph
     labels: list[str]
     multi_label: bool
     max_length: int
     temperature: float
     nbytes: int
     pins: int = 0  # queued requests that need this version; it is not evicted while > 0
+    precision: str = "torch"  # or the compiled graph's: "fp32", "int8"
 
     def calibrated(self, pooled: torch.Tensor) -> torch.Tensor:
         """Pooled encoder states [N, H] -> calibrated probabilities [N, labels]."""
+        assert self.head is not None, "a compiled version has no separate head"
         return probabilities(self.head(pooled), self.temperature, self.multi_label)
 
 
@@ -102,14 +113,17 @@ class ModelPool:
         artifacts_root: the artifact store (versions' paths are relative to it).
         cache_dir: where base models are fetched to.
         max_loaded: versions kept attached at most.
-        memory_budget: bytes of weights (bases + adapters + heads) kept loaded at most; the
-            version just requested is always kept, even alone over the budget.
+        memory_budget: bytes of weights (bases + adapters + heads + compiled graphs) kept
+            loaded at most; the version just requested is always kept, even alone over it.
+        compiler: serves versions through their compiled ONNX graph (TAILOR_SERVING_BACKEND
+            onnx or auto); None serves every version on its shared torch base.
     """
 
     def __init__(self, artifacts_root: Path, cache_dir: Path, max_loaded: int,
-                 memory_budget: int) -> None:
+                 memory_budget: int, compiler: Compiler | None = None) -> None:
         self.artifacts_root, self.cache_dir = artifacts_root.resolve(), cache_dir
         self.max_loaded, self.memory_budget = max_loaded, memory_budget
+        self.compiler = compiler
         self.bases: dict[str, Base] = {}
         self.served: OrderedDict[str, Served] = OrderedDict()
         self._lock = threading.Lock()  # guards the two dicts; held briefly
@@ -164,6 +178,10 @@ class ModelPool:
             raise Unavailable(f"{key}: artifact path escapes the store", code="artifact_path")
         try:
             artifact = read_artifact(directory, files)  # every sha256 checked first
+            if self.compiler is not None:
+                served = self._compile(key, directory, artifact)
+                if served is not None:
+                    return served
             return self._attach(key, artifact)
         except (ArtifactError, ModelSourceError) as exc:
             log.error("refusing to serve %s: %s", key, exc.message)
@@ -182,6 +200,7 @@ class ModelPool:
             nbytes = _nbytes([*encoder.parameters(), *encoder.buffers()])
             base = Base(base_key, encoder.eval(), tokenizer.backend_tokenizer,
                         int(tokenizer.pad_token_id or 0), nbytes)
+        assert base.encoder is not None  # a torch base: compiled ones have keys "onnx:..."
         with base.lock:
             base.encoder = attach(base.encoder, artifact, key).eval()
             base.adapters.add(key)
@@ -191,6 +210,30 @@ class ModelPool:
         return Served(key, base_key, head, artifact.labels, bool(meta["multi_label"]),
                       int(meta["max_length"]), float(meta.get("temperature", 1.0)),
                       _nbytes(artifact.adapter.values()) + _nbytes(head.parameters()))
+
+    def _compile(self, key: str, directory: Path, artifact: StudentArtifact) -> Served | None:
+        """Serve `key` through its compiled graph: a base of its own holding the session and
+        a tokenizer (no torch encoder). None when the compiler falls back to torch."""
+        assert self.compiler is not None
+        meta = artifact.meta
+        resolved = resolve(meta["base_model"], self.cache_dir / "models")
+        if resolved.sha256 != meta["base_sha256"]:
+            raise ArtifactError("base_mismatch", f"base model {meta['base_model']} changed "
+                                "since training (sha256 differs)")
+        tokenizer = load_tokenizer(resolved)
+        base = Base(f"onnx:{key}", None, tokenizer.backend_tokenizer,
+                    int(tokenizer.pad_token_id or 0), 0, adapters={key})
+        max_length, multi = int(meta["max_length"]), bool(meta["multi_label"])
+        compiled = self.compiler.load(key, directory, base.tokenizer_for(max_length),
+                                      base.pad_id, multi)
+        if compiled is None:
+            return None
+        base.compiled, base.nbytes = compiled, compiled.path.stat().st_size
+        with self._lock:
+            self.bases[base.key] = base
+        return Served(key, base.key, None, artifact.labels, multi, max_length,
+                      float(meta.get("temperature", 1.0)), 0,
+                      precision=compiled.decision.precision)
 
     def _evict_over_limits(self) -> None:
         # Called with self._lock held, right after the newest version went to the end.
@@ -242,12 +285,15 @@ class ModelPool:
     def forward(self, rows: list[tuple[Served, list[int]]]) -> list[np.ndarray]:
         """Calibrated probabilities per row; all rows share one base, versions may differ."""
         base = self.bases[rows[0][0].base_key]
+        if base.compiled is not None:  # one version per compiled base: no routing needed
+            return list(run(base.compiled.session, *pad([ids for _, ids in rows], base.pad_id)))
         width = max(len(ids) for _, ids in rows)
         input_ids = torch.full((len(rows), width), base.pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         for i, (_, ids) in enumerate(rows):
             input_ids[i, :len(ids)] = torch.tensor(ids)
             mask[i, :len(ids)] = 1
+        assert base.encoder is not None
         with base.lock:
             out = base.encoder(input_ids=input_ids, attention_mask=mask,
                                adapter_names=[s.key for s, _ in rows])

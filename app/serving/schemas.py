@@ -1,6 +1,8 @@
-"""Request and response shapes for /classify."""
+"""Request and response shapes for /classify and /models/{ref}/predict."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -54,3 +56,29 @@ class ClassifyOut(BaseModel):
     model: str
     version: int
     results: list[ClassifyResult]
+
+
+class PredictParameters(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    top_k: int | None = Field(None, ge=1, description="Return only the k highest scores.")
+    function_to_apply: Literal["softmax", "sigmoid", "none"] | None = Field(
+        None, description="Scores are the version's calibrated probabilities: softmax for a "
+        "single-label version, sigmoid for a multi-label one. Naming the other function, or "
+        "`none` (raw logits), is a 422 `unsupported_parameter`.")
+
+
+class PredictIn(BaseModel):
+    """The Hugging Face text-classification inference request."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    inputs: str | list[str] = Field(
+        description="One text, or a list of texts (same checks as /classify's `texts`; "
+        "errors name `inputs` or `inputs[i]`).")
+    parameters: PredictParameters | None = None
+
+
+class PredictLabel(BaseModel):
+    label: str
+    score: float = Field(description="Calibrated probability, as /classify's scores.")

@@ -9,20 +9,22 @@ read is a 422 naming it (`texts[3]`) and never reaches the batch other requests 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from anyio import to_thread
 
 from app.core.config import get_settings
-from app.core.errors import Invalid, PayloadTooLarge, Unavailable
+from app.core.errors import Conflict, Invalid, PayloadTooLarge, Unavailable
 from app.core.texts import InvalidText, validate_text
 from app.ops.metrics import CLASSIFIED
+from app.registry.service import MODEL_REF
 from app.serving.batcher import MicroBatcher
 from app.serving.explain import Explainer
 from app.serving.pool import Encoded, ModelPool, Served
 from app.serving.refs import RefCache, Target
-from app.serving.schemas import ClassifyIn
+from app.serving.schemas import ClassifyIn, PredictIn
 
 DEFAULT_MULTI_THRESHOLD = 0.5
 # Requests with up to this many characters are tokenized on the event loop: about 0.1 us a
@@ -31,8 +33,20 @@ DEFAULT_MULTI_THRESHOLD = 0.5
 INLINE_TOKENIZE_CHARS = 4096
 
 
-def check_request(body: ClassifyIn) -> None:
+ItemName = Callable[[int], str]  # a text's position -> how errors name it
+
+
+def texts_item(i: int) -> str:
+    """How /classify names its texts in errors: `texts[3]`."""
+    return f"texts[{i}]"
+
+
+def check_request(body: ClassifyIn, field: str = "texts", item: ItemName = texts_item
+                  ) -> None:
     """Refuse requests over the limits or with an invalid text, naming the item.
+
+    `field` names the list and `item(i)` its i-th text in errors (`texts`, `texts[3]` for
+    /classify; other routes name their own fields).
 
     Raises:
         PayloadTooLarge: more than `max_classify_texts` texts (the limit in
@@ -44,9 +58,9 @@ def check_request(body: ClassifyIn) -> None:
     """
     settings = get_settings()
     if len(body.texts) > settings.max_classify_texts:
-        raise PayloadTooLarge(f"texts: {len(body.texts)} texts exceed the limit of "
+        raise PayloadTooLarge(f"{field}: {len(body.texts)} texts exceed the limit of "
                               f"{settings.max_classify_texts} per request",
-                              details={"field": "texts",
+                              details={"field": field,
                                        "max_texts": settings.max_classify_texts})
     if body.explain and len(body.texts) > settings.max_explain_texts:
         refused = Invalid("texts", f"{len(body.texts)} texts with explain: true exceed the "
@@ -56,12 +70,13 @@ def check_request(body: ClassifyIn) -> None:
         raise refused
     for i, text in enumerate(body.texts):
         if len(text) > settings.max_text_chars:  # first: bounds the work of the next check
-            raise Invalid(f"texts[{i}]", f"{len(text)} characters exceed the limit of "
+            raise Invalid(item(i), f"{len(text)} characters exceed the limit of "
                           f"{settings.max_text_chars}")
-        validate_text(text, f"texts[{i}]")
+        validate_text(text, item(i))
 
 
-def encode_request(pool: ModelPool, served: Served, texts: list[str]) -> Encoded:
+def encode_request(pool: ModelPool, served: Served, texts: list[str],
+                   item: ItemName = texts_item) -> Encoded:
     """Tokenize one request's texts for `served` (pinned), on their own.
 
     Raises:
@@ -75,13 +90,13 @@ def encode_request(pool: ModelPool, served: Served, texts: list[str]) -> Encoded
             try:
                 pool.encode(served, [text])
             except Exception as exc:
-                raise InvalidText(f"texts[{i}]", f"the model's tokenizer cannot read this "
+                raise InvalidText(item(i), f"the model's tokenizer cannot read this "
                                   f"text ({type(exc).__name__})", reason="untokenizable"
                                   ) from exc
         raise  # fails only together: a bug, not the input
     for i, empty in enumerate(encoded.empty):
         if empty:
-            raise InvalidText(f"texts[{i}]", "text must not be empty (the model's tokenizer "
+            raise InvalidText(item(i), "text must not be empty (the model's tokenizer "
                               "finds no tokens in it)", reason="empty")
     return encoded
 
@@ -118,7 +133,8 @@ async def classify(pool: ModelPool, batcher: MicroBatcher, refs: RefCache,
                           code="explain_unavailable")
     explainer.admit()  # before the batcher: a refused request holds nothing
     try:
-        out, served, probs = await _classify(pool, batcher, refs, body, keep=True)
+        out, served, probs = await _classify(pool, batcher, refs, body, keep=True,
+                                             accept=_explainable)
         try:
             explanations = await explainer.explain(served, list(body.texts), probs)
         finally:
@@ -130,10 +146,20 @@ async def classify(pool: ModelPool, batcher: MicroBatcher, refs: RefCache,
     return out
 
 
+def _explainable(served: Served) -> None:
+    if served.head is None:
+        raise Conflict(f"{served.key} is served through its compiled ONNX graph "
+                       f"({served.precision}); explanations need the torch backend "
+                       "(TAILOR_SERVING_BACKEND=torch)", code="explain_unavailable")
+
+
 async def _classify(pool: ModelPool, batcher: MicroBatcher, refs: RefCache, body: ClassifyIn,
-                    *, keep: bool) -> tuple[dict[str, Any], Served, list[np.ndarray]]:
+                    *, keep: bool, item: ItemName = texts_item,
+                    accept: Callable[[Served], None] | None = None
+                    ) -> tuple[dict[str, Any], Served, list[np.ndarray]]:
     """The response, the version and each text's probabilities. With `keep`, the version
-    stays pinned for the caller (who must `pool.release` it) after the batch let it go."""
+    stays pinned for the caller (who must `pool.release` it) after the batch let it go.
+    `accept(served)` may refuse the request once the version is known, before tokenizing."""
     n = len(body.texts)
     batcher.admit(n)  # refuse before any database or model work
     served: Served | None = None
@@ -146,11 +172,13 @@ async def _classify(pool: ModelPool, batcher: MicroBatcher, refs: RefCache, body
             # and the type checker loses that both are set.
             loaded = await to_thread.run_sync(_load, pool, refs, body.model)
             target, served = loaded
+        if accept is not None:
+            accept(served)
         texts = list(body.texts)
         if sum(map(len, texts)) <= INLINE_TOKENIZE_CHARS:
-            encoded = encode_request(pool, served, texts)
+            encoded = encode_request(pool, served, texts, item)
         else:
-            encoded = await to_thread.run_sync(encode_request, pool, served, texts)
+            encoded = await to_thread.run_sync(encode_request, pool, served, texts, item)
         if keep:
             pool.hold(served)  # a second pin: the batcher releases its own when answered
             held = True
@@ -173,6 +201,60 @@ async def _classify(pool: ModelPool, batcher: MicroBatcher, refs: RefCache, body
               for p, cut in results]
     return ({"model": target.name, "version": target.version, "results": shaped}, served,
             [p for p, _ in results])
+
+
+async def predict(pool: ModelPool, batcher: MicroBatcher, refs: RefCache, ref: str,
+                  body: PredictIn) -> list[list[dict[str, Any]]]:
+    """Classify in the Hugging Face text-classification inference contract (the answer of
+    Inference Endpoints / the HF Inference API, which `huggingface_hub`'s
+    `InferenceClient.text_classification` parses), through /classify's own checks, pool and
+    micro-batcher.
+
+    Args:
+        ref: `name`, `name:3` or `name@alias`, from the URL path.
+        body: `{"inputs": str | [str], "parameters": {"top_k"?, "function_to_apply"?}}`.
+
+    Returns:
+        One list per input, in order, also for a single string (`[[...]]`, as the HF API
+        answers): `{"label", "score"}` for every label (the top `top_k`), highest score
+        first; scores are the version's calibrated probabilities, as /classify's.
+
+    Raises:
+        Invalid: `ref` is not a model reference; `inputs` is an empty list;
+            `function_to_apply` names another function than the version's calibrated one
+            (`softmax` single-label, `sigmoid` multi-label): raw logits are not served.
+        InvalidText, PayloadTooLarge, Overloaded: as /classify, naming `inputs` or
+            `inputs[i]`.
+    """
+    if not MODEL_REF.match(ref):
+        raise Invalid("ref", f"{ref[:140]!r} is not a model reference (name, name:3 or "
+                      "name@alias)")
+    single = isinstance(body.inputs, str)
+    texts = [body.inputs] if isinstance(body.inputs, str) else list(body.inputs)
+    if not texts:
+        raise Invalid("inputs", "send at least one text")
+    params = body.parameters
+    top_k = params.top_k if params is not None else None
+    function = params.function_to_apply if params is not None else None
+
+    def item(i: int) -> str:
+        return "inputs" if single else f"inputs[{i}]"
+
+    def accept(served: Served) -> None:
+        own = "sigmoid" if served.multi_label else "softmax"
+        if function is not None and function != own:
+            raise Invalid("parameters.function_to_apply", f"{served.key} serves calibrated "
+                          f"{own} probabilities only; send {own!r} or leave it out",
+                          code="unsupported_parameter")
+
+    request = ClassifyIn.model_construct(model=ref, texts=texts, threshold=None, top_k=None,
+                                         explain=False)
+    check_request(request, "inputs", item)
+    _, served, probs = await _classify(pool, batcher, refs, request, keep=False, item=item,
+                                       accept=accept)
+    return [[{"label": served.labels[i], "score": round(float(p[i]), 6)}
+             for i in np.argsort(-p, kind="stable")[: top_k or len(served.labels)]]
+            for p in probs]
 
 
 def _result(probs: np.ndarray, labels: list[str], multi: bool, threshold: float | None,

@@ -451,3 +451,28 @@ def test_top_k_bounds_multi_label_labels_too(client, tiny_models, monkeypatch):
     _record_input(monkeypatch, "top_k on a multi-label model",
                   ["top_k 1, 2, 3 of 4 labels with threshold 0.0, 0.5 and the default"],
                   ["label lists only labels that scores shows, in score order"])
+
+
+def test_an_expired_reference_is_resolved_once_for_concurrent_requests(embedded, tiny_models,
+                                                                       monkeypatch):
+    from app.serving import refs as refs_module
+
+    register_tiny(tiny_models[1], seed=1)
+    calls: list[str] = []
+    real = refs_module.resolve
+
+    def counted(ref: str):
+        calls.append(ref)
+        time.sleep(0.2)  # a slow database: the others arrive while it answers
+        return real(ref)
+
+    monkeypatch.setattr(refs_module, "resolve", counted)
+    cache = refs_module.RefCache(ttl=60)
+    targets: list[object] = []
+    threads = [threading.Thread(target=lambda: targets.append(cache.resolve("crisis")))
+               for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert calls == ["crisis"] and len(targets) == 8 and len(set(map(id, targets))) == 1
