@@ -12,8 +12,13 @@ The job task that runs the engine coordinates each teacher pass (`CeleryShards.r
    itself, and otherwise polls the result files, ticking progress (so a cancel is seen
    within a second). A single worker therefore runs a whole job alone, and no worker slot
    waits on another: the classic "task waits for its own subtasks" deadlock cannot happen;
-4. when the pass ends (done, failed or cancelled) it sets the pass's stop key: running shards
-   stop at their next batch and messages still queued end at once.
+4. when the pass ends (done, failed or cancelled) it sets the pass's stop key and removes
+   the pass folder: running shards stop at their next batch and messages still queued end
+   at once (the folder alone does it when Redis lost the key). A new pass first ends the
+   passes an earlier attempt of the job left behind when its worker died.
+Failures: a result file is checked (readable, one row per text) before it is used, and
+redone otherwise; when Redis does not answer, the coordinator works shards unleased and a
+worker goes by the folder; a holder re-takes a lease that vanished with a Redis restart.
 When no other worker has beaten within /readyz's window (TAILOR_WORKER_FRESH_SECONDS), the
 coordinator runs the shards in-process and publishes nothing.
 
@@ -43,7 +48,8 @@ from typing import Any
 import numpy as np
 import redis
 from celery import group
-from safetensors import safe_open
+from kombu.exceptions import OperationalError
+from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
 from app.core.config import Settings, get_settings
@@ -60,9 +66,13 @@ log = logging.getLogger(__name__)
 POLL_S = 0.05  # the coordinator's look at result files while others work its shards
 JOB_ID = re.compile(r"^job_[0-9a-f]{16}$")
 CALL_ID = re.compile(r"^[0-9a-f]{32}$")
-# Compare-and-act on a lease: only its holder renews or frees it.
-RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then " \
-        "return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"
+# Compare-and-act on a lease: only its holder renews or frees it. A holder re-takes a lease
+# that vanished (Redis restarted without its keys): nobody else can hold it then, and the
+# shard is not dropped by every worker at once.
+RENEW = "local v = redis.call('get', KEYS[1]) " \
+        "if v == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end " \
+        "if not v then redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end " \
+        "return 0"
 RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then " \
           "return redis.call('del', KEYS[1]) else return 0 end"
 
@@ -169,21 +179,43 @@ def write_result(folder: Path, index: int, scores: TeacherScores, cache: str) ->
     os.replace(tmp, _result_path(folder, index))
 
 
-def read_result(folder: Path, index: int) -> tuple[TeacherScores, str] | None:
-    """A finished shard's scores and the cache they are also in; None while unfinished."""
+def read_result(folder: Path, index: int, shard: Shard | None = None
+                ) -> tuple[TeacherScores, str] | None:
+    """A finished shard's scores and the cache they are also in; None while unfinished.
+
+    With `shard`, the file must hold its answer: logprobs [len(texts), K] (and hidden with
+    one row per text). A file that is unreadable or of another shape (a disk that lost the
+    tail of a rename, a worker of another version) is removed and counts as unfinished, so
+    the shard is redone instead of the job failing or its rows shifting."""
     path = _result_path(folder, index)
     if not path.exists():
         return None
-    with safe_open(str(path), framework="np") as fh:
-        cache = (fh.metadata() or {}).get("cache", "")
-        names = set(fh.keys())
-        logprobs = fh.get_tensor("logprobs")
-        hidden = fh.get_tensor("hidden") if "hidden" in names else None
+    try:
+        with safe_open(str(path), framework="np") as fh:
+            cache = (fh.metadata() or {}).get("cache", "")
+            names = set(fh.keys())
+            logprobs = fh.get_tensor("logprobs")
+            hidden = fh.get_tensor("hidden") if "hidden" in names else None
+    except (SafetensorError, OSError) as exc:
+        _discard(path, f"unreadable ({exc})")
+        return None
+    if shard is not None:
+        rows, k = len(shard.texts), len(shard.prompts[0].options)
+        if logprobs.shape != (rows, k) or (hidden is not None and (
+                hidden.ndim != 2 or hidden.shape[0] != rows)):
+            _discard(path, f"logprobs {logprobs.shape} for a shard of {rows} texts and {k} "
+                           f"options")
+            return None
     return TeacherScores(logprobs, hidden), cache
 
 
+def _discard(path: Path, why: str) -> None:
+    log.warning("shard result %s is %s: removed, the shard is redone", path, why)
+    path.unlink(missing_ok=True)
+
+
 def write_error(folder: Path, index: int, code: str, message: str) -> None:
-    tmp = folder / f".{index}.error.tmp"
+    tmp = folder / f".{index}.{owner_id().replace(':', '-')}.error.tmp"
     tmp.write_text(json.dumps({"code": code, "message": message}))
     os.replace(tmp, _error_path(folder, index))
 
@@ -192,19 +224,46 @@ def read_error(folder: Path, index: int) -> tuple[str, str] | None:
     path = _error_path(folder, index)
     if not path.exists():
         return None
-    data = json.loads(path.read_text())
-    return str(data["code"]), str(data["message"])
+    try:
+        data = json.loads(path.read_text())
+        return str(data["code"]), str(data["message"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("shard error %s unreadable (%s): removed, the shard is redone", path, exc)
+        path.unlink(missing_ok=True)
+        return None
+
+
+def pass_over(leases: Leases, call: str, folder: Path) -> bool:
+    """Whether the pass ended: its stop key is set, or its folder is gone (the coordinator
+    removes it when the pass ends, so this holds even when Redis lost the stop key). A Redis
+    that does not answer says nothing: the folder decides."""
+    if not folder.is_dir():
+        return True
+    try:
+        return leases.stopped(call)
+    except redis.RedisError:
+        log.warning("shard pass %s: Redis unreachable, going by its folder", call)
+        return False
+
+
+def release_quietly(leases: Leases, call: str, index: int) -> None:
+    """Free a lease; when Redis does not answer, it expires on its own."""
+    try:
+        leases.release(call, index)
+    except redis.RedisError:
+        log.warning("shard lease %s/%d not released (Redis unreachable)", call, index)
 
 
 def work_leased(leases: Leases, teacher: Teacher, shard: Shard, cache: TeacherCache | None,
-                call: str, index: int, on_texts: OnTexts | None = None) -> TeacherScores:
-    """Work a shard whose lease we hold, renewing it; raises ShardStopped when the pass was
-    stopped or the lease lost (checked after every teacher batch)."""
+                call: str, index: int, folder: Path,
+                on_texts: OnTexts | None = None) -> TeacherScores:
+    """Work a shard whose lease we hold, renewing it; raises ShardStopped when the pass
+    ended (`pass_over`) or the lease was lost (checked after every teacher batch)."""
     keeper = LeaseKeeper(leases, call, index)
     keeper.start()
 
     def tick(n: int) -> None:
-        if keeper.lost.is_set() or leases.stopped(call):
+        if keeper.lost.is_set() or pass_over(leases, call, folder):
             raise ShardStopped(call)
         if on_texts:
             on_texts(n)
@@ -231,23 +290,34 @@ class CeleryShards:
 
     def run(self, teacher: Teacher, shards: Sequence[Shard], cache: TeacherCache | None,
             on_texts: OnTexts) -> list[TeacherScores]:
-        if not self._others_alive():  # nobody to share with: no messages, no leases
-            return InProcess(self.shard_texts).run(teacher, shards, cache, on_texts)
+        leases = Leases(self.settings)
+        try:
+            end_stale_passes(leases, self.job_id)
+            if not self._others_alive():  # nobody to share with: no messages, no leases
+                return InProcess(self.shard_texts).run(teacher, shards, cache, on_texts)
+            return self._fan_out(leases, teacher, shards, cache, on_texts)
+        finally:
+            leases.close()
+
+    def _fan_out(self, leases: Leases, teacher: Teacher, shards: Sequence[Shard],
+                 cache: TeacherCache | None, on_texts: OnTexts) -> list[TeacherScores]:
+        """Publish the pass's shards as a group and collect them; the pass ends either way."""
         call = uuid.uuid4().hex
         folder = pass_dir(self.job_id, call)
         folder.mkdir(parents=True, exist_ok=True)
-        leases = Leases(self.settings)
         try:
-            group(get_celery().signature(
-                SHARD_TASK, args=(self.job_id, call, i, self.teacher_uri, shard.to_dict()),
-                queue=QUEUE) for i, shard in enumerate(shards)).apply_async()
+            try:
+                group(get_celery().signature(
+                    SHARD_TASK, args=(self.job_id, call, i, self.teacher_uri,
+                                      shard.to_dict()),
+                    queue=QUEUE) for i, shard in enumerate(shards)).apply_async()
+            except (OperationalError, redis.RedisError):
+                log.warning("job %s: shards not published (broker unreachable); this worker "
+                            "runs the pass alone", self.job_id, exc_info=True)
+                return InProcess(self.shard_texts).run(teacher, shards, cache, on_texts)
             return self._collect(leases, teacher, shards, cache, on_texts, call, folder)
         finally:
-            try:
-                leases.stop(call)
-            finally:
-                leases.close()
-                shutil.rmtree(folder, ignore_errors=True)
+            end_pass(leases, call, folder)
 
     def _others_alive(self) -> bool:
         """Whether another worker beat recently (/readyz's window); True when unknown."""
@@ -268,7 +338,7 @@ class CeleryShards:
             pending = [i for i in range(len(shards)) if i not in results]
             arrived = False
             for i in pending:
-                found = read_result(folder, i)
+                found = read_result(folder, i, shards[i])
                 if found is not None:
                     scores, stored_in = found
                     if stored_in != own_cache:  # another host's work: keep it here too
@@ -298,13 +368,24 @@ class CeleryShards:
                   pending: list[int], done: int) -> tuple[int, TeacherScores] | None:
         """Work the first pending shard whose lease is free; None when all are held."""
         for i in pending:
-            if not leases.claim(call, i):
+            try:
+                claimed = leases.claim(call, i)
+            except redis.RedisError:
+                # Redis restarting: work it unleased. Another worker may do it too, which
+                # costs teacher time but never a wrong answer (same scores, same cache keys).
+                log.warning("Redis unreachable: the coordinator works shard %d unleased", i)
+                try:
+                    return i, work_shard(teacher, shards[i], cache, on_texts)
+                except TeacherError as exc:
+                    raise ShardFailed(exc.code, exc.message, done) from exc
+            if not claimed:
                 continue
             try:
                 if _result_path(folder, i).exists():  # finished as we looked
                     return None
                 try:
-                    scores = work_leased(leases, teacher, shards[i], cache, call, i, on_texts)
+                    scores = work_leased(leases, teacher, shards[i], cache, call, i, folder,
+                                         on_texts)
                 except TeacherError as exc:
                     raise ShardFailed(exc.code, exc.message, done) from exc
                 except ShardStopped:  # our lease expired (a stall): whoever took it finishes
@@ -313,8 +394,30 @@ class CeleryShards:
                          i + 1, len(shards), len(shards[i].texts), leases.owner)
                 return i, scores
             finally:
-                leases.release(call, i)
+                release_quietly(leases, call, i)
         return None
+
+
+def end_pass(leases: Leases, call: str, folder: Path) -> None:
+    """Stop a pass's shards (stop key) and remove its folder (which stops them too when
+    Redis does not answer: see `pass_over`)."""
+    try:
+        leases.stop(call)
+    except redis.RedisError:
+        log.warning("pass %s: stop key not set (Redis unreachable)", call)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def end_stale_passes(leases: Leases, job_id: str) -> None:
+    """End the passes an earlier attempt of this job left behind (its worker died
+    mid-pass): their queued and running shards stop instead of working for nobody. Only the
+    job's lease holder coordinates, and its own passes run one at a time, so every pass
+    folder found before a new pass starts is stale."""
+    root = seam.job_workdir(job_id) / "shards"
+    for stale in root.iterdir() if root.is_dir() else ():
+        if stale.is_dir() and CALL_ID.match(stale.name):
+            log.info("job %s: ending pass %s of an earlier attempt", job_id, stale.name)
+            end_pass(leases, stale.name, stale)
 
 
 def _store(cache: TeacherCache | None, teacher_id: str, shard: Shard,
@@ -384,8 +487,13 @@ def run_shard(job_id: str, call: str, index: int, teacher_uri: str,
         shard = Shard.from_dict(payload)
         started = time.perf_counter()
         scores = work_leased(leases, _teacher(teacher_uri, settings), shard, _cache(settings),
-                             call, index)
-        write_result(folder, index, scores, cache_identity(settings))
+                             call, index, folder)
+        try:
+            write_result(folder, index, scores, cache_identity(settings))
+        except (OSError, SafetensorError):
+            if folder.is_dir():
+                raise
+            return "pass over"  # it ended (done elsewhere) while this shard's last batch ran
         log.info("annotation shard %d (%d texts) of %s done by %s in %.2f s", index + 1,
                  len(shard.texts), job_id, leases.owner, time.perf_counter() - started)
         return "annotated"
@@ -398,4 +506,4 @@ def run_shard(job_id: str, call: str, index: int, teacher_uri: str,
         log.warning("shard %d of %s: %s", index, job_id, exc)
         return "malformed shard message"
     finally:
-        leases.release(call, index)
+        release_quietly(leases, call, index)
