@@ -169,6 +169,15 @@ def cache_identity(settings: Settings) -> str:
     return f"{socket.gethostname()}:{settings.cache}"
 
 
+def _listing(folder: Path) -> set[str]:
+    """The pass folder's file names: one readdir a look, not a stat per shard (a 200,000-text
+    corpus is thousands of shards, on a network volume in distributed mode)."""
+    try:
+        return set(os.listdir(folder))
+    except FileNotFoundError:
+        return set()
+
+
 def write_result(folder: Path, index: int, scores: TeacherScores, cache: str) -> None:
     """Store a shard's scores (temp file + rename), naming the cache they are also in."""
     arrays = {"logprobs": np.ascontiguousarray(scores.logprobs, dtype=np.float32)}
@@ -336,9 +345,10 @@ class CeleryShards:
         own_cache = cache_identity(self.settings)
         while len(results) < len(shards):
             pending = [i for i in range(len(shards)) if i not in results]
-            arrived = False
+            arrived, names = False, _listing(folder)
             for i in pending:
-                found = read_result(folder, i, shards[i])
+                found = (read_result(folder, i, shards[i])
+                         if _result_path(folder, i).name in names else None)
                 if found is not None:
                     scores, stored_in = found
                     if stored_in != own_cache:  # another host's work: keep it here too
@@ -347,7 +357,7 @@ class CeleryShards:
                     done += len(shards[i].texts)
                     on_texts(len(shards[i].texts))
                     continue
-                error = read_error(folder, i)
+                error = read_error(folder, i) if _error_path(folder, i).name in names else None
                 if error is not None:
                     raise ShardFailed(*error, done)
             if arrived:
@@ -472,7 +482,8 @@ def run_shard(job_id: str, call: str, index: int, teacher_uri: str,
 
     A message for a finished, stopped or leased shard ends at once; a teacher failure is
     written for the coordinator to report (it ends the job as `teacher_unavailable`)."""
-    if not (JOB_ID.match(job_id) and CALL_ID.match(call)) or index < 0:
+    if not (isinstance(job_id, str) and isinstance(call, str) and JOB_ID.match(job_id)
+            and CALL_ID.match(call) and type(index) is int and index >= 0):
         return "malformed shard message"
     settings = get_settings()
     folder = pass_dir(job_id, call)

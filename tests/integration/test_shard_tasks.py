@@ -28,6 +28,7 @@ from worker.distill.teachers.openai_compat import OpenAITeacher
 from worker.shards import (
     CeleryShards,
     Leases,
+    cache_identity,
     end_pass,
     end_stale_passes,
     pass_dir,
@@ -103,6 +104,7 @@ def test_a_shard_is_worked_once_and_only_while_its_pass_wants_it(shard_env):
         other.close()
         assert _asked(base) == len(TEXTS)
         assert run_shard("job_../../etc", call, 0, uri, shard) == "malformed shard message"
+        assert run_shard(JOB, call, "0", uri, shard) == "malformed shard message"  # type: ignore[arg-type]
 
 
 def test_a_stopped_pass_stops_its_running_shard_at_the_next_batch(shard_env):
@@ -238,3 +240,39 @@ def test_a_shard_stops_when_its_pass_folder_goes_without_a_stop_key(shard_env):
         worker.join(10)
         assert outcome == ["stopped"]
         assert _asked(base) == 2  # the first batch only, of three
+
+
+def test_the_coordinator_reads_a_shard_file_only_once_it_is_there(shard_env, monkeypatch):
+    """While other workers hold every shard, each look is one listing of the pass folder,
+    not a file read per shard (thousands of shards on a network volume)."""
+    reset_caches()  # the fixture's broker URL
+    parts = [Shard((PROMPT,), (text,)) for text in TEXTS]
+    call, folder = _new_pass()
+    other = Leases(get_settings())
+    other.owner = "elsewhere:1:abc"
+    assert all(other.claim(call, i) for i in range(len(parts)))
+    reads: list[int] = []
+    real = shards.read_result
+
+    def counted(folder: Path, index: int, shard: Shard | None = None):  # noqa: ANN202
+        reads.append(index)
+        return real(folder, index, shard)
+
+    monkeypatch.setattr(shards, "read_result", counted)
+    looks = [0]
+
+    def tick(n: int) -> None:
+        looks[0] += n == 0
+        if looks[0] == 5:  # the other workers finish, all at once
+            for i in range(len(parts)):
+                write_result(folder, i, TeacherScores(np.full((1, 2), -i, np.float32), None),
+                             cache_identity(get_settings()))
+
+    leases = Leases(get_settings())
+    got = CeleryShards(JOB, "openai+http://127.0.0.1:9/v1?model=fake", get_settings())._collect(
+        leases, OpenAITeacher("openai+http://127.0.0.1:9/v1?model=fake"), parts, None, tick,
+        call, folder)
+    leases.close()
+    other.close()
+    assert [float(g.logprobs[0, 0]) for g in got] == [-float(i) for i in range(len(parts))]
+    assert sorted(reads) == list(range(len(parts)))
