@@ -1,5 +1,8 @@
 """Distributed annotation shards: a Celery group on the `distill` queue, leases in Redis.
 
+Here: the coordinator (`CeleryShards`) and the shard task's body (`run_shard`); the leases
+are in worker/shard_leases.py, the pass folder's result files in worker/shard_files.py.
+
 The job task that runs the engine coordinates each teacher pass (`CeleryShards.run`):
 1. it writes nothing but a folder for the pass in the job's workdir (the shared artifact
    store) and publishes one `tailor.annotate_shard` message per shard, as a Celery group;
@@ -32,235 +35,58 @@ stored).
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import re
 import shutil
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import redis
 from celery import group
 from kombu.exceptions import OperationalError
-from safetensors import SafetensorError, safe_open
-from safetensors.numpy import save_file
+from safetensors import SafetensorError
 
 from app.core.config import Settings, get_settings
 from app.core.db import UNAVAILABLE, session_scope
 from app.jobs import seam
-from worker.celery_app import QUEUE, SHARD_TASK, VISIBILITY_TIMEOUT_S, get_celery
+from worker.celery_app import QUEUE, SHARD_TASK, get_celery
 from worker.distill import teachers
 from worker.distill.cache import TeacherCache
 from worker.distill.shards import InProcess, OnTexts, Shard, ShardFailed, work_shard
 from worker.distill.sources import ModelSourceError, check_uri
 from worker.distill.teachers import Teacher, TeacherError, TeacherScores
+from worker.shard_files import (
+    error_path,
+    listing,
+    pass_dir,
+    read_error,
+    read_result,
+    result_path,
+    write_error,
+    write_result,
+)
+from worker.shard_leases import (
+    LeaseKeeper,
+    Leases,
+    ShardStopped,
+    pass_over,
+    release_quietly,
+)
 
 log = logging.getLogger(__name__)
 POLL_S = 0.05  # the coordinator's look at result files while others work its shards
 JOB_ID = re.compile(r"^job_[0-9a-f]{16}$")
 CALL_ID = re.compile(r"^[0-9a-f]{32}$")
-# Compare-and-act on a lease: only its holder renews or frees it. A holder re-takes a lease
-# that vanished (Redis restarted without its keys): nobody else can hold it then, and the
-# shard is not dropped by every worker at once.
-RENEW = "local v = redis.call('get', KEYS[1]) " \
-        "if v == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end " \
-        "if not v then redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end " \
-        "return 0"
-RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then " \
-          "return redis.call('del', KEYS[1]) else return 0 end"
-
-
-def owner_id() -> str:
-    """This process as a lease holder: host, pid (a Celery pool child's own) and a nonce."""
-    return f"{socket.gethostname()}:{os.getpid()}:{_NONCE}"
-
-
-_NONCE = uuid.uuid4().hex[:6]
-
-
-class ShardStopped(Exception):
-    """The pass ended (done elsewhere, failed or cancelled) or this worker lost the lease."""
-
-
-class Leases:
-    """Shard leases and stop flags of annotation passes, in the broker's Redis."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.redis = redis.Redis.from_url(
-            settings.broker, socket_timeout=settings.broker_timeout_seconds,
-            socket_connect_timeout=settings.broker_timeout_seconds)
-        self.lease_ms = settings.job_lease_seconds * 1000
-        self.owner = owner_id()
-        self._renew = self.redis.register_script(RENEW)
-        self._release = self.redis.register_script(RELEASE)
-
-    @staticmethod
-    def _key(call: str, index: int) -> str:
-        return f"tailor:shard:{call}:{index}"
-
-    def claim(self, call: str, index: int) -> bool:
-        return bool(self.redis.set(self._key(call, index), self.owner, nx=True,
-                                   px=self.lease_ms))
-
-    def holder(self, call: str, index: int) -> str | None:
-        value = self.redis.get(self._key(call, index))
-        return value.decode() if isinstance(value, bytes) else None
-
-    def renew(self, call: str, index: int) -> bool:
-        return bool(self._renew(keys=[self._key(call, index)],
-                                args=[self.owner, self.lease_ms]))
-
-    def release(self, call: str, index: int) -> None:
-        self._release(keys=[self._key(call, index)], args=[self.owner])
-
-    def stop(self, call: str) -> None:
-        """Mark the pass over; kept as long as Redis may still redeliver its messages."""
-        self.redis.set(f"tailor:shards:{call}:stop", "1", ex=VISIBILITY_TIMEOUT_S + 3600)
-
-    def stopped(self, call: str) -> bool:
-        return bool(self.redis.exists(f"tailor:shards:{call}:stop"))
-
-    def close(self) -> None:
-        self.redis.close()
-
-
-class LeaseKeeper(threading.Thread):
-    """Renews one shard lease every third of its length until stopped; sets `lost` when
-    another worker has it (ours expired: this worker was too slow or paused)."""
-
-    def __init__(self, leases: Leases, call: str, index: int) -> None:
-        super().__init__(daemon=True, name=f"shard-lease-{index}")
-        self.leases, self.call, self.index = leases, call, index
-        self.stopped, self.lost = threading.Event(), threading.Event()
-
-    def run(self) -> None:
-        while not self.stopped.wait(self.leases.lease_ms / 3000):
-            try:
-                if not self.leases.renew(self.call, self.index):
-                    self.lost.set()
-                    return
-            except redis.RedisError:  # a blip: the lease outlives a few missed renewals
-                log.warning("shard lease renewal failed", exc_info=True)
-
-
-def pass_dir(job_id: str, call: str) -> Path:
-    """Where a pass's shard results live: the job's workdir in the shared artifact store."""
-    return seam.job_workdir(job_id) / "shards" / call
-
-
-def _result_path(folder: Path, index: int) -> Path:
-    return folder / f"{index}.safetensors"
-
-
-def _error_path(folder: Path, index: int) -> Path:
-    return folder / f"{index}.error.json"
 
 
 def cache_identity(settings: Settings) -> str:
     """Which teacher cache file a worker writes: workers of one host with one
     TAILOR_CACHE_DIR share it, so a shard done by one is already in the others' cache."""
     return f"{socket.gethostname()}:{settings.cache}"
-
-
-def _listing(folder: Path) -> set[str]:
-    """The pass folder's file names: one readdir a look, not a stat per shard (a 200,000-text
-    corpus is thousands of shards, on a network volume in distributed mode)."""
-    try:
-        return set(os.listdir(folder))
-    except FileNotFoundError:
-        return set()
-
-
-def write_result(folder: Path, index: int, scores: TeacherScores, cache: str) -> None:
-    """Store a shard's scores (temp file + rename), naming the cache they are also in."""
-    arrays = {"logprobs": np.ascontiguousarray(scores.logprobs, dtype=np.float32)}
-    if scores.hidden is not None:
-        arrays["hidden"] = np.ascontiguousarray(scores.hidden, dtype=np.float32)
-    tmp = folder / f".{index}.{owner_id().replace(':', '-')}.tmp"
-    save_file(arrays, str(tmp), metadata={"cache": cache})
-    os.replace(tmp, _result_path(folder, index))
-
-
-def read_result(folder: Path, index: int, shard: Shard | None = None
-                ) -> tuple[TeacherScores, str] | None:
-    """A finished shard's scores and the cache they are also in; None while unfinished.
-
-    With `shard`, the file must hold its answer: logprobs [len(texts), K] (and hidden with
-    one row per text). A file that is unreadable or of another shape (a disk that lost the
-    tail of a rename, a worker of another version) is removed and counts as unfinished, so
-    the shard is redone instead of the job failing or its rows shifting."""
-    path = _result_path(folder, index)
-    if not path.exists():
-        return None
-    try:
-        with safe_open(str(path), framework="np") as fh:
-            cache = (fh.metadata() or {}).get("cache", "")
-            names = set(fh.keys())
-            logprobs = fh.get_tensor("logprobs")
-            hidden = fh.get_tensor("hidden") if "hidden" in names else None
-    except (SafetensorError, OSError) as exc:
-        _discard(path, f"unreadable ({exc})")
-        return None
-    if shard is not None:
-        rows, k = len(shard.texts), len(shard.prompts[0].options)
-        if logprobs.shape != (rows, k) or (hidden is not None and (
-                hidden.ndim != 2 or hidden.shape[0] != rows)):
-            _discard(path, f"logprobs {logprobs.shape} for a shard of {rows} texts and {k} "
-                           f"options")
-            return None
-    return TeacherScores(logprobs, hidden), cache
-
-
-def _discard(path: Path, why: str) -> None:
-    log.warning("shard result %s is %s: removed, the shard is redone", path, why)
-    path.unlink(missing_ok=True)
-
-
-def write_error(folder: Path, index: int, code: str, message: str) -> None:
-    tmp = folder / f".{index}.{owner_id().replace(':', '-')}.error.tmp"
-    tmp.write_text(json.dumps({"code": code, "message": message}))
-    os.replace(tmp, _error_path(folder, index))
-
-
-def read_error(folder: Path, index: int) -> tuple[str, str] | None:
-    path = _error_path(folder, index)
-    if not path.exists():
-        return None
-    try:
-        data = json.loads(path.read_text())
-        return str(data["code"]), str(data["message"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        log.warning("shard error %s unreadable (%s): removed, the shard is redone", path, exc)
-        path.unlink(missing_ok=True)
-        return None
-
-
-def pass_over(leases: Leases, call: str, folder: Path) -> bool:
-    """Whether the pass ended: its stop key is set, or its folder is gone (the coordinator
-    removes it when the pass ends, so this holds even when Redis lost the stop key). A Redis
-    that does not answer says nothing: the folder decides."""
-    if not folder.is_dir():
-        return True
-    try:
-        return leases.stopped(call)
-    except redis.RedisError:
-        log.warning("shard pass %s: Redis unreachable, going by its folder", call)
-        return False
-
-
-def release_quietly(leases: Leases, call: str, index: int) -> None:
-    """Free a lease; when Redis does not answer, it expires on its own."""
-    try:
-        leases.release(call, index)
-    except redis.RedisError:
-        log.warning("shard lease %s/%d not released (Redis unreachable)", call, index)
 
 
 def work_leased(leases: Leases, teacher: Teacher, shard: Shard, cache: TeacherCache | None,
@@ -345,10 +171,10 @@ class CeleryShards:
         own_cache = cache_identity(self.settings)
         while len(results) < len(shards):
             pending = [i for i in range(len(shards)) if i not in results]
-            arrived, names = False, _listing(folder)
+            arrived, names = False, listing(folder)
             for i in pending:
                 found = (read_result(folder, i, shards[i])
-                         if _result_path(folder, i).name in names else None)
+                         if result_path(folder, i).name in names else None)
                 if found is not None:
                     scores, stored_in = found
                     if stored_in != own_cache:  # another host's work: keep it here too
@@ -357,7 +183,7 @@ class CeleryShards:
                     done += len(shards[i].texts)
                     on_texts(len(shards[i].texts))
                     continue
-                error = read_error(folder, i) if _error_path(folder, i).name in names else None
+                error = read_error(folder, i) if error_path(folder, i).name in names else None
                 if error is not None:
                     raise ShardFailed(*error, done)
             if arrived:
@@ -391,7 +217,7 @@ class CeleryShards:
             if not claimed:
                 continue
             try:
-                if _result_path(folder, i).exists():  # finished as we looked
+                if result_path(folder, i).exists():  # finished as we looked
                     return None
                 try:
                     scores = work_leased(leases, teacher, shards[i], cache, call, i, folder,
@@ -490,10 +316,10 @@ def run_shard(job_id: str, call: str, index: int, teacher_uri: str,
     leases = _leases(settings)
     if not folder.is_dir() or leases.stopped(call):
         return "pass over"
-    if _result_path(folder, index).exists() or not leases.claim(call, index):
+    if result_path(folder, index).exists() or not leases.claim(call, index):
         return "done or taken"
     try:
-        if _result_path(folder, index).exists():
+        if result_path(folder, index).exists():
             return "done"
         shard = Shard.from_dict(payload)
         started = time.perf_counter()

@@ -25,18 +25,9 @@ from worker.distill.prompts import Prompt
 from worker.distill.shards import Shard
 from worker.distill.teachers import TeacherScores
 from worker.distill.teachers.openai_compat import OpenAITeacher
-from worker.shards import (
-    CeleryShards,
-    Leases,
-    cache_identity,
-    end_pass,
-    end_stale_passes,
-    pass_dir,
-    read_error,
-    read_result,
-    run_shard,
-    write_result,
-)
+from worker.shard_files import pass_dir, read_error, read_result, write_result
+from worker.shard_leases import Leases
+from worker.shards import CeleryShards, cache_identity, end_pass, end_stale_passes, run_shard
 
 pytestmark = pytest.mark.integration
 JOB = "job_00000000000000ab"
