@@ -1,5 +1,8 @@
 """Distributed annotation shards: a Celery group on the `distill` queue, leases in Redis.
 
+Here: the coordinator (`CeleryShards`) and the shard task's body (`run_shard`); the leases
+are in worker/shard_leases.py, the pass folder's result files in worker/shard_files.py.
+
 The job task that runs the engine coordinates each teacher pass (`CeleryShards.run`):
 1. it writes nothing but a folder for the pass in the job's workdir (the shared artifact
    store) and publishes one `tailor.annotate_shard` message per shard, as a Celery group;
@@ -12,8 +15,13 @@ The job task that runs the engine coordinates each teacher pass (`CeleryShards.r
    itself, and otherwise polls the result files, ticking progress (so a cancel is seen
    within a second). A single worker therefore runs a whole job alone, and no worker slot
    waits on another: the classic "task waits for its own subtasks" deadlock cannot happen;
-4. when the pass ends (done, failed or cancelled) it sets the pass's stop key: running shards
-   stop at their next batch and messages still queued end at once.
+4. when the pass ends (done, failed or cancelled) it sets the pass's stop key and removes
+   the pass folder: running shards stop at their next batch and messages still queued end
+   at once (the folder alone does it when Redis lost the key). A new pass first ends the
+   passes an earlier attempt of the job left behind when its worker died.
+Failures: a result file is checked (readable, one row per text) before it is used, and
+redone otherwise; when Redis does not answer, the coordinator works shards unleased and a
+worker goes by the folder; a holder re-takes a lease that vanished with a Redis restart.
 When no other worker has beaten within /readyz's window (TAILOR_WORKER_FRESH_SECONDS), the
 coordinator runs the shards in-process and publishes nothing.
 
@@ -27,130 +35,52 @@ stored).
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import re
 import shutil
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import redis
 from celery import group
-from safetensors import safe_open
-from safetensors.numpy import save_file
+from kombu.exceptions import OperationalError
+from safetensors import SafetensorError
 
 from app.core.config import Settings, get_settings
 from app.core.db import UNAVAILABLE, session_scope
 from app.jobs import seam
-from worker.celery_app import QUEUE, SHARD_TASK, VISIBILITY_TIMEOUT_S, get_celery
+from worker.celery_app import QUEUE, SHARD_TASK, get_celery
 from worker.distill import teachers
 from worker.distill.cache import TeacherCache
 from worker.distill.shards import InProcess, OnTexts, Shard, ShardFailed, work_shard
 from worker.distill.sources import ModelSourceError, check_uri
 from worker.distill.teachers import Teacher, TeacherError, TeacherScores
+from worker.shard_files import (
+    error_path,
+    listing,
+    pass_dir,
+    read_error,
+    read_result,
+    result_path,
+    write_error,
+    write_result,
+)
+from worker.shard_leases import (
+    LeaseKeeper,
+    Leases,
+    ShardStopped,
+    pass_over,
+    release_quietly,
+)
 
 log = logging.getLogger(__name__)
 POLL_S = 0.05  # the coordinator's look at result files while others work its shards
 JOB_ID = re.compile(r"^job_[0-9a-f]{16}$")
 CALL_ID = re.compile(r"^[0-9a-f]{32}$")
-# Compare-and-act on a lease: only its holder renews or frees it.
-RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then " \
-        "return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"
-RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then " \
-          "return redis.call('del', KEYS[1]) else return 0 end"
-
-
-def owner_id() -> str:
-    """This process as a lease holder: host, pid (a Celery pool child's own) and a nonce."""
-    return f"{socket.gethostname()}:{os.getpid()}:{_NONCE}"
-
-
-_NONCE = uuid.uuid4().hex[:6]
-
-
-class ShardStopped(Exception):
-    """The pass ended (done elsewhere, failed or cancelled) or this worker lost the lease."""
-
-
-class Leases:
-    """Shard leases and stop flags of annotation passes, in the broker's Redis."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.redis = redis.Redis.from_url(
-            settings.broker, socket_timeout=settings.broker_timeout_seconds,
-            socket_connect_timeout=settings.broker_timeout_seconds)
-        self.lease_ms = settings.job_lease_seconds * 1000
-        self.owner = owner_id()
-        self._renew = self.redis.register_script(RENEW)
-        self._release = self.redis.register_script(RELEASE)
-
-    @staticmethod
-    def _key(call: str, index: int) -> str:
-        return f"tailor:shard:{call}:{index}"
-
-    def claim(self, call: str, index: int) -> bool:
-        return bool(self.redis.set(self._key(call, index), self.owner, nx=True,
-                                   px=self.lease_ms))
-
-    def holder(self, call: str, index: int) -> str | None:
-        value = self.redis.get(self._key(call, index))
-        return value.decode() if isinstance(value, bytes) else None
-
-    def renew(self, call: str, index: int) -> bool:
-        return bool(self._renew(keys=[self._key(call, index)],
-                                args=[self.owner, self.lease_ms]))
-
-    def release(self, call: str, index: int) -> None:
-        self._release(keys=[self._key(call, index)], args=[self.owner])
-
-    def stop(self, call: str) -> None:
-        """Mark the pass over; kept as long as Redis may still redeliver its messages."""
-        self.redis.set(f"tailor:shards:{call}:stop", "1", ex=VISIBILITY_TIMEOUT_S + 3600)
-
-    def stopped(self, call: str) -> bool:
-        return bool(self.redis.exists(f"tailor:shards:{call}:stop"))
-
-    def close(self) -> None:
-        self.redis.close()
-
-
-class LeaseKeeper(threading.Thread):
-    """Renews one shard lease every third of its length until stopped; sets `lost` when
-    another worker has it (ours expired: this worker was too slow or paused)."""
-
-    def __init__(self, leases: Leases, call: str, index: int) -> None:
-        super().__init__(daemon=True, name=f"shard-lease-{index}")
-        self.leases, self.call, self.index = leases, call, index
-        self.stopped, self.lost = threading.Event(), threading.Event()
-
-    def run(self) -> None:
-        while not self.stopped.wait(self.leases.lease_ms / 3000):
-            try:
-                if not self.leases.renew(self.call, self.index):
-                    self.lost.set()
-                    return
-            except redis.RedisError:  # a blip: the lease outlives a few missed renewals
-                log.warning("shard lease renewal failed", exc_info=True)
-
-
-def pass_dir(job_id: str, call: str) -> Path:
-    """Where a pass's shard results live: the job's workdir in the shared artifact store."""
-    return seam.job_workdir(job_id) / "shards" / call
-
-
-def _result_path(folder: Path, index: int) -> Path:
-    return folder / f"{index}.safetensors"
-
-
-def _error_path(folder: Path, index: int) -> Path:
-    return folder / f"{index}.error.json"
 
 
 def cache_identity(settings: Settings) -> str:
@@ -159,52 +89,16 @@ def cache_identity(settings: Settings) -> str:
     return f"{socket.gethostname()}:{settings.cache}"
 
 
-def write_result(folder: Path, index: int, scores: TeacherScores, cache: str) -> None:
-    """Store a shard's scores (temp file + rename), naming the cache they are also in."""
-    arrays = {"logprobs": np.ascontiguousarray(scores.logprobs, dtype=np.float32)}
-    if scores.hidden is not None:
-        arrays["hidden"] = np.ascontiguousarray(scores.hidden, dtype=np.float32)
-    tmp = folder / f".{index}.{owner_id().replace(':', '-')}.tmp"
-    save_file(arrays, str(tmp), metadata={"cache": cache})
-    os.replace(tmp, _result_path(folder, index))
-
-
-def read_result(folder: Path, index: int) -> tuple[TeacherScores, str] | None:
-    """A finished shard's scores and the cache they are also in; None while unfinished."""
-    path = _result_path(folder, index)
-    if not path.exists():
-        return None
-    with safe_open(str(path), framework="np") as fh:
-        cache = (fh.metadata() or {}).get("cache", "")
-        names = set(fh.keys())
-        logprobs = fh.get_tensor("logprobs")
-        hidden = fh.get_tensor("hidden") if "hidden" in names else None
-    return TeacherScores(logprobs, hidden), cache
-
-
-def write_error(folder: Path, index: int, code: str, message: str) -> None:
-    tmp = folder / f".{index}.error.tmp"
-    tmp.write_text(json.dumps({"code": code, "message": message}))
-    os.replace(tmp, _error_path(folder, index))
-
-
-def read_error(folder: Path, index: int) -> tuple[str, str] | None:
-    path = _error_path(folder, index)
-    if not path.exists():
-        return None
-    data = json.loads(path.read_text())
-    return str(data["code"]), str(data["message"])
-
-
 def work_leased(leases: Leases, teacher: Teacher, shard: Shard, cache: TeacherCache | None,
-                call: str, index: int, on_texts: OnTexts | None = None) -> TeacherScores:
-    """Work a shard whose lease we hold, renewing it; raises ShardStopped when the pass was
-    stopped or the lease lost (checked after every teacher batch)."""
+                call: str, index: int, folder: Path,
+                on_texts: OnTexts | None = None) -> TeacherScores:
+    """Work a shard whose lease we hold, renewing it; raises ShardStopped when the pass
+    ended (`pass_over`) or the lease was lost (checked after every teacher batch)."""
     keeper = LeaseKeeper(leases, call, index)
     keeper.start()
 
     def tick(n: int) -> None:
-        if keeper.lost.is_set() or leases.stopped(call):
+        if keeper.lost.is_set() or pass_over(leases, call, folder):
             raise ShardStopped(call)
         if on_texts:
             on_texts(n)
@@ -231,23 +125,34 @@ class CeleryShards:
 
     def run(self, teacher: Teacher, shards: Sequence[Shard], cache: TeacherCache | None,
             on_texts: OnTexts) -> list[TeacherScores]:
-        if not self._others_alive():  # nobody to share with: no messages, no leases
-            return InProcess(self.shard_texts).run(teacher, shards, cache, on_texts)
+        leases = Leases(self.settings)
+        try:
+            end_stale_passes(leases, self.job_id)
+            if not self._others_alive():  # nobody to share with: no messages, no leases
+                return InProcess(self.shard_texts).run(teacher, shards, cache, on_texts)
+            return self._fan_out(leases, teacher, shards, cache, on_texts)
+        finally:
+            leases.close()
+
+    def _fan_out(self, leases: Leases, teacher: Teacher, shards: Sequence[Shard],
+                 cache: TeacherCache | None, on_texts: OnTexts) -> list[TeacherScores]:
+        """Publish the pass's shards as a group and collect them; the pass ends either way."""
         call = uuid.uuid4().hex
         folder = pass_dir(self.job_id, call)
         folder.mkdir(parents=True, exist_ok=True)
-        leases = Leases(self.settings)
         try:
-            group(get_celery().signature(
-                SHARD_TASK, args=(self.job_id, call, i, self.teacher_uri, shard.to_dict()),
-                queue=QUEUE) for i, shard in enumerate(shards)).apply_async()
+            try:
+                group(get_celery().signature(
+                    SHARD_TASK, args=(self.job_id, call, i, self.teacher_uri,
+                                      shard.to_dict()),
+                    queue=QUEUE) for i, shard in enumerate(shards)).apply_async()
+            except (OperationalError, redis.RedisError):
+                log.warning("job %s: shards not published (broker unreachable); this worker "
+                            "runs the pass alone", self.job_id, exc_info=True)
+                return InProcess(self.shard_texts).run(teacher, shards, cache, on_texts)
             return self._collect(leases, teacher, shards, cache, on_texts, call, folder)
         finally:
-            try:
-                leases.stop(call)
-            finally:
-                leases.close()
-                shutil.rmtree(folder, ignore_errors=True)
+            end_pass(leases, call, folder)
 
     def _others_alive(self) -> bool:
         """Whether another worker beat recently (/readyz's window); True when unknown."""
@@ -266,9 +171,10 @@ class CeleryShards:
         own_cache = cache_identity(self.settings)
         while len(results) < len(shards):
             pending = [i for i in range(len(shards)) if i not in results]
-            arrived = False
+            arrived, names = False, listing(folder)
             for i in pending:
-                found = read_result(folder, i)
+                found = (read_result(folder, i, shards[i])
+                         if result_path(folder, i).name in names else None)
                 if found is not None:
                     scores, stored_in = found
                     if stored_in != own_cache:  # another host's work: keep it here too
@@ -277,7 +183,7 @@ class CeleryShards:
                     done += len(shards[i].texts)
                     on_texts(len(shards[i].texts))
                     continue
-                error = read_error(folder, i)
+                error = read_error(folder, i) if error_path(folder, i).name in names else None
                 if error is not None:
                     raise ShardFailed(*error, done)
             if arrived:
@@ -298,13 +204,24 @@ class CeleryShards:
                   pending: list[int], done: int) -> tuple[int, TeacherScores] | None:
         """Work the first pending shard whose lease is free; None when all are held."""
         for i in pending:
-            if not leases.claim(call, i):
+            try:
+                claimed = leases.claim(call, i)
+            except redis.RedisError:
+                # Redis restarting: work it unleased. Another worker may do it too, which
+                # costs teacher time but never a wrong answer (same scores, same cache keys).
+                log.warning("Redis unreachable: the coordinator works shard %d unleased", i)
+                try:
+                    return i, work_shard(teacher, shards[i], cache, on_texts)
+                except TeacherError as exc:
+                    raise ShardFailed(exc.code, exc.message, done) from exc
+            if not claimed:
                 continue
             try:
-                if _result_path(folder, i).exists():  # finished as we looked
+                if result_path(folder, i).exists():  # finished as we looked
                     return None
                 try:
-                    scores = work_leased(leases, teacher, shards[i], cache, call, i, on_texts)
+                    scores = work_leased(leases, teacher, shards[i], cache, call, i, folder,
+                                         on_texts)
                 except TeacherError as exc:
                     raise ShardFailed(exc.code, exc.message, done) from exc
                 except ShardStopped:  # our lease expired (a stall): whoever took it finishes
@@ -313,8 +230,30 @@ class CeleryShards:
                          i + 1, len(shards), len(shards[i].texts), leases.owner)
                 return i, scores
             finally:
-                leases.release(call, i)
+                release_quietly(leases, call, i)
         return None
+
+
+def end_pass(leases: Leases, call: str, folder: Path) -> None:
+    """Stop a pass's shards (stop key) and remove its folder (which stops them too when
+    Redis does not answer: see `pass_over`)."""
+    try:
+        leases.stop(call)
+    except redis.RedisError:
+        log.warning("pass %s: stop key not set (Redis unreachable)", call)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def end_stale_passes(leases: Leases, job_id: str) -> None:
+    """End the passes an earlier attempt of this job left behind (its worker died
+    mid-pass): their queued and running shards stop instead of working for nobody. Only the
+    job's lease holder coordinates, and its own passes run one at a time, so every pass
+    folder found before a new pass starts is stale."""
+    root = seam.job_workdir(job_id) / "shards"
+    for stale in root.iterdir() if root.is_dir() else ():
+        if stale.is_dir() and CALL_ID.match(stale.name):
+            log.info("job %s: ending pass %s of an earlier attempt", job_id, stale.name)
+            end_pass(leases, stale.name, stale)
 
 
 def _store(cache: TeacherCache | None, teacher_id: str, shard: Shard,
@@ -369,23 +308,29 @@ def run_shard(job_id: str, call: str, index: int, teacher_uri: str,
 
     A message for a finished, stopped or leased shard ends at once; a teacher failure is
     written for the coordinator to report (it ends the job as `teacher_unavailable`)."""
-    if not (JOB_ID.match(job_id) and CALL_ID.match(call)) or index < 0:
+    if not (isinstance(job_id, str) and isinstance(call, str) and JOB_ID.match(job_id)
+            and CALL_ID.match(call) and type(index) is int and index >= 0):
         return "malformed shard message"
     settings = get_settings()
     folder = pass_dir(job_id, call)
     leases = _leases(settings)
     if not folder.is_dir() or leases.stopped(call):
         return "pass over"
-    if _result_path(folder, index).exists() or not leases.claim(call, index):
+    if result_path(folder, index).exists() or not leases.claim(call, index):
         return "done or taken"
     try:
-        if _result_path(folder, index).exists():
+        if result_path(folder, index).exists():
             return "done"
         shard = Shard.from_dict(payload)
         started = time.perf_counter()
         scores = work_leased(leases, _teacher(teacher_uri, settings), shard, _cache(settings),
-                             call, index)
-        write_result(folder, index, scores, cache_identity(settings))
+                             call, index, folder)
+        try:
+            write_result(folder, index, scores, cache_identity(settings))
+        except (OSError, SafetensorError):
+            if folder.is_dir():
+                raise
+            return "pass over"  # it ended (done elsewhere) while this shard's last batch ran
         log.info("annotation shard %d (%d texts) of %s done by %s in %.2f s", index + 1,
                  len(shard.texts), job_id, leases.owner, time.perf_counter() - started)
         return "annotated"
@@ -398,4 +343,4 @@ def run_shard(job_id: str, call: str, index: int, teacher_uri: str,
         log.warning("shard %d of %s: %s", index, job_id, exc)
         return "malformed shard message"
     finally:
-        leases.release(call, index)
+        release_quietly(leases, call, index)

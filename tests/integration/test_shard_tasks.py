@@ -5,6 +5,7 @@ teacher failure for the coordinator to report."""
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 import uuid
@@ -17,12 +18,16 @@ import pytest
 from app.core.config import get_settings
 from app.core.db import reset_caches
 from tests.fixtures.latency_teacher import running
-from tests.support import embedded_home, wait_for
+from tests.support import embedded_home, free_port, wait_for
 from worker import shards
 from worker.distill.cache import TeacherCache
 from worker.distill.prompts import Prompt
 from worker.distill.shards import Shard
-from worker.shards import Leases, pass_dir, read_error, read_result, run_shard
+from worker.distill.teachers import TeacherScores
+from worker.distill.teachers.openai_compat import OpenAITeacher
+from worker.shard_files import pass_dir, read_error, read_result, write_result
+from worker.shard_leases import Leases
+from worker.shards import CeleryShards, cache_identity, end_pass, end_stale_passes, run_shard
 
 pytestmark = pytest.mark.integration
 JOB = "job_00000000000000ab"
@@ -90,6 +95,7 @@ def test_a_shard_is_worked_once_and_only_while_its_pass_wants_it(shard_env):
         other.close()
         assert _asked(base) == len(TEXTS)
         assert run_shard("job_../../etc", call, 0, uri, shard) == "malformed shard message"
+        assert run_shard(JOB, call, "0", uri, shard) == "malformed shard message"  # type: ignore[arg-type]
 
 
 def test_a_stopped_pass_stops_its_running_shard_at_the_next_batch(shard_env):
@@ -124,3 +130,140 @@ def test_a_failing_teacher_is_left_for_the_coordinator(shard_env, monkeypatch):
         error = read_error(folder, 0)
         assert error is not None and error[0] == "teacher_error" and "503" in error[1]
         assert read_result(folder, 0) is None
+
+
+def _collect(uri: str, parts: list[Shard], call: str, folder: Path) -> np.ndarray:
+    """What the coordinator gathers for a pass, other workers' result files included."""
+    leases = Leases(get_settings())
+    try:
+        got = CeleryShards(JOB, uri, get_settings())._collect(
+            leases, OpenAITeacher(uri), parts, None, lambda _n: None, call, folder)
+    finally:
+        leases.close()
+    return np.concatenate([g.logprobs for g in got])
+
+
+def test_a_corrupt_or_misshapen_result_file_is_redone_never_used(shard_env):
+    serve, allow = shard_env
+    parts = [Shard((PROMPT,), TEXTS[:3], batch_size=2), Shard((PROMPT,), TEXTS[3:], batch_size=2)]
+    with serve() as base:
+        uri = allow(base)
+        whole = OpenAITeacher(uri).score(PROMPT, list(TEXTS), batch_size=2).logprobs
+        call, folder = _new_pass()
+        (folder / "0.safetensors").write_bytes(b"\0" * 16)  # a rename that lost its data
+        write_result(folder, 1, TeacherScores(np.zeros((2, 2), np.float32), None), "x")
+        got = _collect(uri, parts, call, folder)  # neither crashes the job nor shifts rows
+        np.testing.assert_allclose(got, whole, rtol=1e-6)
+        assert not (folder / "0.safetensors").exists()
+        assert not (folder / "1.safetensors").exists()
+
+
+def test_the_coordinator_finishes_its_pass_while_redis_is_down(shard_env, monkeypatch):
+    serve, allow = shard_env
+    parts = [Shard((PROMPT,), TEXTS[:3], batch_size=2), Shard((PROMPT,), TEXTS[3:], batch_size=2)]
+    with serve() as base:
+        uri = allow(base)
+        whole = OpenAITeacher(uri).score(PROMPT, list(TEXTS), batch_size=2).logprobs
+        monkeypatch.setenv("TAILOR_BROKER_URL", f"redis://127.0.0.1:{free_port()}/0")
+        reset_caches()
+        call, folder = _new_pass()
+        np.testing.assert_allclose(_collect(uri, parts, call, folder), whole, rtol=1e-6)
+        leases = Leases(get_settings())
+        end_pass(leases, call, folder)  # no stop key without Redis: the folder goes anyway
+        leases.close()
+        assert not folder.exists()
+
+
+def test_a_holder_retakes_a_lease_redis_lost_but_never_one_another_took(shard_env):
+    reset_caches()  # the fixture's broker URL
+    mine, other = Leases(get_settings()), Leases(get_settings())
+    other.owner = "elsewhere:1:abc"
+    call = uuid.uuid4().hex
+    assert mine.claim(call, 0)
+    mine.redis.delete(f"tailor:shard:{call}:0")  # Redis restarted without its keys
+    assert mine.renew(call, 0) and mine.holder(call, 0) == mine.owner
+    mine.redis.delete(f"tailor:shard:{call}:0")
+    assert other.claim(call, 0)
+    assert not mine.renew(call, 0) and mine.holder(call, 0) == other.owner
+    mine.close()
+    other.close()
+
+
+def _running_shard(base: str, uri: str, call: str, shard: dict) -> tuple[threading.Thread,
+                                                                         list[str]]:
+    """A worker working shard 0 of `call` in a thread, past its first teacher batch."""
+    outcome: list[str] = []
+    asked = _asked(base)
+    worker = threading.Thread(target=lambda: outcome.append(run_shard(JOB, call, 0, uri, shard)))
+    worker.start()
+    wait_for(lambda: _asked(base) > asked, 10, interval=0.01, what="the first batch")
+    return worker, outcome
+
+
+def test_a_new_attempt_stops_the_shards_of_its_dead_predecessors_pass(shard_env):
+    """Attempt 1's worker died mid-pass: its pass folder and queued shards stay behind, with
+    no stop key. Attempt 2 ends that pass before it starts its own."""
+    serve, allow = shard_env
+    shard = Shard((PROMPT,), TEXTS, batch_size=2).to_dict()
+    with serve(latency_s=0.3) as base:
+        uri = allow(base)
+        call, folder = _new_pass()
+        worker, outcome = _running_shard(base, uri, call, shard)
+        leases = Leases(get_settings())
+        end_stale_passes(leases, JOB)
+        assert not folder.exists() and leases.stopped(call)
+        leases.close()
+        worker.join(10)
+        assert outcome == ["stopped"]
+        assert run_shard(JOB, call, 1, uri, shard) == "pass over"
+
+
+def test_a_shard_stops_when_its_pass_folder_goes_without_a_stop_key(shard_env):
+    """The coordinator ended the pass while Redis was down (no stop key): the folder it
+    removed is enough, and the shard stops instead of failing on its result file."""
+    serve, allow = shard_env
+    shard = Shard((PROMPT,), TEXTS, batch_size=2).to_dict()
+    with serve(latency_s=0.3) as base:
+        uri = allow(base)
+        call, folder = _new_pass()
+        worker, outcome = _running_shard(base, uri, call, shard)
+        shutil.rmtree(folder)
+        worker.join(10)
+        assert outcome == ["stopped"]
+        assert _asked(base) == 2  # the first batch only, of three
+
+
+def test_the_coordinator_reads_a_shard_file_only_once_it_is_there(shard_env, monkeypatch):
+    """While other workers hold every shard, each look is one listing of the pass folder,
+    not a file read per shard (thousands of shards on a network volume)."""
+    reset_caches()  # the fixture's broker URL
+    parts = [Shard((PROMPT,), (text,)) for text in TEXTS]
+    call, folder = _new_pass()
+    other = Leases(get_settings())
+    other.owner = "elsewhere:1:abc"
+    assert all(other.claim(call, i) for i in range(len(parts)))
+    reads: list[int] = []
+    real = shards.read_result
+
+    def counted(folder: Path, index: int, shard: Shard | None = None):  # noqa: ANN202
+        reads.append(index)
+        return real(folder, index, shard)
+
+    monkeypatch.setattr(shards, "read_result", counted)
+    looks = [0]
+
+    def tick(n: int) -> None:
+        looks[0] += n == 0
+        if looks[0] == 5:  # the other workers finish, all at once
+            for i in range(len(parts)):
+                write_result(folder, i, TeacherScores(np.full((1, 2), -i, np.float32), None),
+                             cache_identity(get_settings()))
+
+    leases = Leases(get_settings())
+    got = CeleryShards(JOB, "openai+http://127.0.0.1:9/v1?model=fake", get_settings())._collect(
+        leases, OpenAITeacher("openai+http://127.0.0.1:9/v1?model=fake"), parts, None, tick,
+        call, folder)
+    leases.close()
+    other.close()
+    assert [float(g.logprobs[0, 0]) for g in got] == [-float(i) for i in range(len(parts))]
+    assert sorted(reads) == list(range(len(parts)))
