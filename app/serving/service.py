@@ -229,8 +229,8 @@ async def predict(pool: ModelPool, batcher: MicroBatcher, refs: RefCache, ref: s
     if not MODEL_REF.match(ref):
         raise Invalid("ref", f"{ref[:140]!r} is not a model reference (name, name:3 or "
                       "name@alias)")
-    single = isinstance(body.inputs, str)
-    texts = [body.inputs] if isinstance(body.inputs, str) else list(body.inputs)
+    single = body.single
+    texts = list(body.inputs)
     if not texts:
         raise Invalid("inputs", "send at least one text")
     params = body.parameters
