@@ -36,6 +36,7 @@ import onnxruntime as ort
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from tokenizers import Tokenizer
 
+from app.core.errors import Overloaded
 from app.serving.exports import locked
 from worker.distill.sources import ModelSourceError
 from worker.distill.student import ArtifactError
@@ -314,9 +315,9 @@ class Compiler:
         except Exception as exc:
             reason = exc.message if isinstance(exc, ArtifactError | ModelSourceError) else \
                 f"{type(exc).__name__}: {exc}"
-            log.exception("%s cannot be compiled (tried again in %d s)", key,
-                          COMPILE_RETRY_SECONDS)
-            self._failed[key] = (time.monotonic() + COMPILE_RETRY_SECONDS, reason)
+            log.exception("%s cannot be compiled", key)
+            if not isinstance(exc, Overloaded):  # busy exporting for others: not broken
+                self._failed[key] = (time.monotonic() + COMPILE_RETRY_SECONDS, reason)
             self._refuse(key, reason)
             return None
         self._failed.pop(key, None)

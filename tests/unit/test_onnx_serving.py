@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 
 from app.core.config import get_settings
 from app.core.db import session_scope
+from app.core.errors import Overloaded
 from app.registry.service import get_version
 from app.serving.compiled import (
     COMPILE_RETRY_SECONDS,
@@ -168,3 +169,13 @@ def test_a_failed_compile_is_retried_later_not_on_every_request(
     with pytest.raises(ArtifactError):
         onnx_backend.load("crisis:1", tmp_path, tokenizer, 0, False)
     assert len(tries) == 3  # tried again once the wait is over
+
+    def busy(key: str, artifact_dir: Path, out: Path) -> None:
+        tries.append(key)
+        raise Overloaded("4 exports are being built", retry_after=15)
+
+    onnx_backend.fp32_graph = busy
+    for _ in range(2):  # the export queue was full: not a broken version, tried each time
+        with pytest.raises(ArtifactError):
+            onnx_backend.load("crisis:2", tmp_path / "v2", tokenizer, 0, False)
+    assert tries[3:] == ["crisis:2", "crisis:2"]
