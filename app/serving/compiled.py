@@ -36,6 +36,7 @@ import onnxruntime as ort
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from tokenizers import Tokenizer
 
+from app.core.db import UNAVAILABLE
 from app.core.errors import Overloaded
 from app.serving.exports import locked
 from worker.distill.sources import ModelSourceError
@@ -54,6 +55,7 @@ MULTI_LABEL_CUT = 0.5  # a multi-label decision: every label at or above it (as 
 # pool's one loading slot for up to an export build (~11 s for MiniLM on 2 cores), so
 # retrying per request would let one broken version stall every other version's first load.
 COMPILE_RETRY_SECONDS = 60
+TRANSIENT = (Overloaded, *UNAVAILABLE)  # compile failures tried again at the next load
 
 
 @dataclass
@@ -316,7 +318,8 @@ class Compiler:
             reason = exc.message if isinstance(exc, ArtifactError | ModelSourceError) else \
                 f"{type(exc).__name__}: {exc}"
             log.exception("%s cannot be compiled", key)
-            if not isinstance(exc, Overloaded):  # busy exporting for others: not broken
+            # Busy exporting for others, or the database away: not a broken version.
+            if not isinstance(exc, TRANSIENT):
                 self._failed[key] = (time.monotonic() + COMPILE_RETRY_SECONDS, reason)
             self._refuse(key, reason)
             return None

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy.exc import OperationalError
 
 from app.core.config import get_settings
 from app.core.db import session_scope
@@ -172,10 +173,12 @@ def test_a_failed_compile_is_retried_later_not_on_every_request(
 
     def busy(key: str, artifact_dir: Path, out: Path) -> None:
         tries.append(key)
-        raise Overloaded("4 exports are being built", retry_after=15)
+        if len(tries) % 2:
+            raise Overloaded("4 exports are being built", retry_after=15)
+        raise OperationalError("SELECT 1", {}, Exception("connection refused"))
 
     onnx_backend.fp32_graph = busy
-    for _ in range(2):  # the export queue was full: not a broken version, tried each time
+    for _ in range(2):  # export queue full, database away: not broken, tried each time
         with pytest.raises(ArtifactError):
             onnx_backend.load("crisis:2", tmp_path / "v2", tokenizer, 0, False)
     assert tries[3:] == ["crisis:2", "crisis:2"]
