@@ -120,7 +120,8 @@ class Settings(BaseSettings):
 
     serving_max_loaded: int = Field(64, description="Student versions kept in memory (LRU).")
     serving_memory_budget_mb: int = Field(
-        2048, description="MiB of served weights (bases + adapters + heads) before LRU eviction.")
+        2048, description="MiB of served weights (bases + adapters + heads + compiled ONNX "
+        "graphs, by file size) before LRU eviction.")
     serving_max_batch: int = 32
     serving_max_wait_ms: float = 5.0
     serving_max_queue: int = Field(1024, description="Queued texts at most (429 beyond); at "

@@ -24,9 +24,11 @@ from app.models.owned import ADMIN_OWNER
 from app.registry.card import render_card
 from worker.distill.result import RunResult
 
+# \Z, not $ (which also matches before a final newline: "crisis\n" named crisis), and [0-9],
+# not \d (which matches every script's digits: "crisis:\u0663" named version 3).
 MODEL_REF = re.compile(r"^(?P<name>[a-z0-9][a-z0-9_.\-]{0,63})"
-                       r"(?::(?P<version>\d+)|@(?P<alias>[A-Za-z0-9_.\-]{1,64}))?$")
-ALIAS_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")
+                       r"(?::(?P<version>[0-9]+)|@(?P<alias>[A-Za-z0-9_.\-]{1,64}))?\Z")
+ALIAS_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}\Z")
 # /classify resolves a reference per request: leave the large JSON columns unread.
 SERVING_ONLY = (defer(ModelVersion.metrics), defer(ModelVersion.lineage),
                 defer(ModelVersion.card))

@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,6 +36,9 @@ import onnxruntime as ort
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from tokenizers import Tokenizer
 
+from app.core.db import UNAVAILABLE
+from app.core.errors import Overloaded
+from app.serving.exports import locked
 from worker.distill.sources import ModelSourceError
 from worker.distill.student import ArtifactError
 
@@ -42,10 +46,16 @@ log = logging.getLogger(__name__)
 
 COMPILED_DIR = "exports/serving"  # inside the version's folder: deleted with it
 FP32_FILE, INT8_FILE, RECORD_FILE = "model.onnx", "model.int8.onnx", "compiled.json"
+LOCK_FILE = "compile.lock"
 RECORD_FORMAT = 1
 # Agreement is measured in batches of this many held-out texts (serving's max batch).
 MEASURE_BATCH = 32
 MULTI_LABEL_CUT = 0.5  # a multi-label decision: every label at or above it (as /classify)
+# A version whose compile failed is not compiled again for this long: each try holds the
+# pool's one loading slot for up to an export build (~11 s for MiniLM on 2 cores), so
+# retrying per request would let one broken version stall every other version's first load.
+COMPILE_RETRY_SECONDS = 60
+TRANSIENT = (Overloaded, *UNAVAILABLE)  # compile failures tried again at the next load
 
 
 @dataclass
@@ -210,6 +220,20 @@ def compile_version(artifact_dir: Path, *, fp32_graph: Callable[[Path], None],
     if record is not None:
         return record
     folder.mkdir(parents=True, exist_ok=True)
+    # API processes sharing the store (workers of one server, replicas on one volume) may
+    # load a version at the same moment: one builds, the others wait and find its record
+    # rather than writing the same temp files under each other.
+    with locked(folder / LOCK_FILE):
+        record = read_record(folder)
+        if record is not None:
+            return record
+        return _build(folder, fp32_graph=fp32_graph, heldout=heldout, pad_id=pad_id,
+                      multi_label=multi_label, threads=threads)
+
+
+def _build(folder: Path, *, fp32_graph: Callable[[Path], None],
+           heldout: Callable[[], list[list[int]]], pad_id: int, multi_label: bool,
+           threads: int) -> CompiledRecord:
     fp32, int8 = folder / FP32_FILE, folder / INT8_FILE
     fp32_graph(fp32)
     tmp = folder / (INT8_FILE + ".tmp")
@@ -220,7 +244,7 @@ def compile_version(artifact_dir: Path, *, fp32_graph: Callable[[Path], None],
     record = measure(fp32, int8, heldout(), pad_id, multi_label=multi_label, threads=threads)
     record.files = {name: sha256_file(folder / name) for name in (FP32_FILE, INT8_FILE)}
     _write_json(folder / RECORD_FILE, asdict(record))
-    log.info("compiled %s: int8 agreement %s on %d held-out texts", artifact_dir,
+    log.info("compiled %s: int8 agreement %s on %d held-out texts", folder,
              record.agreement, record.texts)
     return record
 
@@ -264,32 +288,42 @@ class Compiler:
         self.backend, self.fp32_graph, self.threads = backend, fp32_graph, threads
         self.heldout, self.record = heldout, record
         self.min_agreement, self.min_texts, self.max_texts = min_agreement, min_texts, max_texts
+        self._failed: dict[str, tuple[float, str]] = {}  # key -> (retry at, reason)
 
     def load(self, key: str, artifact_dir: Path, tokenizer: Tokenizer, pad_id: int,
              multi_label: bool) -> Compiled | None:
         """Compile (or reuse) version `key` ("name:3") and open a session on the precision
         chosen. `tokenizer` truncates at the version's max_length.
 
+        A version whose compile failed is refused (onnx) or served with torch (auto) without
+        a new try for COMPILE_RETRY_SECONDS.
+
         Raises:
-            ArtifactError, ModelSourceError: backend "onnx" and the export failed.
+            ArtifactError: `compile_failed`, backend "onnx" and the graph cannot be built.
         """
         name, version = key.rsplit(":", 1)
 
         def ids() -> list[list[int]]:
             return tokenize(tokenizer, self.heldout(name, int(version), self.max_texts))
 
+        failed = self._failed.get(key)
+        if failed is not None and failed[0] > time.monotonic():
+            self._refuse(key, failed[1])
+            return None
         try:
             record = compile_version(
                 artifact_dir, fp32_graph=lambda out: self.fp32_graph(key, artifact_dir, out),
                 heldout=ids, pad_id=pad_id, multi_label=multi_label, threads=self.threads)
         except Exception as exc:
-            if self.backend == "onnx":
-                if isinstance(exc, ArtifactError | ModelSourceError):
-                    raise
-                raise ArtifactError("compile_failed", f"its ONNX graph cannot be built "
-                                    f"({type(exc).__name__}: {exc})") from exc
-            log.exception("%s cannot be compiled; serving it with torch", key)
+            reason = exc.message if isinstance(exc, ArtifactError | ModelSourceError) else \
+                f"{type(exc).__name__}: {exc}"
+            log.exception("%s cannot be compiled", key)
+            # Busy exporting for others, or the database away: not a broken version.
+            if not isinstance(exc, TRANSIENT):
+                self._failed[key] = (time.monotonic() + COMPILE_RETRY_SECONDS, reason)
+            self._refuse(key, reason)
             return None
+        self._failed.pop(key, None)
         decision = decide(record, min_agreement=self.min_agreement, min_texts=self.min_texts)
         log.info("%s served through ONNX Runtime, %s: %s", key, decision.precision,
                  decision.reason)
@@ -297,3 +331,10 @@ class Compiler:
         folder = compiled_dir(artifact_dir)
         path = folder / (INT8_FILE if decision.precision == "int8" else FP32_FILE)
         return Compiled(session(path, self.threads), path, record, decision)
+
+    def _refuse(self, key: str, reason: str) -> None:
+        """Backend "onnx": raise `compile_failed`; "auto": None (serve `key` with torch)."""
+        if self.backend == "onnx":
+            raise ArtifactError("compile_failed", f"its ONNX graph cannot be built ({reason})")
+        log.warning("%s is served with torch: its ONNX graph cannot be built", key)
+        return None

@@ -133,7 +133,7 @@ def _open(source: ExportSource, fmt: str, *, artifacts_root: Path, models_dir: P
     cache = directory / EXPORTS_DIR
     try:
         cache.mkdir(exist_ok=True)
-        with _locked(cache / f"{fmt}.lock"):
+        with locked(cache / f"{fmt}.lock"):
             _sweep(cache, fmt)
             found, state = _cached(cache, fmt)
             if found is not None:
@@ -147,7 +147,9 @@ def _open(source: ExportSource, fmt: str, *, artifacts_root: Path, models_dir: P
 
 
 @contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive flock on `path` (created if absent): it holds across threads and
+    processes sharing the store."""
     with open(path, "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 
 class ClassifyIn(BaseModel):
@@ -68,15 +78,46 @@ class PredictParameters(BaseModel):
         "`none` (raw logits), is a 422 `unsupported_parameter`.")
 
 
+INPUTS_SCHEMA = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
+
+
 class PredictIn(BaseModel):
-    """The Hugging Face text-classification inference request."""
+    """The Hugging Face text-classification inference request.
+
+    `inputs` is validated as a list (one string becomes a list of one, `single` remembers
+    which was sent), so a bad item is named `inputs[3]` as /classify names `texts[3]`; as a
+    `str | list[str]` union, errors named the union's branches (`inputs.str`).
+    """
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    inputs: str | list[str] = Field(
+    inputs: Annotated[list[str], WithJsonSchema(INPUTS_SCHEMA)] = Field(
         description="One text, or a list of texts (same checks as /classify's `texts`; "
         "errors name `inputs` or `inputs[i]`).")
     parameters: PredictParameters | None = None
+    _single: bool = PrivateAttr(False)
+
+    @property
+    def single(self) -> bool:
+        """True when `inputs` was one string (answered as a list of one list)."""
+        return self._single
+
+    @field_validator("inputs", mode="before")
+    @classmethod
+    def _string_or_list(cls, value: Any) -> Any:
+        if not isinstance(value, str | list):
+            raise PydanticCustomError("string_or_list_type",
+                                      "Input should be a string or a list of strings")
+        return value
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _one_or_many(cls, data: Any, handler: ModelWrapValidatorHandler[PredictIn]
+                     ) -> PredictIn:
+        single = isinstance(data, dict) and isinstance(data.get("inputs"), str)
+        model = handler({**data, "inputs": [data["inputs"]]} if single else data)
+        model._single = single
+        return model
 
 
 class PredictLabel(BaseModel):

@@ -9,7 +9,9 @@ read is a 422 naming it (`texts[3]`) and never reaches the batch other requests 
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -101,9 +103,38 @@ def encode_request(pool: ModelPool, served: Served, texts: list[str],
     return encoded
 
 
-def _load(pool: ModelPool, refs: RefCache, ref: str) -> tuple[Target, Served]:
-    target = refs.resolve(ref)
-    return target, pool.acquire(target.key, target.artifact_path, target.files)
+# Loads in flight per pool: version key -> the one task loading it (see _loaded).
+_LOADS: weakref.WeakKeyDictionary[ModelPool, dict[str, asyncio.Future[None]]] = \
+    weakref.WeakKeyDictionary()
+
+
+async def _loaded(pool: ModelPool, refs: RefCache, ref: str) -> tuple[Target, Served]:
+    """The version `ref` names, pinned, loading it if needed.
+
+    The requests that find a version unloaded share one load: a load takes seconds (an ONNX
+    compile 15-25 s), and each waiting in a thread of its own held one of the threads every
+    sync route and dependency borrows (AnyIO lends 40), so a burst of first requests for one
+    new version stalled the whole API until the load ended.
+    """
+    cached = refs.get(ref)
+    target = cached if cached is not None else await to_thread.run_sync(refs.resolve, ref)
+    flights = _LOADS.setdefault(pool, {})
+    while (served := pool.pin(target.key)) is None:
+        flight = flights.get(target.key)
+        if flight is None:
+            flight = asyncio.ensure_future(to_thread.run_sync(
+                pool.warm, target.key, target.artifact_path, target.files))
+            flights[target.key] = flight
+            flight.add_done_callback(partial(_landed, flights, target.key))
+        await asyncio.shield(flight)  # the load's error (503) is every waiter's answer
+    return target, served
+
+
+def _landed(flights: dict[str, asyncio.Future[None]], key: str,
+            flight: asyncio.Future[None]) -> None:
+    flights.pop(key, None)
+    if not flight.cancelled():
+        flight.exception()  # retrieved here too, in case every waiter went away
 
 
 async def classify(pool: ModelPool, batcher: MicroBatcher, refs: RefCache,
@@ -170,7 +201,7 @@ async def _classify(pool: ModelPool, batcher: MicroBatcher, refs: RefCache, body
         if target is None or served is None:
             # Unpacked in two steps: as one, the Optional targets widen the inferred result
             # and the type checker loses that both are set.
-            loaded = await to_thread.run_sync(_load, pool, refs, body.model)
+            loaded = await _loaded(pool, refs, body.model)
             target, served = loaded
         if accept is not None:
             accept(served)
@@ -229,8 +260,8 @@ async def predict(pool: ModelPool, batcher: MicroBatcher, refs: RefCache, ref: s
     if not MODEL_REF.match(ref):
         raise Invalid("ref", f"{ref[:140]!r} is not a model reference (name, name:3 or "
                       "name@alias)")
-    single = isinstance(body.inputs, str)
-    texts = [body.inputs] if isinstance(body.inputs, str) else list(body.inputs)
+    single = body.single
+    texts = list(body.inputs)
     if not texts:
         raise Invalid("inputs", "send at least one text")
     params = body.parameters

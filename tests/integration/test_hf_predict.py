@@ -106,6 +106,8 @@ def test_a_list_of_inputs_and_bad_input_naming_the_item(api: Stack) -> None:
             ({"inputs": "\u0000"}, 422, "invalid_text", "inputs"),
             ({"inputs": []}, 422, "invalid", "inputs"),
             ({"inputs": 3}, 422, "validation_error", "inputs"),
+            ({"inputs": ["flood", 3]}, 422, "validation_error", "inputs[1]"),  # not inputs.str
+            ({"inputs": ["flood", ["flood"]]}, 422, "validation_error", "inputs[1]"),
             ({"inputs": "flood", "parameters": {"top_k": 0}}, 422, "validation_error",
              "parameters.top_k"),
             ({"inputs": "flood", "options": {}}, 422, "validation_error", "options"),
@@ -115,14 +117,18 @@ def test_a_list_of_inputs_and_bad_input_naming_the_item(api: Stack) -> None:
             resp = client.post("/models/crisis/predict", json=body)
             assert resp.status_code == status, (body, resp.text)
             error = resp.json()["error"]
-            assert error["code"] == code and field in error["message"], (body, error)
-        resp = client.post("/models/Not%20a%20ref!/predict", json={"inputs": "flood"})
-        assert resp.status_code == 422 and resp.json()["error"]["details"]["field"] == "ref"
+            assert error["code"] == code and error["message"].startswith(f"{field}: "), \
+                (body, error)
+        for ref in ("Not%20a%20ref!", "crisis%0A", "crisis:%D9%A3"):  # newline, Arabic-Indic 3
+            resp = client.post(f"/models/{ref}/predict", json={"inputs": "flood"})
+            assert resp.status_code == 422, (ref, resp.text)
+            assert resp.json()["error"]["details"]["field"] == "ref"
         assert client.post("/models/crisis/predict", json={"inputs": "flood"},
                            headers={"Authorization": ""}).status_code == 401
     record_input("text with no visible content, control characters or over the limit",
                  ["POST /models/{ref}/predict (HF contract, real API process)"],
                  ["an invisible text among good ones", "NUL as the single input",
-                  "an empty list", "a number as inputs", "300 inputs", "ref 'Not a ref!'"],
+                  "an empty list", "a number as inputs", "a number or a list among the inputs",
+                  "300 inputs", "ref 'Not a ref!', with a trailing newline or non-ASCII digits"],
                  ["422 invalid_text naming inputs[1] / inputs", "422 naming inputs",
-                  "413 naming inputs", "422 naming ref"])
+                  "422 naming inputs[1]", "413 naming inputs", "422 naming ref"])

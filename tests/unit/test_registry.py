@@ -120,6 +120,9 @@ def test_every_version_has_lineage_and_a_card(client, crisis):
     ("crisis@nope", 404, "alias_not_found"),
     ("crisis@", 422, "invalid"),
     ("Crisis!", 422, "invalid"),
+    ("crisis\n", 422, "invalid"),  # once read as "crisis"
+    ("crisis:\u0663", 422, "invalid"),  # an Arabic-Indic 3: once read as crisis:3
+    ("crisis@prod\n", 422, "invalid"),
 ])
 def test_unknown_references_are_refused(client, crisis, ref, status, code):
     err = _error(_classify(client, ref), status, code)
@@ -136,6 +139,7 @@ def test_unknown_references_are_refused(client, crisis, ref, status, code):
     ("put", "/models/crisis/aliases/prod", {"version": 9}, 404, "version_not_found"),
     ("put", "/models/crisis/aliases/prod", {"version": 0}, 422, "validation_error"),
     ("put", "/models/crisis/aliases/9lives", {"version": 1}, 422, "invalid"),
+    ("put", "/models/crisis/aliases/prod%0A", {"version": 1}, 422, "invalid"),  # was stored
 ])
 def test_registry_routes_refuse_unknown_things(client, crisis, method, path, body, status,
                                                code):

@@ -476,3 +476,36 @@ def test_an_expired_reference_is_resolved_once_for_concurrent_requests(embedded,
     for t in threads:
         t.join()
     assert calls == ["crisis"] and len(targets) == 8 and len(set(map(id, targets))) == 1
+
+
+def test_first_requests_for_one_version_share_one_load_and_one_thread(client, tiny_models,
+                                                                      monkeypatch):
+    # Each waited for the load in a thread of its own: a burst of first requests for one
+    # version (an ONNX compile takes 15-25 s) held every thread the API's sync routes use.
+    register_tiny(tiny_models[1], seed=1)
+    pool = client.app.state.pool
+    n = 6
+    pinned, entered = threading.Semaphore(0), []
+    pin, acquire = pool.pin, pool.acquire
+
+    def counting_pin(key):
+        pinned.release()
+        return pin(key)
+
+    def slow_acquire(key, artifact_path, files):
+        entered.append(threading.current_thread().name)
+        for _ in range(n):  # every request has looked for the version before it loads
+            assert pinned.acquire(timeout=30)
+        return acquire(key, artifact_path, files)
+
+    monkeypatch.setattr(pool, "pin", counting_pin)
+    monkeypatch.setattr(pool, "acquire", slow_acquire)
+    answers: list = []
+    threads = [threading.Thread(target=lambda: answers.append(_classify(client, "crisis:1")))
+               for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(answers) == n and all(a == answers[0] for a in answers)
+    assert len(entered) == 1, f"{len(entered)} threads waited for one load"
