@@ -68,6 +68,13 @@ def test_teacher_cache_is_shared_across_runs(tmp_path, tiny_models):
     again = run(cfg, DistillData(corpus(30)), workdir=tmp_path / "b", cache_dir=tmp_path / "c")
     assert again.metrics["annotation"]["texts_scored"] == 0
     assert again.metrics["annotation"]["texts_cached"] == 30
+    # Passes asked for do not depend on the cache; passes computed do (the latency batch is
+    # always timed fresh).
+    passes = again.metrics["teacher_passes"]
+    assert passes["by_stage"] == {"label": {"requested": 30, "computed": 0},
+                                  "latency": {"requested": 30, "computed": 30}}
+    assert (passes["requested"], passes["computed"], passes["texts"]) == (60, 30, 30)
+    assert passes["per_text"] == 2.0 and passes["computed_per_text"] == 1.0
 
 
 def test_cancel_from_the_progress_callback_stops_the_run(tmp_path, tiny_models):
@@ -129,6 +136,13 @@ def test_adaptive_records_its_choices(tmp_path, tiny_models):
     assert st["rounds"] and all("why" in r for r in st["rounds"])
     assert res.lineage["self_training"] == st and res.lineage["decisions"] == decisions
     assert "reprompted" in strategy
+    passes = res.metrics["teacher_passes"]
+    stages = passes["by_stage"]
+    # every candidate prompt on the probe (plus content-free inputs), the kept one on all 48
+    assert stages["probe"]["requested"] >= strategy["pool_size"] * strategy["probe_size"]
+    assert stages["label"]["requested"] >= 48
+    assert passes["requested"] == sum(v["requested"] for v in stages.values())
+    assert passes["computed"] <= passes["requested"] and passes["texts"] == 48
     assert res.lineage["prompts"] and all(p["kept"] for p in res.lineage["prompts"])
 
 

@@ -92,6 +92,7 @@ class Adaptive:
         reprompted = np.zeros(len(texts), dtype=bool)
         ref = np.arange(n_corpus)
         if cfg.teacher.reprompt and cfg.teacher.demos and embeddings is not None:
+            ctx.stats.stage = "reprompt"
             for g, res in enumerate(results):
                 chosen, fresh = self._reprompt(ctx, res, res.probs, texts, n_corpus, embeddings)
                 if not len(chosen):
@@ -107,6 +108,7 @@ class Adaptive:
                     probs[:, g] = res.probs[:, 0]
                 else:
                     probs = res.probs
+            ctx.stats.stage = "label"
         best = results[0].few_shot_prompt
         record = {
             "prompts": [p for r in results for p in r.record],
@@ -146,6 +148,7 @@ class Adaptive:
         cfg = ctx.cfg
         probe_texts = [texts[i] for i in probe]
         judged, skipped = [], []
+        ctx.stats.stage = "probe"
         for i, prompt in enumerate(group):
             try:
                 judged.append(self._judge(ctx, prompt, probe_texts))
@@ -161,6 +164,7 @@ class Adaptive:
         useful = [j for j in judged if j.skill > cfg.teacher.prompt_min_skill]
         kept = useful[: cfg.teacher.max_prompts] or judged[:1]
         annotators, hidden = [], None
+        ctx.stats.stage = "label"
         for i, j in enumerate(kept):
             scores = ctx.scores(j.prompt, texts, want_hidden and i == 0)
             p = lm.normalize(np.exp(scores.logprobs - scores.logprobs.max(1, keepdims=True)))

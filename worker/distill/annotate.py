@@ -16,20 +16,48 @@ from worker.distill.teachers import Teacher, TeacherScores
 CACHE_CHUNK = 256  # texts scored between cache writes
 
 
+def passes_of(prompt: Prompt) -> int:
+    """Teacher forward passes one text costs under `prompt`: one for a question, one per
+    label prefix for a noisy-channel prompt (the text is read once after each)."""
+    return len(prompt.prefixes) if prompt.kind == "channel" else 1
+
+
 @dataclass
 class AnnotationStats:
-    """What annotation cost: texts scored fresh vs. served from the cache, and seconds."""
+    """What annotation cost: texts scored fresh vs. served from the cache, and seconds.
+
+    Teacher passes (one text read once by the teacher, see `passes_of`) are counted twice:
+    `passes_requested` every pass the strategy asked for, cache hits included (what the
+    strategy costs on a cold cache: the figure `passes_per_text` is made of), and
+    `passes_computed` only those the teacher ran. `stage` names what the passes are for
+    (probe, label, reprompt, refine, latency...); `per_stage` splits both counts by it.
+    """
 
     scored: int = 0
     cached: int = 0
     seconds: float = 0.0
     per_prompt: dict[str, dict[str, float]] = field(default_factory=dict)
+    passes_requested: int = 0
+    passes_computed: int = 0
+    stage: str = "label"
+    per_stage: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def count(self, requested: int, computed: int) -> None:
+        """Add passes to the totals and to the current `stage`."""
+        self.passes_requested += requested
+        self.passes_computed += computed
+        entry = self.per_stage.setdefault(self.stage, {"requested": 0, "computed": 0})
+        entry["requested"] += requested
+        entry["computed"] += computed
 
     def to_dict(self) -> dict[str, object]:
         rate = self.scored / self.seconds if self.seconds else None
         return {"texts_scored": self.scored, "texts_cached": self.cached,
                 "seconds": round(self.seconds, 3),
-                "texts_per_second": round(rate, 2) if rate else None}
+                "texts_per_second": round(rate, 2) if rate else None,
+                "teacher_passes_requested": self.passes_requested,
+                "teacher_passes_computed": self.passes_computed,
+                "passes_by_stage": {k: dict(v) for k, v in self.per_stage.items()}}
 
 
 def annotate(teacher: Teacher, prompt: Prompt, texts: Sequence[str], *,
@@ -54,6 +82,7 @@ def annotate(teacher: Teacher, prompt: Prompt, texts: Sequence[str], *,
         if hidden is not None and hit[1] is not None:
             hidden[i] = hit[1]
     stats.cached += n - len(missing)
+    stats.count(n * passes_of(prompt), len(missing) * passes_of(prompt))
     if on_texts and n - len(missing):
         on_texts(n - len(missing))
     # Score in chunks and store each in the cache at once: a killed worker loses one chunk.
@@ -94,6 +123,7 @@ def annotate_each(teacher: Teacher, prompts: Sequence[Prompt], texts: Sequence[s
         else:
             out[i] = hit[0]
     stats.cached += len(texts) - len(missing)
+    stats.count(len(texts), len(missing))  # few-shot prompts are questions: one pass a text
     if missing:
         started = time.perf_counter()
         fresh = teacher.score_each([prompts[i] for i in missing], [texts[i] for i in missing],
