@@ -173,7 +173,8 @@ def run(cfg: EngineConfig, data: DistillData, *, workdir: Path, cache_dir: Path,
         else:
             report(report.state, f"{report.phase}: load-teacher", report.fraction)
         started = time.perf_counter()
-        teacher = teachers.load_teacher(teacher_src, torch_device)
+        teacher = teachers.load_teacher(teacher_src, torch_device,
+                                        cache_dir=cache_dir / "models")
         timing["teacher_load_seconds"] = round(time.perf_counter() - started, 2)
         return teacher
 

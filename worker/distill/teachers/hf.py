@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -32,10 +33,12 @@ class HFTeacher(CausalLM):
     Args:
         model: resolved model files (a HF directory, or a directory plus a GGUF file name).
         device: where to run; CUDA runs in bfloat16, CPU in float32.
+        convert_cache: the model cache, where a GGUF model is converted once (CausalLM).
     """
 
-    def __init__(self, model: ResolvedModel, device: torch.device | str = "auto") -> None:
-        super().__init__(model, device)
+    def __init__(self, model: ResolvedModel, device: torch.device | str = "auto", *,
+                 convert_cache: Path | None = None) -> None:
+        super().__init__(model, device, convert_cache=convert_cache)
         self._option_cache: dict[tuple[str, ...], list[list[int]]] = {}
 
     @property
