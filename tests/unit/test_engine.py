@@ -138,12 +138,29 @@ def test_adaptive_records_its_choices(tmp_path, tiny_models):
     assert "reprompted" in strategy
     passes = res.metrics["teacher_passes"]
     stages = passes["by_stage"]
-    # every candidate prompt on the probe (plus content-free inputs), the kept one on all 48
-    assert stages["probe"]["requested"] >= strategy["pool_size"] * strategy["probe_size"]
-    assert stages["label"]["requested"] >= 48
+    # successive halving: every prompt on half the probe (plus 3 content-free inputs), the
+    # best 3 on all of it; the kept one then labels the texts it has not read yet
+    pool, probe = strategy["pool_size"], strategy["probe_size"]
+    half = (probe + 1) // 2
+    assert stages["probe"]["requested"] == pool * (half + 3) + 3 * (probe - half)
+    assert sorted(p["probe_texts"] for p in prompts if p["kind"] != "labeler") == \
+        [half] * (pool - 3) + [probe] * 3
+    assert [p["probe_texts"] for p in prompts if p["kept"] and p["kind"] != "labeler"] == [probe]
+    # the probe is the whole corpus here and the eval texts repeat corpus texts: the kept
+    # prompt's pass over them is no new pass (its probe pass kept the hidden states too)
+    assert probe == 40 and stages["label"] == {"requested": 0, "computed": 0}
     assert passes["requested"] == sum(v["requested"] for v in stages.values())
     assert passes["computed"] <= passes["requested"] and passes["texts"] == 48
     assert res.lineage["prompts"] and all(p["kept"] for p in res.lineage["prompts"])
+
+
+def test_without_halving_every_prompt_reads_the_whole_probe(tmp_path, tiny_models):
+    cfg = _cfg(tiny_models)
+    cfg.teacher.probe_survivors = 0
+    res = run(cfg, DistillData(corpus(40)), workdir=tmp_path / "w", cache_dir=tmp_path / "c")
+    strategy, stages = res.metrics["strategy"], res.metrics["teacher_passes"]["by_stage"]
+    assert stages["probe"]["requested"] == strategy["pool_size"] * (strategy["probe_size"] + 3)
+    assert {p["probe_texts"] for p in res.metrics["prompts"] if p["kind"] != "labeler"} == {40}
 
 
 @pytest.mark.parametrize("switch", [{"representations": False}, {"progressive": False}])

@@ -16,21 +16,17 @@ from worker.distill.teachers import Teacher, TeacherScores
 CACHE_CHUNK = 256  # texts scored between cache writes
 
 
-def passes_of(prompt: Prompt) -> int:
-    """Teacher forward passes one text costs under `prompt`: one for a question, one per
-    label prefix for a noisy-channel prompt (the text is read once after each)."""
-    return len(prompt.prefixes) if prompt.kind == "channel" else 1
-
-
 @dataclass
 class AnnotationStats:
     """What annotation cost: texts scored fresh vs. served from the cache, and seconds.
 
-    Teacher passes (one text read once by the teacher, see `passes_of`) are counted twice:
-    `passes_requested` every pass the strategy asked for, cache hits included (what the
-    strategy costs on a cold cache: the figure `passes_per_text` is made of), and
-    `passes_computed` only those the teacher ran. `stage` names what the passes are for
-    (probe, label, reprompt, refine, latency...); `per_stage` splits both counts by it.
+    Teacher passes (one text read by the teacher under one prompt: what one teacher-cache
+    entry holds; a channel prompt reads the text once per label within its pass) are
+    counted twice: `passes_requested` counts each distinct (prompt, text) the run asked
+    for once, cache hits included (a repeat within the run is no pass: the cache answers
+    it even when cold), so it is what the strategy costs on a cold cache; `passes_computed`
+    counts the passes the teacher actually ran. `stage` names what passes are for (probe,
+    label, reprompt, refine, latency); `per_stage` splits both counts by it.
     """
 
     scored: int = 0
@@ -41,13 +37,17 @@ class AnnotationStats:
     passes_computed: int = 0
     stage: str = "label"
     per_stage: dict[str, dict[str, int]] = field(default_factory=dict)
+    seen: set[tuple[str, str]] = field(default_factory=set, repr=False)
 
-    def count(self, requested: int, computed: int) -> None:
-        """Add passes to the totals and to the current `stage`."""
-        self.passes_requested += requested
+    def count(self, prompt_ids: Sequence[str], texts: Sequence[str], computed: int) -> None:
+        """Add the passes of texts[i] under prompt_ids[i] (new ones only) and `computed`
+        fresh passes to the totals and to the current `stage`."""
+        fresh = {key for key in zip(prompt_ids, texts, strict=True) if key not in self.seen}
+        self.seen |= fresh
+        self.passes_requested += len(fresh)
         self.passes_computed += computed
         entry = self.per_stage.setdefault(self.stage, {"requested": 0, "computed": 0})
-        entry["requested"] += requested
+        entry["requested"] += len(fresh)
         entry["computed"] += computed
 
     def to_dict(self) -> dict[str, object]:
@@ -82,7 +82,7 @@ def annotate(teacher: Teacher, prompt: Prompt, texts: Sequence[str], *,
         if hidden is not None and hit[1] is not None:
             hidden[i] = hit[1]
     stats.cached += n - len(missing)
-    stats.count(n * passes_of(prompt), len(missing) * passes_of(prompt))
+    stats.count([prompt.id] * n, texts, len(missing))
     if on_texts and n - len(missing):
         on_texts(n - len(missing))
     # Score in chunks and store each in the cache at once: a killed worker loses one chunk.
@@ -123,7 +123,7 @@ def annotate_each(teacher: Teacher, prompts: Sequence[Prompt], texts: Sequence[s
         else:
             out[i] = hit[0]
     stats.cached += len(texts) - len(missing)
-    stats.count(len(texts), len(missing))  # few-shot prompts are questions: one pass a text
+    stats.count([p.id for p in prompts], texts, len(missing))
     if missing:
         started = time.perf_counter()
         fresh = teacher.score_each([prompts[i] for i in missing], [texts[i] for i in missing],

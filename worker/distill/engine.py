@@ -24,7 +24,7 @@ from safetensors.numpy import load_file as load_arrays
 from safetensors.numpy import save_file as save_arrays
 
 from worker.distill import teachers
-from worker.distill.annotate import AnnotationStats, passes_of
+from worker.distill.annotate import AnnotationStats
 from worker.distill.cache import TeacherCache
 from worker.distill.checks import (  # noqa: F401 (MIN_CORPUS, clean_corpus: re-exported)
     MIN_CORPUS,
@@ -348,8 +348,8 @@ def _annotation_phase(cfg: EngineConfig, strategy: Strategy, ctx: Context, corpu
     probe_prompt = default_prompts(cfg.task)[0]
     latency = ctx.teacher.latency_ms(probe_prompt, texts, LATENCY_BATCH)
     ctx.stats.stage = "latency"  # the timed batch is scored fresh, past the cache
-    measured = min(len(texts), LATENCY_BATCH) * passes_of(probe_prompt)
-    ctx.stats.count(measured, measured)
+    timed = texts[:LATENCY_BATCH]
+    ctx.stats.count([f"latency:{probe_prompt.id}"] * len(timed), timed, len(timed))
     meta = {
         "key": key,
         "record": ann.record,
