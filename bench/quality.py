@@ -404,7 +404,8 @@ def prefix_cache_speed(n: int = 64) -> dict[str, float]:
     from worker.distill.teachers import HFTeacher
 
     texts, _, _ = load("crisis", n, 0)
-    teacher = HFTeacher(resolve(DEFAULT_TEACHER, CACHE / "models"), "cpu")
+    teacher = HFTeacher(resolve(DEFAULT_TEACHER, CACHE / "models"), "cpu",
+                        convert_cache=CACHE / "models")
     prompt = default_prompts(TaskConfig(**TASKS["crisis"]))[0]
     teacher.score(prompt, texts[:8], batch_size=8)  # warm-up
     speeds = {}
