@@ -136,6 +136,8 @@ def test_adaptive_records_its_choices(tmp_path, tiny_models):
     assert st["rounds"] and all("why" in r for r in st["rounds"])
     assert res.lineage["self_training"] == st and res.lineage["decisions"] == decisions
     assert "reprompted" in strategy
+    # only corpus texts are re-asked (the student never trains on eval texts)
+    assert strategy["reprompted"] == strategy["reprompted_corpus"] <= int(0.15 * 40)
     passes = res.metrics["teacher_passes"]
     stages = passes["by_stage"]
     # successive halving: every prompt on half the probe (plus 3 content-free inputs), the
