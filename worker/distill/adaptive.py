@@ -478,10 +478,12 @@ class Adaptive:
         labels = len(cfg.task.labels)
         pool = 5 + 2 * labels + len(t.prompts) if not cfg.task.multi_label else 3 + len(t.prompts)
         probe = min(t.probe_size, n_texts)
+        cf = len(lm.CONTENT_FREE)
         if 0 < t.probe_survivors < pool and probe >= 16:  # successive halving (see _group)
+            # progress counts the survivors' whole second round, cache hits included
             first = (probe + 1) // 2
-            judging = pool * (first + len(lm.CONTENT_FREE)) + t.probe_survivors * (probe - first)
+            judging = pool * (first + cf) + t.probe_survivors * (probe + cf)
         else:
-            judging = pool * (probe + len(lm.CONTENT_FREE))
+            judging = pool * (probe + cf)
         few_shot = int(t.reprompt_fraction * n_texts * 3) if t.reprompt else 0
         return groups * (judging + t.max_prompts * n_texts + few_shot)
