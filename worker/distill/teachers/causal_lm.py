@@ -7,6 +7,7 @@ that continue a shared, once-encoded prefix; the pieces they share are public he
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,8 @@ import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
 from worker.distill.sources import ResolvedModel, converted, loading
+
+log = logging.getLogger(__name__)
 
 # A prefix's KV cache: per layer (keys, values) of shape [1, heads, P, head_dim], and P.
 PrefixCache = tuple[list[tuple[torch.Tensor, ...]], int]
@@ -86,10 +89,14 @@ class CausalLM:
         with loading(model, code="teacher_unloadable"):
             folder, kwargs = model.path, {"gguf_file": model.file} if model.file else {}
             if model.file and convert_cache is not None:
-                folder = converted(model, convert_cache,
-                                   f"gguf-transformers-{transformers.__version__}",
-                                   gguf_to_folder(model))
-                kwargs = {}
+                try:
+                    folder = converted(model, convert_cache,
+                                       f"gguf-transformers-{transformers.__version__}",
+                                       gguf_to_folder(model))
+                    kwargs = {}
+                except OSError as exc:  # a full or read-only cache: the slow path still works
+                    log.warning("teacher %s not converted into %s (%s): reading the GGUF",
+                                model.uri, convert_cache, type(exc).__name__)
             self.tokenizer = AutoTokenizer.from_pretrained(str(folder), **kwargs)
             self.model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype,
                                                               **kwargs)
