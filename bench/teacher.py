@@ -12,7 +12,9 @@ split, as worker/distill/adaptive.py draws them); prompts: the crisis task's pro
    conversion and a cProfile of what a converted load still spends.
 2. Switches, each against the float32 teacher as the engine runs it (prefix KV cache on,
    texts sorted by length before batching, batch 16):
-   - int8: dynamic int8 quantization of every linear layer (torch quantize_dynamic);
+   - int8: dynamic int8 quantization of every linear layer (torch quantize_dynamic), and
+     of the decoder layers only (LM head in float32);
+   - bf16: bfloat16 weights and activations (native on CPUs with AVX512-BF16);
    - no length bucketing: batches of 16 in corpus order (what sorting saves);
    - no prefix cache: the prompt prefix recomputed for every text (what the cache saves;
      question prompts only: channel prompts always reuse their short label prefixes).
@@ -119,8 +121,18 @@ def int8_layers_only(src: ResolvedModel) -> HFTeacher:
     return teacher
 
 
-def run_switches(fp32: HFTeacher, int8: HFTeacher, int8_layers: HFTeacher, texts: list[str],
-                 pool: list[Prompt], reps: int) -> dict[str, Any]:
+def bf16_teacher(src: ResolvedModel) -> HFTeacher:
+    """The teacher with its weights and activations in bfloat16 (log-softmax in float32),
+    which CPUs with AVX512-BF16 or AMX run natively."""
+    teacher = HFTeacher(src, "cpu", convert_cache=CACHE / "models")
+    teacher.model.to(torch.bfloat16)  # type: ignore[arg-type]  # transformers' .to stub
+    teacher.body = teacher.model.base_model
+    teacher.head = teacher.model.get_output_embeddings()
+    return teacher
+
+
+def run_switches(fp32: HFTeacher, int8: HFTeacher, int8_layers: HFTeacher, bf16: HFTeacher,
+                 texts: list[str], pool: list[Prompt], reps: int) -> dict[str, Any]:
     """Median texts/s of each switch over interleaved repetitions, and its agreement."""
     timing = [p for p in pool if p.name in TIMING_PROMPTS]
 
@@ -136,6 +148,7 @@ def run_switches(fp32: HFTeacher, int8: HFTeacher, int8_layers: HFTeacher, texts
         "fp32": lambda p: score(fp32, p),
         "int8": lambda p: score(int8, p),
         "int8_layers_only": lambda p: score(int8_layers, p),
+        "bf16": lambda p: score(bf16, p),
         "no_length_bucketing": unbucketed,
         "no_prefix_cache": lambda p: score(fp32, p, prefix_cache=False),
     }
@@ -160,6 +173,7 @@ def run_switches(fp32: HFTeacher, int8: HFTeacher, int8_layers: HFTeacher, texts
             answers["fp32"][prompt.name] = score(fp32, prompt)
             answers["int8"][prompt.name] = score(int8, prompt)
             answers["int8_layers_only"][prompt.name] = score(int8_layers, prompt)
+            answers["bf16"][prompt.name] = score(bf16, prompt)
     base = statistics.median(seconds["fp32"])
     rows = {}
     for name in names:
@@ -210,7 +224,7 @@ def write_markdown(summary: dict[str, Any], path: Path) -> None:
         lines.append(f"| {name} | {row['texts_per_s']:.1f} | {row['texts_per_s_runs']} | "
                      f"{row['speedup']:.2f}x | {row['agreement']:.2%} | {row['decisions']} | "
                      f"{'yes' if row['passes'] else 'no'} |")
-    for name in ("int8", "int8_layers_only"):
+    for name in ("int8", "int8_layers_only", "bf16"):
         lines += ["", f"{name} agreement by prompt: " + ", ".join(
             f"{k} {v:.1%}" for k, v in sw["rows"][name]["agreement_by_prompt"].items())]
     lines += ["", *summary["verdict"], ""]
@@ -221,7 +235,8 @@ def verdict(summary: dict[str, Any]) -> list[str]:
     rows = summary["switches"]["rows"]
     out = []
     for name, what in (("int8", "int8 dynamic quantization of every linear layer"),
-                       ("int8_layers_only", "int8 dynamic quantization, LM head in float32")):
+                       ("int8_layers_only", "int8 dynamic quantization, LM head in float32"),
+                       ("bf16", "bfloat16 weights and activations")):
         r = rows[name]
         out.append(f"- {what}: {r['speedup']:.2f}x at {r['agreement']:.1%} agreement: "
                    f"{'meets' if r['passes'] else 'misses'} the target "
@@ -240,8 +255,8 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", type=int, default=800, help="the demo's corpus size")
     parser.add_argument("--probe", type=int, default=48, help="probe texts (the engine's "
-                        "teacher.probe_size is 96; 48 keeps a run near 15 min on 2 cores)")
-    parser.add_argument("--reps", type=int, default=2)
+                        "teacher.probe_size is 96; 48 keeps a run near 20 min on 2 cores)")
+    parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--load-reps", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -255,7 +270,8 @@ def main() -> None:
     fp32 = HFTeacher(src, "cpu", convert_cache=CACHE / "models")
     int8 = HFTeacher(src, "cpu", convert_cache=CACHE / "models", quantize="int8")
     print("switches ...", flush=True)
-    switches = run_switches(fp32, int8, int8_layers_only(src), texts, pool, args.reps)
+    switches = run_switches(fp32, int8, int8_layers_only(src), bf16_teacher(src), texts, pool,
+                            args.reps)
     summary: dict[str, Any] = {
         "command": "make bench-teacher  # python bench/teacher.py " + " ".join(sys.argv[1:]),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared with other "
