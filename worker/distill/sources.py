@@ -528,15 +528,16 @@ def converted(model: ResolvedModel, cache_dir: Path, tag: str,
               build: Callable[[Path], None]) -> Path:
     """A folder holding `model` converted by `build`, made once per (model, tag) and reused.
 
-    Converting the offline GGUF teacher to a transformers folder costs 20-35 s on 2 CPU
+    Converting the offline GGUF teacher to a transformers folder costs 14-37 s on 2 CPU
     cores (reading GGUF metadata, mapping tensor names, building the tokenizer); loading the
-    converted safetensors folder costs about 2 s. The folder lives in the model cache at
-    `cache_dir/converted/<key>`, keyed by the source's sha256, its file and `tag` (e.g. the
-    converting library's version, whose output may change). Its manifest records the sha256
-    of every file; a folder whose files do not match (corrupt, truncated, a converter killed
-    midway) is rebuilt. `build(folder)` writes into a fresh temporary folder that is renamed
-    into place only when complete, under a lock, so concurrent converters (two workers
-    sharing a cache) neither corrupt each other nor convert twice.
+    converted safetensors folder costs 0.5-1.5 s (bench/results/teacher.md). The folder
+    lives in the model cache at `cache_dir/converted/<key>`, keyed by the source's sha256,
+    its file and `tag` (e.g. the converting library's version, whose output may change).
+    Its manifest records the sha256 of every file; a folder whose files do not match
+    (corrupt, truncated, a converter killed midway) is rebuilt. `build(folder)` writes into
+    a fresh temporary folder that is renamed into place only when complete, under a lock,
+    so concurrent converters (two workers sharing a cache) neither corrupt each other nor
+    convert twice.
 
     Args:
         model: the resolved source files (its `sha256` names what is converted).

@@ -70,7 +70,7 @@ class CausalLM:
         device: where to run; CUDA runs in bfloat16, CPU in float32.
         convert_cache: the model cache; when given, a GGUF model is converted to a
             transformers folder there once (checksummed, worker.distill.sources.converted)
-            and every later load reads that folder: about 2 s instead of 20-35 s.
+            and every later load reads that folder: 0.5-1.5 s instead of 14-37 s.
         quantize: "int8" (dynamic int8 linear layers, `quantize_int8`; CPU only) or "none".
             Measured by bench/teacher.py, not a job setting: its decisions agree with the
             float32 teacher's too rarely (bench/results/teacher.md).
