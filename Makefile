@@ -1,5 +1,5 @@
 # Thin wrappers over scripts/: every target works from a fresh clone.
-.PHONY: setup demo test test-unit serve lint bench-quality bench-serving bench-reliability bench-gpu bench-scale clean
+.PHONY: setup demo test test-unit serve lint bench-quality bench-serving bench-reliability bench-gpu bench-scale bench-teacher clean
 
 setup:
 	./scripts/setup.sh
@@ -49,6 +49,12 @@ bench-scale: setup
 	TAILOR_CACHE_DIR=$(CURDIR)/var/cache .venv/bin/python scripts/fetch_assets.py
 	bash -c 'source scripts/services.sh && services_start && trap services_stop EXIT && \
 	  .venv/bin/python bench/scale.py --texts 3000 --workers 1,2,4 --latency-ms 100'
+
+# Teacher load time (GGUF vs the converted folder in the model cache) and CPU switches (int8,
+# length bucketing, prefix cache), each for speed and agreement; bench/results/teacher.{json,md}.
+bench-teacher: setup
+	TAILOR_CACHE_DIR=$(CURDIR)/var/cache .venv/bin/python scripts/fetch_assets.py
+	TAILOR_CACHE_DIR=$(CURDIR)/var/cache .venv/bin/python bench/teacher.py
 
 # GPU checks (needs CUDA; same-architecture models built from configs, no weights needed):
 # bf16 teacher throughput, student LoRA training and serving; bench/results/gpu.{json,md}.

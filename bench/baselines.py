@@ -74,7 +74,8 @@ def naive_app(student_dir: Path, cache: Path) -> FastAPI:
 
 def teacher_app(student_dir: Path, cache: Path, lineage: dict[str, Any]) -> FastAPI:
     task = TaskConfig(**lineage["config"]["task"])
-    teacher = HFTeacher(resolve(lineage["teacher"]["uri"], cache / "models"), device="cpu")
+    teacher = HFTeacher(resolve(lineage["teacher"]["uri"], cache / "models"), device="cpu",
+                        convert_cache=cache / "models")
     prompt = default_prompts(task)[0]
     app = FastAPI()
 

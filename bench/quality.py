@@ -303,6 +303,9 @@ def figures(run_record: dict[str, Any], side: str) -> dict[str, float | None]:
                                if m["annotation"].get("texts_cached") == 0 else None),
         "train_seconds": m["student"]["train_seconds"] if side == "student" else None,
         "teacher_ms_per_text": m["teacher"]["ms_per_text"],
+        # Teacher passes per text given to it (corpus + eval set), cache hits included: what
+        # the strategy costs on a cold cache (worker.distill.engine.teacher_passes).
+        "passes_per_text": (m.get("teacher_passes") or {}).get("per_text"),
         "student_ms_per_text": m["student"]["ms_per_text"] if side == "student" else None,
         **{f"ood_{genre}": ((run_record.get("ood") or {}).get(genre) or {}).get("macro_f1")
            if side == "student" else None for genre in OOD_GENRES},
@@ -401,7 +404,8 @@ def prefix_cache_speed(n: int = 64) -> dict[str, float]:
     from worker.distill.teachers import HFTeacher
 
     texts, _, _ = load("crisis", n, 0)
-    teacher = HFTeacher(resolve(DEFAULT_TEACHER, CACHE / "models"), "cpu")
+    teacher = HFTeacher(resolve(DEFAULT_TEACHER, CACHE / "models"), "cpu",
+                        convert_cache=CACHE / "models")
     prompt = default_prompts(TaskConfig(**TASKS["crisis"]))[0]
     teacher.score(prompt, texts[:8], batch_size=8)  # warm-up
     speeds = {}
@@ -432,12 +436,16 @@ def write_markdown(summary: dict[str, Any], path: Path) -> None:
         f"{summary['seeds']}. Mean ± std over seeds.", "",
         "`teacher s` is the teacher's wall time where it ran on every text (corpus and eval "
         "set); runs served from the teacher cache (later seeds, rows sharing prompts) are "
-        "left out of it. Latencies are per text at batch 32 on the same CPU.", "",
+        "left out of it. Latencies are per text at batch 32 on the same CPU. `teacher "
+        "passes/text` counts every text the teacher was asked to read under a prompt (a "
+        "channel prompt reads it once per label), cache hits included, over corpus + eval "
+        "texts.", "",
     ]
     cols = [("macro_f1", "macro-F1", 3), ("accuracy", "accuracy", 3), ("roc_auc", "ROC-AUC", 3),
             ("ece", "ECE", 3), ("agreement", "agreement", 3),
             ("annotation_seconds", "teacher s", 0), ("train_seconds", "train s", 0),
             ("teacher_ms_per_text", "teacher ms/text", 1),
+            ("passes_per_text", "teacher passes/text", 2),
             ("student_ms_per_text", "student ms/text", 1),
             ("ood_social", "F1 social", 3), ("ood_direct", "F1 direct", 3)]
     for task, rows in summary["table"].items():

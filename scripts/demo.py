@@ -163,11 +163,18 @@ def main() -> None:
           f"{student['total_params'] / 1e6:.0f}M")
     print(f"agreement with the teacher on held-out texts: {student['holdout_agreement']:.3f}; "
           f"demo took {time.perf_counter() - started:.0f} s; services stopped")
+    passes = metrics.get("teacher_passes") or {}
+    if passes:
+        print(f"teacher passes: {passes['requested']} for {passes['texts']} texts "
+              f"({passes['per_text']:.2f} per text; {passes['computed']} computed, the rest "
+              f"from the teacher cache; by stage: "
+              + ", ".join(f"{k} {v['requested']}" for k, v in passes["by_stage"].items()) + ")")
     for w in warnings:
         print(f"WARNING {w['code']}: {w['message']}")
     print(json.dumps({
         "model": model["name"], "version": model["version"],
-        "teacher": {"macro_f1": round(t_f1, 4), "ms_per_text": teacher["ms_per_text"]},
+        "teacher": {"macro_f1": round(t_f1, 4), "ms_per_text": teacher["ms_per_text"],
+                    "passes_per_text": passes.get("per_text")},
         "student": {"macro_f1": round(s_f1, 4), "ms_per_text": student["ms_per_text"]},
         "warnings": [w["code"] for w in warnings],
     }))

@@ -33,4 +33,7 @@ def test_demo_distils_registers_and_classifies_with_the_default_models(tmp_path)
     # A 23M-parameter student must be much cheaper per text than the 135M teacher.
     assert summary["student"]["ms_per_text"] < summary["teacher"]["ms_per_text"] / 3
     assert any("annotating" in line for line in lines), "live progress was shown"
+    # teacher passes per text (corpus + eval), cache hits included: at least one pass a text
+    assert summary["teacher"]["passes_per_text"] >= 1.0
+    assert any(line.startswith("teacher passes: ") for line in lines)
     assert any(line.strip().startswith(("crisis", "not_crisis")) for line in lines)

@@ -68,6 +68,13 @@ def test_teacher_cache_is_shared_across_runs(tmp_path, tiny_models):
     again = run(cfg, DistillData(corpus(30)), workdir=tmp_path / "b", cache_dir=tmp_path / "c")
     assert again.metrics["annotation"]["texts_scored"] == 0
     assert again.metrics["annotation"]["texts_cached"] == 30
+    # Passes asked for do not depend on the cache; passes computed do (the latency batch is
+    # always timed fresh).
+    passes = again.metrics["teacher_passes"]
+    assert passes["by_stage"] == {"label": {"requested": 30, "computed": 0},
+                                  "latency": {"requested": 30, "computed": 30}}
+    assert (passes["requested"], passes["computed"], passes["texts"]) == (60, 30, 30)
+    assert passes["per_text"] == 2.0 and passes["computed_per_text"] == 1.0
 
 
 def test_cancel_from_the_progress_callback_stops_the_run(tmp_path, tiny_models):
@@ -129,7 +136,33 @@ def test_adaptive_records_its_choices(tmp_path, tiny_models):
     assert st["rounds"] and all("why" in r for r in st["rounds"])
     assert res.lineage["self_training"] == st and res.lineage["decisions"] == decisions
     assert "reprompted" in strategy
+    # only corpus texts are re-asked (the student never trains on eval texts)
+    assert strategy["reprompted"] == strategy["reprompted_corpus"] <= int(0.15 * 40)
+    passes = res.metrics["teacher_passes"]
+    stages = passes["by_stage"]
+    # successive halving: every prompt on half the probe (plus 3 content-free inputs), the
+    # best 3 on all of it; the kept one then labels the texts it has not read yet
+    pool, probe = strategy["pool_size"], strategy["probe_size"]
+    half = (probe + 1) // 2
+    assert stages["probe"]["requested"] == pool * (half + 3) + 3 * (probe - half)
+    assert sorted(p["probe_texts"] for p in prompts if p["kind"] != "labeler") == \
+        [half] * (pool - 3) + [probe] * 3
+    assert [p["probe_texts"] for p in prompts if p["kept"] and p["kind"] != "labeler"] == [probe]
+    # the probe is the whole corpus here and the eval texts repeat corpus texts: the kept
+    # prompt's pass over them is no new pass (its probe pass kept the hidden states too)
+    assert probe == 40 and stages["label"] == {"requested": 0, "computed": 0}
+    assert passes["requested"] == sum(v["requested"] for v in stages.values())
+    assert passes["computed"] <= passes["requested"] and passes["texts"] == 48
     assert res.lineage["prompts"] and all(p["kept"] for p in res.lineage["prompts"])
+
+
+def test_without_halving_every_prompt_reads_the_whole_probe(tmp_path, tiny_models):
+    cfg = _cfg(tiny_models)
+    cfg.teacher.probe_survivors = 0
+    res = run(cfg, DistillData(corpus(40)), workdir=tmp_path / "w", cache_dir=tmp_path / "c")
+    strategy, stages = res.metrics["strategy"], res.metrics["teacher_passes"]["by_stage"]
+    assert stages["probe"]["requested"] == strategy["pool_size"] * (strategy["probe_size"] + 3)
+    assert {p["probe_texts"] for p in res.metrics["prompts"] if p["kind"] != "labeler"} == {40}
 
 
 @pytest.mark.parametrize("switch", [{"representations": False}, {"progressive": False}])

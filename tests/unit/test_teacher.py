@@ -53,3 +53,18 @@ def test_multi_label_prompts_are_yes_no_per_label():
     assert [p.label for p in prompts] == ["flood", "fire"]
     assert all(p.options == ("yes", "no") for p in prompts)
     assert prompts[0].id != prompts[1].id
+
+
+def test_an_int8_teacher_is_quantized_scores_close_and_is_cached_apart(tmp_path, teacher):
+    """bench/teacher.py measures this switch on the real teacher (it is not a job setting)."""
+    import torch
+
+    int8 = HFTeacher(teacher.source, "cpu", quantize="int8")
+    assert int8.id == teacher.id + "+int8", "its scores differ: never served from fp32 entries"
+    linear = [m for m in int8.model.modules() if type(m) is torch.nn.Linear]
+    assert linear == [], "every linear layer (LM head included) runs in int8"
+    prompt = default_prompts(TASK)[0]
+    texts = corpus(12)
+    fp32, low = teacher.score(prompt, texts, batch_size=4), int8.score(prompt, texts, batch_size=4)
+    assert low.logprobs.shape == fp32.logprobs.shape and np.isfinite(low.logprobs).all()
+    assert np.abs(low.logprobs - fp32.logprobs).max() < 0.5

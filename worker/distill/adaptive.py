@@ -21,7 +21,7 @@ import numpy as np
 from worker.distill import decisions
 from worker.distill import judge as jd
 from worker.distill import label_model as lm
-from worker.distill.annotate import annotate_each
+from worker.distill.annotate import annotate_each, option_probs
 from worker.distill.config import EngineConfig, TeacherConfig
 from worker.distill.phases import Phase
 from worker.distill.prompts import Prompt, few_shot, prompt_pool
@@ -92,6 +92,7 @@ class Adaptive:
         reprompted = np.zeros(len(texts), dtype=bool)
         ref = np.arange(n_corpus)
         if cfg.teacher.reprompt and cfg.teacher.demos and embeddings is not None:
+            ctx.stats.stage = "reprompt"
             for g, res in enumerate(results):
                 chosen, fresh = self._reprompt(ctx, res, res.probs, texts, n_corpus, embeddings)
                 if not len(chosen):
@@ -107,6 +108,7 @@ class Adaptive:
                     probs[:, g] = res.probs[:, 0]
                 else:
                     probs = res.probs
+            ctx.stats.stage = "label"
         best = results[0].few_shot_prompt
         record = {
             "prompts": [p for r in results for p in r.record],
@@ -131,8 +133,10 @@ class Adaptive:
             extra["embeddings"] = embeddings
         return Annotation(probs, results[0].hidden, record, extra)
 
-    def _judge(self, ctx: Context, prompt: Prompt, probe_texts: list[str]) -> Judged:
-        raw = lm.normalize(ctx.probs(prompt, probe_texts))
+    def _judge(self, ctx: Context, prompt: Prompt, probe_texts: list[str],
+               want_hidden: bool = False) -> Judged:
+        # With hidden states the kept prompt's probe texts need no second pass later.
+        raw = lm.normalize(option_probs(ctx.scores(prompt, probe_texts, want_hidden)))
         cf = lm.normalize(ctx.probs(prompt, list(lm.CONTENT_FREE))).mean(0)
         cal = lm.calibrate(raw, cf)
         mi_raw, mi_cal = lm.mutual_information(raw), lm.mutual_information(cal)
@@ -142,13 +146,20 @@ class Adaptive:
     def _group(self, ctx: Context, group: list[Prompt], texts: list[str], n_corpus: int,
                probe: np.ndarray, extras: list[tuple[str, np.ndarray]],
                want_hidden: bool) -> GroupResult:
-        """Judge every prompt on the probe, keep the best, label every text with the judge."""
+        """Judge every prompt on the probe, keep the best, label every text with the judge.
+
+        Successive halving (Jamieson & Talwalkar, 2016): with more candidates than
+        `teacher.probe_survivors`, every prompt is first judged on half the probe and only
+        the best survivors on all of it; the others keep their half-probe scores and rank
+        below the survivors."""
         cfg = ctx.cfg
-        probe_texts = [texts[i] for i in probe]
+        survivors = cfg.teacher.probe_survivors
+        first = probe[::2] if 0 < survivors < len(group) and len(probe) >= 16 else probe
         judged, skipped = [], []
+        ctx.stats.stage = "probe"
         for i, prompt in enumerate(group):
             try:
-                judged.append(self._judge(ctx, prompt, probe_texts))
+                judged.append(self._judge(ctx, prompt, [texts[t] for t in first], want_hidden))
             except TeacherError as exc:
                 if i == 0 or prompt.name.startswith("user-") or exc.code == "teacher_unavailable":
                     raise  # the task's own words and the user's prompts must work; a failing
@@ -156,12 +167,24 @@ class Adaptive:
                 skipped.append({"name": prompt.name, "id": prompt.id, "kept": False,
                                 "weight": 0.0, "skipped": exc.message})
         k = judged[0].probe_probs.shape[1]
-        ranking = self._rank_prompts(judged, [p[probe] for _, p in extras], k,
+        ranking = self._rank_prompts(judged, [p[first] for _, p in extras], k,
                                      cfg.distillation.seed, cfg.teacher.bootstrap_rounds)
+        probe_texts_of = {j.prompt.name: len(first) for j in judged}
         judged.sort(key=lambda j: -j.skill)
+        if len(first) < len(probe):
+            rest = judged[survivors:]
+            judged = [self._judge(ctx, j.prompt, [texts[t] for t in probe], want_hidden)
+                      for j in judged[:survivors]]
+            final = self._rank_prompts(judged, [p[probe] for _, p in extras], k,
+                                       cfg.distillation.seed, cfg.teacher.bootstrap_rounds)
+            ranking = {**final, "spread": {**ranking["spread"], **final["spread"]}}
+            probe_texts_of.update({j.prompt.name: len(probe) for j in judged})
+            judged.sort(key=lambda j: -j.skill)
+            judged += rest  # below every survivor, in their first-round order
         useful = [j for j in judged if j.skill > cfg.teacher.prompt_min_skill]
         kept = useful[: cfg.teacher.max_prompts] or judged[:1]
         annotators, hidden = [], None
+        ctx.stats.stage = "label"
         for i, j in enumerate(kept):
             scores = ctx.scores(j.prompt, texts, want_hidden and i == 0)
             p = lm.normalize(np.exp(scores.logprobs - scores.logprobs.max(1, keepdims=True)))
@@ -193,6 +216,7 @@ class Adaptive:
                                      "kind": j.prompt.kind, "prefixes": list(j.prompt.prefixes),
                                      "mutual_information": round(j.mi, 5),
                                      "probe_agreement": round(j.skill, 4),
+                                     "probe_texts": probe_texts_of[j.prompt.name],
                                      "probe_agreement_spread": round(
                                          ranking["spread"].get(j.prompt.name, 0.0), 4),
                                      "calibrated": j.calibrated,
@@ -315,9 +339,12 @@ class Adaptive:
         re-asked indices, their few-shot answers [len, K])."""
         t = ctx.cfg.teacher
         conf = probs.max(1)
-        uncertain = np.where((conf < t.reprompt_confidence) | res.dispute)[0]
+        # Corpus texts only: the student trains on nothing else; the eval texts' teacher
+        # labels only measure the teacher, and re-asking them would cost passes for that.
+        uncertain = np.where((conf[:n_corpus] < t.reprompt_confidence)
+                             | res.dispute[:n_corpus])[0]
         chosen = uncertain[np.argsort(conf[uncertain], kind="stable")]
-        chosen = chosen[: int(t.reprompt_fraction * len(texts))]
+        chosen = chosen[: int(t.reprompt_fraction * n_corpus)]
         if len(chosen) == 0:
             return chosen, np.zeros((0, probs.shape[1]))
         fresh = self.ask_with_examples(ctx, res.few_shot_prompt, probs, chosen, texts,
@@ -451,6 +478,13 @@ class Adaptive:
         groups = len(cfg.task.labels) if cfg.task.multi_label else 1
         labels = len(cfg.task.labels)
         pool = 5 + 2 * labels + len(t.prompts) if not cfg.task.multi_label else 3 + len(t.prompts)
-        probe = min(t.probe_size, n_texts) + len(lm.CONTENT_FREE)
+        probe = min(t.probe_size, n_texts)
+        cf = len(lm.CONTENT_FREE)
+        if 0 < t.probe_survivors < pool and probe >= 16:  # successive halving (see _group)
+            # progress counts the survivors' whole second round, cache hits included
+            first = (probe + 1) // 2
+            judging = pool * (first + cf) + t.probe_survivors * (probe + cf)
+        else:
+            judging = pool * (probe + cf)
         few_shot = int(t.reprompt_fraction * n_texts * 3) if t.reprompt else 0
-        return groups * (pool * probe + t.max_prompts * n_texts + few_shot)
+        return groups * (judging + t.max_prompts * n_texts + few_shot)

@@ -18,18 +18,46 @@ CACHE_CHUNK = 256  # texts scored between cache writes
 
 @dataclass
 class AnnotationStats:
-    """What annotation cost: texts scored fresh vs. served from the cache, and seconds."""
+    """What annotation cost: texts scored fresh vs. served from the cache, and seconds.
+
+    Teacher passes (one text read by the teacher under one prompt: what one teacher-cache
+    entry holds; a channel prompt reads the text once per label within its pass) are
+    counted twice: `passes_requested` counts each distinct (prompt, text) the run asked
+    for once, cache hits included (a repeat within the run is no pass: the cache answers
+    it even when cold), so it is what the strategy costs on a cold cache; `passes_computed`
+    counts the passes the teacher actually ran. `stage` names what passes are for (probe,
+    label, reprompt, refine, latency); `per_stage` splits both counts by it.
+    """
 
     scored: int = 0
     cached: int = 0
     seconds: float = 0.0
     per_prompt: dict[str, dict[str, float]] = field(default_factory=dict)
+    passes_requested: int = 0
+    passes_computed: int = 0
+    stage: str = "label"
+    per_stage: dict[str, dict[str, int]] = field(default_factory=dict)
+    seen: set[tuple[str, str]] = field(default_factory=set, repr=False)
+
+    def count(self, prompt_ids: Sequence[str], texts: Sequence[str], computed: int) -> None:
+        """Add the passes of texts[i] under prompt_ids[i] (new ones only) and `computed`
+        fresh passes to the totals and to the current `stage`."""
+        fresh = {key for key in zip(prompt_ids, texts, strict=True) if key not in self.seen}
+        self.seen |= fresh
+        self.passes_requested += len(fresh)
+        self.passes_computed += computed
+        entry = self.per_stage.setdefault(self.stage, {"requested": 0, "computed": 0})
+        entry["requested"] += len(fresh)
+        entry["computed"] += computed
 
     def to_dict(self) -> dict[str, object]:
         rate = self.scored / self.seconds if self.seconds else None
         return {"texts_scored": self.scored, "texts_cached": self.cached,
                 "seconds": round(self.seconds, 3),
-                "texts_per_second": round(rate, 2) if rate else None}
+                "texts_per_second": round(rate, 2) if rate else None,
+                "teacher_passes_requested": self.passes_requested,
+                "teacher_passes_computed": self.passes_computed,
+                "passes_by_stage": {k: dict(v) for k, v in self.per_stage.items()}}
 
 
 def annotate(teacher: Teacher, prompt: Prompt, texts: Sequence[str], *,
@@ -54,6 +82,7 @@ def annotate(teacher: Teacher, prompt: Prompt, texts: Sequence[str], *,
         if hidden is not None and hit[1] is not None:
             hidden[i] = hit[1]
     stats.cached += n - len(missing)
+    stats.count([prompt.id] * n, texts, len(missing))
     if on_texts and n - len(missing):
         on_texts(n - len(missing))
     # Score in chunks and store each in the cache at once: a killed worker loses one chunk.
@@ -96,6 +125,7 @@ def annotate_each(teacher: Teacher, prompts: Sequence[Prompt], texts: Sequence[s
         else:
             out[i] = hit[0]
     stats.cached += len(texts) - len(missing)
+    stats.count([p.id for p in prompts], texts, len(missing))
     if missing:
         started = time.perf_counter()
         fresh = teacher.score_each([prompts[i] for i in missing], [texts[i] for i in missing],

@@ -254,6 +254,12 @@ class TeacherConfig:
     probe_size: int = setting(96, help="Texts on which every candidate prompt is judged "
                               "(adaptive only); 96 gave stable accuracy estimates on crisis "
                               "news at a small share of the cost.", ge=8, le=10_000)
+    probe_survivors: int = setting(3, help="With more candidate prompts than this, all "
+                                   "are judged on half the probe first and only this many "
+                                   "best on all of it (successive halving): on crisis news "
+                                   "the best prompts lead by a wide margin after half, and "
+                                   "it saves a third of the judging passes; 0: every prompt "
+                                   "on the whole probe.", ge=0, le=64)
     max_prompts: int = setting(1, help="Prompts kept after judging; each costs one more "
                                "teacher pass over the data (a channel prompt one per label).",
                                ge=1, le=16)
@@ -282,8 +288,10 @@ class TeacherConfig:
                                    ge=1, le=1_000_000)
     reprompt: bool = setting(True, help="Re-ask uncertain or disputed texts with retrieved "
                              "solved examples.")
-    reprompt_fraction: float = setting(0.15, help="At most this share of texts is re-asked "
-                                       "(few-shot prompts are costlier).", ge=0, le=1)
+    reprompt_fraction: float = setting(0.15, help="At most this share of the corpus is "
+                                       "re-asked (few-shot prompts are costlier); eval texts "
+                                       "are never re-asked: the student does not train on "
+                                       "them.", ge=0, le=1)
     reprompt_confidence: float = setting(0.65, help="Texts whose combined top probability "
                                          "is below this are uncertain.", ge=0, le=1)
     reprompt_mix: float = setting(0.5, help="Weight of the few-shot answer in a re-asked "

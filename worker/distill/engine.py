@@ -24,6 +24,7 @@ from safetensors.numpy import load_file as load_arrays
 from safetensors.numpy import save_file as save_arrays
 
 from worker.distill import teachers
+from worker.distill.annotate import AnnotationStats
 from worker.distill.cache import TeacherCache
 from worker.distill.checks import (  # noqa: F401 (MIN_CORPUS, clean_corpus: re-exported)
     MIN_CORPUS,
@@ -176,7 +177,8 @@ def run(cfg: EngineConfig, data: DistillData, *, workdir: Path, cache_dir: Path,
         else:
             report(report.state, f"{report.phase}: load-teacher", report.fraction)
         started = time.perf_counter()
-        teacher = teachers.load_teacher(teacher_src, torch_device)
+        teacher = teachers.load_teacher(teacher_src, torch_device,
+                                        cache_dir=cache_dir / "models")
         timing["teacher_load_seconds"] = round(time.perf_counter() - started, 2)
         return ShardedTeacher(teacher, shards or InProcess(), cache)
 
@@ -189,6 +191,7 @@ def run(cfg: EngineConfig, data: DistillData, *, workdir: Path, cache_dir: Path,
                                           workdir, key, report, timing)
         train_idx, hold_idx = split(len(corpus), cfg.distillation.holdout_fraction,
                                     cfg.distillation.seed)
+        ctx.stats = AnnotationStats(stage="refine")  # the teacher asked during distillation
         student, tokenizer, train_meta = distill(cfg, strategy, ctx, ann, corpus, train_idx,
                                                  hold_idx, student_src, workdir, torch_device,
                                                  key, report)
@@ -199,6 +202,7 @@ def run(cfg: EngineConfig, data: DistillData, *, workdir: Path, cache_dir: Path,
     metrics = evaluate_run(cfg, student, tokenizer, ann, corpus, eval_texts,
                            list(data.eval_labels), hold_idx, torch_device, train_meta)
     _add_run_records(metrics, strategy, ann, ann_meta, train_meta)
+    metrics["teacher_passes"] = teacher_passes(ann_meta["annotation"], ctx.stats, len(texts))
     warnings = [w.to_dict() for w in run_warnings(metrics, multi_label=cfg.task.multi_label)]
     for w in warnings:
         log.warning("run warning %s: %s", w["code"], w["message"])
@@ -260,6 +264,34 @@ def _add_run_records(metrics: dict[str, Any], strategy: Strategy, ann: Annotatio
     metrics["decisions"] = train_meta.get("decisions")
 
 
+def teacher_passes(annotation: dict[str, Any], later: AnnotationStats, n_texts: int
+                   ) -> dict[str, Any]:
+    """Teacher passes of the whole run per text given to the teacher (corpus + eval).
+
+    Args:
+        annotation: the annotation phase's `AnnotationStats.to_dict()` (from its checkpoint
+            when the phase was resumed).
+        later: passes asked for after annotation (refine re-asks disagreements).
+        n_texts: texts the teacher labels (corpus and eval set).
+
+    Returns `{"requested", "computed", "texts", "per_text", "computed_per_text",
+    "by_stage": {stage: {"requested", "computed"}}}`: `per_text` counts cache hits (what the
+    strategy costs on a cold cache), `computed_per_text` only passes the teacher ran.
+    """
+    by_stage: dict[str, dict[str, int]] = {
+        k: dict(v) for k, v in (annotation.get("passes_by_stage") or {}).items()}
+    for stage, counts in later.per_stage.items():
+        entry = by_stage.setdefault(stage, {"requested": 0, "computed": 0})
+        entry["requested"] += counts["requested"]
+        entry["computed"] += counts["computed"]
+    requested = sum(v["requested"] for v in by_stage.values())
+    computed = sum(v["computed"] for v in by_stage.values())
+    n = max(1, n_texts)
+    return {"requested": requested, "computed": computed, "texts": n_texts,
+            "per_text": round(requested / n, 3), "computed_per_text": round(computed / n, 3),
+            "by_stage": by_stage}
+
+
 def _lineage(cfg: EngineConfig, data: DistillData, corpus: list[str], eval_texts: list[str],
              metrics: dict[str, Any], teacher_src: ResolvedModel, student_src: ResolvedModel,
              ann_meta: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -319,6 +351,9 @@ def _annotation_phase(cfg: EngineConfig, strategy: Strategy, ctx: Context, corpu
     ann = strategy.annotate(ctx, texts, len(corpus))
     probe_prompt = default_prompts(cfg.task)[0]
     latency = ctx.teacher.latency_ms(probe_prompt, texts, LATENCY_BATCH)
+    ctx.stats.stage = "latency"  # the timed batch is scored fresh, past the cache
+    timed = texts[:LATENCY_BATCH]
+    ctx.stats.count([f"latency:{probe_prompt.id}"] * len(timed), timed, len(timed))
     meta = {
         "key": key,
         "record": ann.record,

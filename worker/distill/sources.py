@@ -22,7 +22,7 @@ import sys
 import tempfile
 import warnings
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -519,6 +519,80 @@ def loading(model: ResolvedModel, code: str = "model_unreadable") -> Iterator[No
     finally:
         for logger, level in quieted:
             logger.setLevel(level)
+
+
+CONVERSION_MANIFEST = "tailor-conversion.json"  # written last into a converted folder
+
+
+def converted(model: ResolvedModel, cache_dir: Path, tag: str,
+              build: Callable[[Path], None]) -> Path:
+    """A folder holding `model` converted by `build`, made once per (model, tag) and reused.
+
+    Converting the offline GGUF teacher to a transformers folder costs 14-37 s on 2 CPU
+    cores (reading GGUF metadata, mapping tensor names, building the tokenizer); loading the
+    converted safetensors folder costs 0.5-1.5 s (bench/results/teacher.md). The folder
+    lives in the model cache at `cache_dir/converted/<key>`, keyed by the source's sha256,
+    its file and `tag` (e.g. the converting library's version, whose output may change).
+    Its manifest records the sha256 of every file; a folder whose files do not match
+    (corrupt, truncated, a converter killed midway) is rebuilt. `build(folder)` writes into
+    a fresh temporary folder that is renamed into place only when complete, under a lock,
+    so concurrent converters (two workers sharing a cache) neither corrupt each other nor
+    convert twice.
+
+    Args:
+        model: the resolved source files (its `sha256` names what is converted).
+        cache_dir: the model cache (the engine's `cache_dir / "models"`).
+        tag: what else the output depends on.
+        build: writes the converted files into the folder it is given.
+
+    Raises:
+        whatever `build` raises; the temporary folder is removed first.
+    """
+    key = hashlib.sha256(json.dumps([model.sha256, model.file, tag]).encode()).hexdigest()[:32]
+    root = cache_dir / "converted"
+    dest = root / key
+    if _conversion_intact(dest, model, tag):
+        return dest
+    root.mkdir(parents=True, exist_ok=True)
+    with _locked(root / f"{key}.lock"):
+        if _conversion_intact(dest, model, tag):  # another converter finished meanwhile
+            return dest
+        for stale in root.glob(f"{key}.tmp-*"):  # left by a killed converter (we hold the lock)
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{key}.tmp-", dir=root))
+        try:
+            build(tmp)
+            files = {p.relative_to(tmp).as_posix(): sha256_file(p)
+                     for p in sorted(tmp.rglob("*")) if p.is_file()}
+            manifest = {"source": model.uri, "source_sha256": model.sha256, "file": model.file,
+                        "tag": tag, "files": files}
+            (tmp / CONVERSION_MANIFEST).write_text(json.dumps(manifest, indent=1))
+            if dest.exists():  # a corrupt or partial conversion: out of the way, then gone
+                old = Path(tempfile.mkdtemp(prefix=f"{key}.tmp-", dir=root)) / "old"
+                os.rename(dest, old)
+                shutil.rmtree(old.parent, ignore_errors=True)
+            os.rename(tmp, dest)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return dest
+
+
+def _conversion_intact(folder: Path, model: ResolvedModel, tag: str) -> bool:
+    """Whether `folder` holds a finished conversion of `model` whose files match the sha256
+    its manifest recorded (and no file was added or lost)."""
+    try:
+        manifest = json.loads((folder / CONVERSION_MANIFEST).read_text())
+        if [manifest["source_sha256"], manifest["file"], manifest["tag"]] != \
+                [model.sha256, model.file, tag]:
+            return False
+        present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+        if present != set(manifest["files"]) | {CONVERSION_MANIFEST}:
+            return False
+        return all(sha256_file(folder / name) == digest
+                   for name, digest in manifest["files"].items())
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def sha256_tree(root: Path) -> str:

@@ -48,8 +48,12 @@ def resolve_teacher(uri: str, cache_dir: Path, *, policy: SourcePolicy | None = 
     return resolve(uri, cache_dir, policy=policy, index_url=index_url)
 
 
-def load_teacher(source: ResolvedModel, device: torch.device | str = "auto") -> Teacher:
+def load_teacher(source: ResolvedModel, device: torch.device | str = "auto", *,
+                 cache_dir: Path | None = None) -> Teacher:
     """The teacher implementation for `source`'s URI scheme, loaded and ready to score.
+
+    `cache_dir` is the model cache: a GGUF teacher is converted there once and read from
+    the converted folder afterwards (worker.distill.sources.converted).
 
     Raises:
         TeacherError: a black-box URI without a model name or with a bad option.
@@ -57,4 +61,4 @@ def load_teacher(source: ResolvedModel, device: torch.device | str = "auto") -> 
     """
     if is_black_box(source.uri):
         return OpenAITeacher(source.uri)
-    return HFTeacher(source, device)
+    return HFTeacher(source, device, convert_cache=cache_dir)

@@ -7,10 +7,18 @@ that continue a shared, once-encoded prefix; the pieces they share are public he
 
 from __future__ import annotations
 
+import logging
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
 import torch
+import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
-from worker.distill.sources import ResolvedModel, loading
+from worker.distill.sources import ResolvedModel, converted, loading
+
+log = logging.getLogger(__name__)
 
 # A prefix's KV cache: per layer (keys, values) of shape [1, heads, P, head_dim], and P.
 PrefixCache = tuple[list[tuple[torch.Tensor, ...]], int]
@@ -23,32 +31,84 @@ def pick_device(requested: str = "auto") -> torch.device:
     return torch.device(requested)
 
 
+def gguf_to_folder(model: ResolvedModel) -> Callable[[Path], None]:
+    """A `build` for worker.distill.sources.converted: the GGUF model and its tokenizer
+    as transformers reads them (weights dequantized to float32), saved as a folder
+    (config.json, model.safetensors, tokenizer files), which loads without the GGUF path."""
+    def build(out: Path) -> None:
+        kwargs = {"gguf_file": model.file}
+        tokenizer = AutoTokenizer.from_pretrained(str(model.path), **kwargs)
+        lm = AutoModelForCausalLM.from_pretrained(str(model.path), dtype=torch.float32,
+                                                  **kwargs)
+        # The GGUF quantizer only dequantized the weights on the way in: what is left is a
+        # plain float32 model, which transformers refuses to save while the quantizer is set.
+        lm.hf_quantizer = None  # type: ignore[assignment]  # a plain attribute at runtime
+        if hasattr(lm.config, "quantization_config"):
+            del lm.config.quantization_config
+        lm.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+    return build
+
+
+def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """`model` with every linear layer (attention, MLP and the LM head) replaced by its
+    dynamically quantized int8 version: weights int8 per tensor, activations quantized per
+    batch at run time, accumulation in int32 (PyTorch's `quantize_dynamic`, the method of
+    Jacob et al., 2018 as applied to transformers by Zafrir et al., 2019). CPU only.
+    Embeddings and norms stay float32."""
+    with warnings.catch_warnings():  # torch announces a move of these APIs to torchao
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear},
+                                                      dtype=torch.qint8)
+
+
 class CausalLM:
     """A Hugging Face causal LM (a directory, or a directory plus a GGUF file) in eval mode.
 
     Args:
         model: resolved model files (a HF directory, or a directory plus a GGUF file name).
         device: where to run; CUDA runs in bfloat16, CPU in float32.
+        convert_cache: the model cache; when given, a GGUF model is converted to a
+            transformers folder there once (checksummed, worker.distill.sources.converted)
+            and every later load reads that folder: 0.5-1.5 s instead of 14-37 s.
+        quantize: "int8" (dynamic int8 linear layers, `quantize_int8`; CPU only) or "none".
+            Measured by bench/teacher.py, not a job setting: its decisions agree with the
+            float32 teacher's too rarely (bench/results/teacher.md).
 
     Raises:
         ModelSourceError: `teacher_unloadable` when the files do not parse as a causal LM.
     """
 
-    def __init__(self, model: ResolvedModel, device: torch.device | str = "auto") -> None:
+    def __init__(self, model: ResolvedModel, device: torch.device | str = "auto", *,
+                 convert_cache: Path | None = None, quantize: str = "none") -> None:
         self.source = model
         self.device = pick_device(str(device))
+        self.quantized = quantize == "int8"
         dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        kwargs = {"gguf_file": model.file} if model.file else {}
         # a parse error names the source, never the file's contents
         with loading(model, code="teacher_unloadable"):
-            self.tokenizer = AutoTokenizer.from_pretrained(str(model.path), **kwargs)
-            self.model = AutoModelForCausalLM.from_pretrained(str(model.path), dtype=dtype,
+            folder, kwargs = model.path, {"gguf_file": model.file} if model.file else {}
+            if model.file and convert_cache is not None:
+                try:
+                    folder = converted(model, convert_cache,
+                                       f"gguf-transformers-{transformers.__version__}",
+                                       gguf_to_folder(model))
+                    kwargs = {}
+                except OSError as exc:  # a full or read-only cache: the slow path still works
+                    log.warning("teacher %s not converted into %s (%s): reading the GGUF",
+                                model.uri, convert_cache, type(exc).__name__)
+            self.tokenizer = AutoTokenizer.from_pretrained(str(folder), **kwargs)
+            self.model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype,
                                                               **kwargs)
         self.model.to(self.device).eval()  # type: ignore[arg-type]  # transformers' .to stub
+        self.total_params = sum(p.numel() for p in self.model.parameters())
+        if self.quantized:
+            if self.device.type != "cpu":
+                raise ValueError("int8 dynamic quantization runs on CPU only")
+            self.model = quantize_int8(self.model)  # type: ignore[assignment]  # same model, int8 linears
         self.body = self.model.base_model  # the decoder stack, without the LM head
         self.head = self.model.get_output_embeddings()
         self.hidden_size = int(self.model.config.hidden_size)
-        self.total_params = sum(p.numel() for p in self.model.parameters())
 
     def wants_bos(self, rendered: str) -> bool:
         """Whether a sequence that starts with `rendered` needs the BOS token put in front:
@@ -66,7 +126,7 @@ class CausalLM:
         out = self.body(input_ids=ids, cache=cache, use_cache=True)
         # Attention layers only: every layer of these decoders keeps keys and values.
         layers = [(layer.keys, layer.values) for layer in cache.layers]  # type: ignore[union-attr]
-        next_lp = torch.log_softmax(self.head(out.last_hidden_state[0, -1]).float(), dim=-1)
+        next_lp = torch.log_softmax(self.head(out.last_hidden_state[0, -1:])[0].float(), dim=-1)
         return (layers, len(prefix_ids)), next_lp  # type: ignore[return-value]
 
     def expanded_cache(self, prefix: PrefixCache, batch: int) -> DynamicCache:

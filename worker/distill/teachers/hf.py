@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -32,16 +33,20 @@ class HFTeacher(CausalLM):
     Args:
         model: resolved model files (a HF directory, or a directory plus a GGUF file name).
         device: where to run; CUDA runs in bfloat16, CPU in float32.
+        convert_cache: the model cache, where a GGUF model is converted once (CausalLM).
+        quantize: "none" or "int8" (CausalLM; measured by bench/teacher.py).
     """
 
-    def __init__(self, model: ResolvedModel, device: torch.device | str = "auto") -> None:
-        super().__init__(model, device)
+    def __init__(self, model: ResolvedModel, device: torch.device | str = "auto", *,
+                 convert_cache: Path | None = None, quantize: str = "none") -> None:
+        super().__init__(model, device, convert_cache=convert_cache, quantize=quantize)
         self._option_cache: dict[tuple[str, ...], list[list[int]]] = {}
 
     @property
     def id(self) -> str:
-        """Stable identity for caching: the URI plus the checksum of its files."""
-        return f"{self.source.uri}@{self.source.sha256[:16]}"
+        """Stable identity for caching: the URI plus the checksum of its files, and `+int8`
+        when quantized (its scores differ slightly, so they are cached apart)."""
+        return f"{self.source.uri}@{self.source.sha256[:16]}" + ("+int8" if self.quantized else "")
 
     # ---------------------------------------------------------------- prompt plumbing
     def split_prompt(self, prompt: Prompt) -> tuple[list[int], str, list[int]]:
