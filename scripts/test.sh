@@ -14,4 +14,5 @@ export TAILOR_CACHE_DIR="${TAILOR_CACHE_DIR:-$PWD/var/cache}"
 echo "==> fetching offline models and corpus (cached after the first run)"
 .venv/bin/python scripts/fetch_assets.py
 echo "==> pytest"
-.venv/bin/python -m pytest tests -q -p no:cacheprovider "$@"
+# --durations: the slowest tests, so the suite stays within its 15 minutes.
+.venv/bin/python -m pytest tests -q -p no:cacheprovider --durations=40 "$@"
