@@ -20,7 +20,6 @@ from that measurement and the process's settings, and recorded in the registry.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -39,7 +38,7 @@ from tokenizers import Tokenizer
 from app.core.db import UNAVAILABLE
 from app.core.errors import Overloaded
 from app.serving.exports import locked
-from worker.distill.sources import ModelSourceError
+from worker.distill.sources import ModelSourceError, sha256_file
 from worker.distill.student import ArtifactError
 
 log = logging.getLogger(__name__)
@@ -99,14 +98,6 @@ def decide(record: CompiledRecord, *, min_agreement: float, min_texts: int) -> D
 
 def compiled_dir(artifact_dir: Path) -> Path:
     return artifact_dir / COMPILED_DIR
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def session(path: Path, threads: int) -> ort.InferenceSession:
