@@ -4,32 +4,15 @@ few labeled headlines): the crisis words of an obvious crisis text carry more of
 
 from __future__ import annotations
 
-import os
-
 import pytest
-from fastapi.testclient import TestClient
 
-from app.core.config import get_settings
 from tests.fixtures.real_student import register_trained
-from tests.support import ROOT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.realmodels]
 
 TEXT = "The earthquake and the floods killed hundreds of people in the city"
 CRISIS_WORDS = {"earthquake", "floods", "killed"}
 STOP_WORDS = {"the", "and", "of", "in"}
-
-
-@pytest.fixture
-def real_client(embedded, monkeypatch):
-    from app.main import create_app
-
-    monkeypatch.setenv("TAILOR_CACHE_DIR",
-                       os.environ.get("TAILOR_CACHE_DIR", str(ROOT / "var" / "cache")))
-    get_settings.cache_clear()
-    with TestClient(create_app()) as client:
-        yield client
-    get_settings.cache_clear()
 
 
 def test_attributions_point_at_the_crisis_words_not_the_stop_words(real_client):

@@ -6,15 +6,12 @@ corpus, answer as /classify does: labels agree on >= 99% of texts, probabilities
 from __future__ import annotations
 
 import csv
-import os
 import random
 import subprocess
 import sys
 
 import pytest
-from fastapi.testclient import TestClient
 
-from app.core.config import get_settings
 from tests.fixtures.exports import clean_env, onnx_venv, run_example, unpack
 from tests.fixtures.real_student import register_trained
 from tests.support import ROOT
@@ -24,18 +21,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.realmodels]
 CORPUS = ROOT / "var" / "data" / "disaster_response_messages.csv"
 N_TEXTS = 200
 MIN_AGREEMENT, MAX_PROB_DIFF = 0.99, 0.02
-
-
-@pytest.fixture
-def real_client(embedded, monkeypatch):
-    from app.main import create_app
-
-    monkeypatch.setenv("TAILOR_CACHE_DIR",
-                       os.environ.get("TAILOR_CACHE_DIR", str(ROOT / "var" / "cache")))
-    get_settings.cache_clear()
-    with TestClient(create_app()) as client:
-        yield client
-    get_settings.cache_clear()
 
 
 def real_texts() -> list[str]:
