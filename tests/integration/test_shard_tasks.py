@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import shutil
 import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -120,8 +119,7 @@ def test_a_failing_teacher_is_left_for_the_coordinator(shard_env, monkeypatch):
     from worker.distill.teachers import openai_compat
 
     serve, allow = shard_env
-    monkeypatch.setattr(openai_compat, "time", type("T", (), {
-        "sleep": staticmethod(lambda _s: None), "perf_counter": staticmethod(time.perf_counter)}))
+    monkeypatch.setattr(openai_compat, "RETRY_BACKOFF_S", 0.0)
     shard = Shard((PROMPT,), TEXTS, batch_size=2).to_dict()
     with serve(fail_after=2) as base:
         uri = allow(base)
