@@ -98,7 +98,8 @@ def work_leased(leases: Leases, teacher: Teacher, shard: Shard, cache: TeacherCa
 
     Raises ShardStopped when the pass ended (`pass_over`) or the lease was lost or given up
     after `stall_s` seconds without a finished batch (checked after every teacher batch,
-    and once more when the shard is done: a holder that lost its lease returns nothing)."""
+    and once more when the shard is done or failed: a holder that lost its lease returns
+    nothing and reports no failure); TeacherError as the teacher does."""
     keeper = LeaseKeeper(leases, call, index, stall_s)
     keeper.start()
 
@@ -111,9 +112,13 @@ def work_leased(leases: Leases, teacher: Teacher, shard: Shard, cache: TeacherCa
 
     try:
         scores = work_shard(teacher, shard, cache, tick)
+    except TeacherError:
+        if not keeper.finish():  # given up or taken: the shard's new holder reports it
+            raise ShardStopped(call) from None
+        raise
     finally:
-        held = keeper.finish()
-    if not held:
+        keeper.finish()
+    if keeper.lost.is_set():
         raise ShardStopped(call)
     return scores
 
