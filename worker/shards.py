@@ -112,9 +112,9 @@ def work_leased(leases: Leases, teacher: Teacher, shard: Shard, cache: TeacherCa
 
     try:
         scores = work_shard(teacher, shard, cache, tick)
-    except TeacherError:
+    except TeacherError as exc:
         if not keeper.finish():  # given up or taken: the shard's new holder reports it
-            raise ShardStopped(call) from None
+            raise ShardStopped(call) from exc
         raise
     finally:
         keeper.finish()
@@ -238,8 +238,13 @@ class CeleryShards:
                                          self.settings.shard_stall_seconds, on_texts)
                 except TeacherError as exc:
                     raise ShardFailed(exc.code, exc.message, done) from exc
-                except ShardStopped:  # our lease expired (a stall): whoever took it finishes
-                    return None
+                except ShardStopped as exc:
+                    if isinstance(exc.__cause__, TeacherError):
+                        # Our own call stalled, then failed: nobody else would learn it (the
+                        # shard's message is gone), and redoing it here could loop forever.
+                        raise ShardFailed(exc.__cause__.code, exc.__cause__.message,
+                                          done) from exc
+                    return None  # our lease expired or was given up: it is redone
                 log.info("annotation shard %d/%d (%d texts) done by the coordinator %s",
                          i + 1, len(shards), len(shards[i].texts), leases.owner)
                 return i, scores

@@ -313,6 +313,7 @@ def test_a_holder_whose_teacher_hangs_gives_its_shard_up_and_never_reports_it(sh
         worker = threading.Thread(target=lambda: outcome.append(
             run_shard(JOB, call, 0, uri, shard)))
         worker.start()
+        wait_for(lambda: _asked(base) >= 1, 10, interval=0.01, what="the first batch")
         coordinator = Leases(get_settings())
         coordinator.owner = "coordinator:1:abc"
         wait_for(lambda: coordinator.claim(call, 0), 5, interval=0.02,
@@ -326,3 +327,41 @@ def test_a_holder_whose_teacher_hangs_gives_its_shard_up_and_never_reports_it(sh
         # One batch, then the held one's tries (the first to fail cancels the other's).
         assert 2 + openai_compat.RETRIES <= _asked(base) <= 2 + 2 * openai_compat.RETRIES
         coordinator.close()
+
+
+def test_the_coordinators_own_stalled_shard_that_then_fails_ends_the_pass(shard_env,
+                                                                          monkeypatch):
+    """The coordinator works a shard itself and its teacher hangs: it gives the lease up
+    after the stall bound, and when the call fails at its deadline the pass fails with the
+    teacher's code (nobody else would redo the shard: retaking it could loop forever)."""
+    from worker.distill.shards import ShardFailed
+    from worker.distill.teachers import openai_compat
+
+    serve, allow = shard_env
+    monkeypatch.setattr(openai_compat, "RETRY_BACKOFF_S", 0.0)
+    monkeypatch.setenv("TAILOR_SHARD_STALL_SECONDS", "0.2")
+    monkeypatch.setenv("TAILOR_OPENAI_API_KEY", "stuck")
+    parts = [Shard((PROMPT,), TEXTS[:3], batch_size=2), Shard((PROMPT,), TEXTS[3:], batch_size=2)]
+    with serve(hold_key="stuck", hold_after=0) as base:
+        uri = allow(base)
+        teacher = OpenAITeacher(uri)
+        teacher.deadline_s = 0.4
+        call, folder = _new_pass()
+        outcome: list[BaseException] = []
+
+        def coordinate() -> None:
+            leases = Leases(get_settings())
+            try:
+                CeleryShards(JOB, uri, get_settings())._collect(
+                    leases, teacher, parts, None, lambda _n: None, call, folder)
+            except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+                outcome.append(exc)
+            finally:
+                leases.close()
+
+        thread = threading.Thread(target=coordinate, daemon=True)
+        thread.start()
+        thread.join(15)
+        assert not thread.is_alive(), "the coordinator kept retaking its stalled shard"
+        assert len(outcome) == 1 and isinstance(outcome[0], ShardFailed), outcome
+        assert outcome[0].code == "teacher_unreachable" and outcome[0].done == 0
