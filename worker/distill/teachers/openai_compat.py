@@ -49,6 +49,8 @@ class OpenAITeacher:
 
     Args:
         uri: see the module docstring; the API key comes from TAILOR_OPENAI_API_KEY.
+    Attributes:
+        deadline_s: the most seconds one request may take in all (REQUEST_DEADLINE_S).
     """
 
     hidden_size = 0
