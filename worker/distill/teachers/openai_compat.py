@@ -138,6 +138,8 @@ class OpenAITeacher:
                 raise TeacherError("unsupported_prompt",
                                    "an OpenAI-compatible teacher answers questions only")
         out = np.full((len(texts), options), MISSING_LOGPROB, dtype=np.float32)
+        if not texts:
+            return out
 
         async def run() -> None:
             gate = asyncio.Semaphore(PARALLEL_REQUESTS)
