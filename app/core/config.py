@@ -82,9 +82,11 @@ class Settings(BaseSettings):
     # of its shard finished for this long, it stops renewing and frees the lease, so another
     # worker (or the job's coordinator) redoes the shard, and the holder discards its work if
     # it ever wakes. A teacher that trickles bytes or a wedged model would otherwise hold a
-    # shard, and the job, forever. 900 s is far above a slow batch: a 16-text channel batch of
-    # the offline 135M teacher scores each text once per label (about 0.3 s a pass on 2
-    # cores, so 16 texts x 20 labels is about 100 s); raise it for big local teachers on CPU.
+    # shard, and the job, forever. Progress is a finished forward batch: a channel prompt
+    # ticks after each label of a batch. Measured with the offline 135M teacher on one torch
+    # thread of a busy 2-core box (load 3.4): a 16-text channel batch under 20 labels took
+    # 54 s at 30 words a text and 587 s at 200 words (about 256 tokens, the cut), so about
+    # 29 s between ticks; 900 s leaves 30x that. Raise it for big local teachers on CPU.
     shard_stall_seconds: float = Field(900.0, gt=0, description="A shard holder that "
                                        "finished no teacher batch for this long gives its "
                                        "lease up (distributed mode).")
