@@ -1,7 +1,8 @@
 """Shard leases and pass stop flags in the broker's Redis (see worker/shards.py).
 
 A worker works a shard only while it holds the shard's lease (`SET NX PX`, renewed by a
-`LeaseKeeper` every third of TAILOR_JOB_LEASE_SECONDS); a pass is over once its stop key is
+`LeaseKeeper` every third of TAILOR_JOB_LEASE_SECONDS while the shard makes progress: see
+`LeaseKeeper` for TAILOR_SHARD_STALL_SECONDS); a pass is over once its stop key is
 set or its folder is gone (`pass_over`). Keys: `tailor:shard:<call>:<index>` (the lease) and
 `tailor:shards:<call>:stop`, where `call` is a fresh uuid4 per pass, so neither another job
 nor another attempt of this one shares them; every key expires on its own.
@@ -13,6 +14,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -88,22 +90,61 @@ class Leases:
 
 
 class LeaseKeeper(threading.Thread):
-    """Renews one shard lease every third of its length until stopped; sets `lost` when
-    another worker has it (ours expired: this worker was too slow or paused)."""
+    """Holds one shard lease while its holder makes progress.
 
-    def __init__(self, leases: Leases, call: str, index: int) -> None:
+    Renews the lease every third of its length; sets `lost` when another worker has it (ours
+    expired: this worker was too slow or paused). The holder calls `progress()` after every
+    teacher batch; when none came for `stall_s` seconds (a teacher call that never returns:
+    a server trickling bytes, a wedged model) the keeper stops renewing, frees the lease
+    so that another worker or the job's coordinator redoes the shard, and sets `stalled` and
+    `lost`: the holder, if it ever wakes, discards its work. A lease renewed only on progress
+    is the lease of Gray and Cheriton (1989, "Leases: an efficient fault-tolerant mechanism
+    for distributed file cache consistency") with a progress deadline, as Kubernetes'
+    `progressDeadlineSeconds` judges a rollout by its progress, not by its process living.
+
+    Args:
+        leases: the Redis leases (lease length, holder id).
+        call, index: the pass and the shard.
+        stall_s: seconds without progress after which the lease is given up.
+    """
+
+    def __init__(self, leases: Leases, call: str, index: int, stall_s: float) -> None:
         super().__init__(daemon=True, name=f"shard-lease-{index}")
-        self.leases, self.call, self.index = leases, call, index
-        self.stopped, self.lost = threading.Event(), threading.Event()
+        self.leases, self.call, self.index, self.stall_s = leases, call, index, stall_s
+        self.stopped, self.lost, self.stalled = (threading.Event(), threading.Event(),
+                                                 threading.Event())
+        self._last = time.monotonic()
+
+    def progress(self) -> None:
+        """A teacher batch of the shard finished."""
+        self._last = time.monotonic()
 
     def run(self) -> None:
-        while not self.stopped.wait(self.leases.lease_ms / 3000):
+        # Renew every third of the lease; look for a stall at least four times per bound.
+        period = min(self.leases.lease_ms / 3000, self.stall_s / 4)
+        while not self.stopped.wait(period):
+            idle = time.monotonic() - self._last
+            if idle > self.stall_s:
+                log.warning("shard %s/%d: no teacher batch for %.0f s (bound %s s): lease "
+                            "given up, the shard is redone elsewhere", self.call, self.index,
+                            idle, self.stall_s)
+                self.stalled.set()
+                self.lost.set()
+                release_quietly(self.leases, self.call, self.index)
+                return
             try:
                 if not self.leases.renew(self.call, self.index):
                     self.lost.set()
                     return
             except redis.RedisError:  # a blip: the lease outlives a few missed renewals
                 log.warning("shard lease renewal failed", exc_info=True)
+
+    def finish(self) -> bool:
+        """Stop renewing and wait for the keeper; True when the lease is still ours (it was
+        neither lost nor given up), so the holder may publish its result."""
+        self.stopped.set()
+        self.join()
+        return not self.lost.is_set()
 
 
 def pass_over(leases: Leases, call: str, folder: Path) -> bool:

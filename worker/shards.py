@@ -7,9 +7,11 @@ The job task that runs the engine coordinates each teacher pass (`CeleryShards.r
 1. it writes nothing but a folder for the pass in the job's workdir (the shared artifact
    store) and publishes one `tailor.annotate_shard` message per shard, as a Celery group;
 2. any worker, the coordinator included, works a shard only after taking its lease in Redis
-   (`SET NX PX`), renewed every third of TAILOR_JOB_LEASE_SECONDS while it works; the scores
-   go to a result file in the pass folder (temp file + rename) and to the worker's teacher
-   cache;
+   (`SET NX PX`), renewed every third of TAILOR_JOB_LEASE_SECONDS while its teacher batches
+   finish: after TAILOR_SHARD_STALL_SECONDS without one (a hung teacher call) the holder
+   gives the lease up, the shard is redone elsewhere, and the holder, if it wakes, writes
+   nothing; the scores go to a result file in the pass folder (temp file + rename) and to
+   the worker's teacher cache;
 3. the coordinator never blocks on Celery results: while shards are unfinished it takes any
    whose lease is free (never taken, or its worker died and the lease expired) and works it
    itself, and otherwise polls the result files, ticking progress (so a cancel is seen
@@ -90,23 +92,35 @@ def cache_identity(settings: Settings) -> str:
 
 
 def work_leased(leases: Leases, teacher: Teacher, shard: Shard, cache: TeacherCache | None,
-                call: str, index: int, folder: Path,
+                call: str, index: int, folder: Path, stall_s: float,
                 on_texts: OnTexts | None = None) -> TeacherScores:
-    """Work a shard whose lease we hold, renewing it; raises ShardStopped when the pass
-    ended (`pass_over`) or the lease was lost (checked after every teacher batch)."""
-    keeper = LeaseKeeper(leases, call, index)
+    """Work a shard whose lease we hold, renewing it while teacher batches finish.
+
+    Raises ShardStopped when the pass ended (`pass_over`) or the lease was lost or given up
+    after `stall_s` seconds without a finished batch (checked after every teacher batch,
+    and once more when the shard is done or failed: a holder that lost its lease returns
+    nothing and reports no failure); TeacherError as the teacher does."""
+    keeper = LeaseKeeper(leases, call, index, stall_s)
     keeper.start()
 
     def tick(n: int) -> None:
         if keeper.lost.is_set() or pass_over(leases, call, folder):
             raise ShardStopped(call)
+        keeper.progress()
         if on_texts:
             on_texts(n)
 
     try:
-        return work_shard(teacher, shard, cache, tick)
+        scores = work_shard(teacher, shard, cache, tick)
+    except TeacherError as exc:
+        if not keeper.finish():  # given up or taken: the shard's new holder reports it
+            raise ShardStopped(call) from exc
+        raise
     finally:
-        keeper.stopped.set()
+        keeper.finish()
+    if keeper.lost.is_set():
+        raise ShardStopped(call)
+    return scores
 
 
 class CeleryShards:
@@ -221,11 +235,16 @@ class CeleryShards:
                     return None
                 try:
                     scores = work_leased(leases, teacher, shards[i], cache, call, i, folder,
-                                         on_texts)
+                                         self.settings.shard_stall_seconds, on_texts)
                 except TeacherError as exc:
                     raise ShardFailed(exc.code, exc.message, done) from exc
-                except ShardStopped:  # our lease expired (a stall): whoever took it finishes
-                    return None
+                except ShardStopped as exc:
+                    if isinstance(exc.__cause__, TeacherError):
+                        # Our own call stalled, then failed: nobody else would learn it (the
+                        # shard's message is gone), and redoing it here could loop forever.
+                        raise ShardFailed(exc.__cause__.code, exc.__cause__.message,
+                                          done) from exc
+                    return None  # our lease expired or was given up: it is redone
                 log.info("annotation shard %d/%d (%d texts) done by the coordinator %s",
                          i + 1, len(shards), len(shards[i].texts), leases.owner)
                 return i, scores
@@ -324,7 +343,7 @@ def run_shard(job_id: str, call: str, index: int, teacher_uri: str,
         shard = Shard.from_dict(payload)
         started = time.perf_counter()
         scores = work_leased(leases, _teacher(teacher_uri, settings), shard, _cache(settings),
-                             call, index, folder)
+                             call, index, folder, settings.shard_stall_seconds)
         try:
             write_result(folder, index, scores, cache_identity(settings))
         except (OSError, SafetensorError):

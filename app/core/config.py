@@ -78,6 +78,18 @@ class Settings(BaseSettings):
     # and lease are a few percent of its work.
     annotation_shard_texts: int = Field(32, ge=1, le=4096, description="Texts per "
                                         "annotation shard in distributed mode.")
+    # A shard holder keeps its lease only while it makes progress: when no teacher batch
+    # of its shard finished for this long, it stops renewing and frees the lease, so another
+    # worker (or the job's coordinator) redoes the shard, and the holder discards its work if
+    # it ever wakes. A teacher that trickles bytes or a wedged model would otherwise hold a
+    # shard, and the job, forever. Progress is a finished forward batch: a channel prompt
+    # ticks after each label of a batch. Measured with the offline 135M teacher on one torch
+    # thread of a busy 2-core box (load 3.4): a 16-text channel batch under 20 labels took
+    # 54 s at 30 words a text and 587 s at 200 words (about 256 tokens, the cut), so about
+    # 29 s between ticks; 900 s leaves 30x that. Raise it for big local teachers on CPU.
+    shard_stall_seconds: float = Field(900.0, gt=0, description="A shard holder that "
+                                       "finished no teacher batch for this long gives its "
+                                       "lease up (distributed mode).")
 
     # Worker liveness. Each worker writes a heartbeat row this often; /readyz wants one no
     # older than the window. The window spans several beats so that a worker starved of CPU

@@ -26,7 +26,7 @@ from worker.distill.shards import Shard
 from worker.distill.teachers import TeacherScores
 from worker.distill.teachers.openai_compat import OpenAITeacher
 from worker.shard_files import pass_dir, read_error, read_result, write_result
-from worker.shard_leases import Leases
+from worker.shard_leases import LeaseKeeper, Leases
 from worker.shards import CeleryShards, cache_identity, end_pass, end_stale_passes, run_shard
 
 pytestmark = pytest.mark.integration
@@ -120,8 +120,7 @@ def test_a_failing_teacher_is_left_for_the_coordinator(shard_env, monkeypatch):
     from worker.distill.teachers import openai_compat
 
     serve, allow = shard_env
-    monkeypatch.setattr(openai_compat, "time", type("T", (), {
-        "sleep": staticmethod(lambda _s: None), "perf_counter": staticmethod(time.perf_counter)}))
+    monkeypatch.setattr(openai_compat, "RETRY_BACKOFF_S", 0.0)
     shard = Shard((PROMPT,), TEXTS, batch_size=2).to_dict()
     with serve(fail_after=2) as base:
         uri = allow(base)
@@ -267,3 +266,102 @@ def test_the_coordinator_reads_a_shard_file_only_once_it_is_there(shard_env, mon
     other.close()
     assert [float(g.logprobs[0, 0]) for g in got] == [-float(i) for i in range(len(parts))]
     assert sorted(reads) == list(range(len(parts)))
+
+
+def test_the_keeper_holds_a_lease_only_while_its_holder_makes_progress(shard_env):
+    reset_caches()  # the fixture's broker URL (a 5 s lease)
+    leases = Leases(get_settings())
+    call = uuid.uuid4().hex
+    assert leases.claim(call, 0)
+    keeper = LeaseKeeper(leases, call, 0, stall_s=0.5)
+    keeper.start()
+    for _ in range(12):  # 1.2 s of batches, each within the bound: the lease is kept
+        time.sleep(0.1)
+        keeper.progress()
+    assert not keeper.stalled.is_set() and leases.holder(call, 0) == leases.owner
+    # No batch for the bound: the lease is given up (freed at once, not left to expire).
+    wait_for(keeper.stalled.is_set, 3, interval=0.02, what="the keeper to see the stall")
+    assert keeper.lost.is_set() and leases.holder(call, 0) is None
+    assert not keeper.finish()
+    fine = LeaseKeeper(leases, call, 1, stall_s=30)
+    assert leases.claim(call, 1)
+    fine.start()
+    assert fine.finish() and leases.holder(call, 1) == leases.owner
+    leases.close()
+
+
+def test_a_holder_whose_teacher_hangs_gives_its_shard_up_and_never_reports_it(shard_env,
+                                                                               monkeypatch):
+    """The teacher answers the first batch, then holds every request: the holder gives the
+    lease up after the stall bound, the coordinator takes the shard, and when the holder's
+    call finally fails (its request deadline) it writes neither a result nor an error."""
+    from worker.distill.teachers import openai_compat
+
+    serve, allow = shard_env
+    monkeypatch.setattr(openai_compat, "RETRY_BACKOFF_S", 0.0)
+    monkeypatch.setenv("TAILOR_SHARD_STALL_SECONDS", "0.5")
+    monkeypatch.setenv("TAILOR_OPENAI_API_KEY", "stuck")
+    shard = Shard((PROMPT,), TEXTS, batch_size=2).to_dict()
+    with serve(hold_key="stuck", hold_after=2) as base:
+        uri = allow(base)
+        teacher = OpenAITeacher(uri)
+        teacher.deadline_s = 0.5  # the held requests fail after 3 tries of 0.5 s
+        shards._loaded[uri] = teacher
+        call, folder = _new_pass()
+        started = time.monotonic()
+        outcome: list[str] = []
+        worker = threading.Thread(target=lambda: outcome.append(
+            run_shard(JOB, call, 0, uri, shard)))
+        worker.start()
+        wait_for(lambda: _asked(base) >= 1, 10, interval=0.01, what="the first batch")
+        coordinator = Leases(get_settings())
+        coordinator.owner = "coordinator:1:abc"
+        wait_for(lambda: coordinator.claim(call, 0), 5, interval=0.02,
+                 what="the stalled holder to give its lease up")
+        given_up = time.monotonic() - started
+        assert 0.5 < given_up < 3, given_up  # the bound (its first batch was in time)
+        worker.join(10)
+        assert outcome == ["stopped"]
+        assert read_result(folder, 0) is None and read_error(folder, 0) is None
+        assert coordinator.holder(call, 0) == coordinator.owner  # its lease left alone
+        # One batch, then the held one's tries (the first to fail cancels the other's).
+        assert 2 + openai_compat.RETRIES <= _asked(base) <= 2 + 2 * openai_compat.RETRIES
+        coordinator.close()
+
+
+def test_the_coordinators_own_stalled_shard_that_then_fails_ends_the_pass(shard_env,
+                                                                          monkeypatch):
+    """The coordinator works a shard itself and its teacher hangs: it gives the lease up
+    after the stall bound, and when the call fails at its deadline the pass fails with the
+    teacher's code (nobody else would redo the shard: retaking it could loop forever)."""
+    from worker.distill.shards import ShardFailed
+    from worker.distill.teachers import openai_compat
+
+    serve, allow = shard_env
+    monkeypatch.setattr(openai_compat, "RETRY_BACKOFF_S", 0.0)
+    monkeypatch.setenv("TAILOR_SHARD_STALL_SECONDS", "0.2")
+    monkeypatch.setenv("TAILOR_OPENAI_API_KEY", "stuck")
+    parts = [Shard((PROMPT,), TEXTS[:3], batch_size=2), Shard((PROMPT,), TEXTS[3:], batch_size=2)]
+    with serve(hold_key="stuck", hold_after=0) as base:
+        uri = allow(base)
+        teacher = OpenAITeacher(uri)
+        teacher.deadline_s = 0.4
+        call, folder = _new_pass()
+        outcome: list[BaseException] = []
+
+        def coordinate() -> None:
+            leases = Leases(get_settings())
+            try:
+                CeleryShards(JOB, uri, get_settings())._collect(
+                    leases, teacher, parts, None, lambda _n: None, call, folder)
+            except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+                outcome.append(exc)
+            finally:
+                leases.close()
+
+        thread = threading.Thread(target=coordinate, daemon=True)
+        thread.start()
+        thread.join(15)
+        assert not thread.is_alive(), "the coordinator kept retaking its stalled shard"
+        assert len(outcome) == 1 and isinstance(outcome[0], ShardFailed), outcome
+        assert outcome[0].code == "teacher_unreachable" and outcome[0].done == 0

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -78,3 +81,54 @@ def test_unreachable_server_fails_with_a_clear_code(tmp_path):
     with pytest.raises(TeacherError) as err:
         teacher.score(default_prompts(TaskConfig(**TASK))[0], ["a text"])
     assert err.value.code == "teacher_unreachable"
+
+
+def test_a_server_that_trickles_its_answer_meets_the_request_deadline(monkeypatch):
+    """Every read gets a byte in time, so httpx's per-read timeout never fires; the
+    request's overall deadline does, and the tries end as `teacher_unreachable`."""
+    from worker.distill.teachers import TeacherError, openai_compat
+
+    monkeypatch.setattr(openai_compat, "RETRY_BACKOFF_S", 0.0)
+    stop = threading.Event()
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    accepted: list[int] = []
+
+    def trickle(conn: socket.socket) -> None:
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                         b"content-length: 100000\r\n\r\n")
+            while not stop.wait(0.05):
+                try:
+                    conn.sendall(b" ")
+                except OSError:  # the client gave up and closed the connection
+                    return
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            accepted.append(1)
+            threading.Thread(target=trickle, args=(conn,), daemon=True).start()
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    try:
+        port = listener.getsockname()[1]
+        teacher = OpenAITeacher(f"openai+http://127.0.0.1:{port}/v1?model=x")
+        teacher.deadline_s = 0.4
+        started = time.monotonic()
+        with pytest.raises(TeacherError) as err:
+            teacher.score(default_prompts(TaskConfig(**TASK))[0], ["a text"])
+        took = time.monotonic() - started
+    finally:
+        stop.set()
+        server.join(5)
+        listener.close()
+    assert err.value.code == "teacher_unreachable"
+    assert "no whole answer within 0.4 s" in err.value.message
+    assert len(accepted) == openai_compat.RETRIES  # each try on a fresh connection
+    assert 3 * 0.4 <= took < 5

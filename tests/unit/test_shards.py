@@ -4,9 +4,7 @@ with `teacher_unavailable` naming it and what was done, the done part kept in th
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import httpx
 import numpy as np
@@ -57,8 +55,7 @@ def test_sharded_pass_equals_one_pass_and_asks_each_text_once(tmp_path: Path):
 def test_teacher_that_keeps_failing_ends_with_teacher_unavailable(tmp_path: Path,
                                                                   monkeypatch):
     # The teacher's own retries back off for seconds; the verdict is the same without waiting.
-    monkeypatch.setattr(openai_compat, "time", SimpleNamespace(
-        sleep=lambda _s: None, perf_counter=time.perf_counter))
+    monkeypatch.setattr(openai_compat, "RETRY_BACKOFF_S", 0.0)
     with running(fail_after=6) as url:
         teacher = OpenAITeacher(f"openai+{url}/v1?model=fake")
         cache = TeacherCache(tmp_path / "teacher.sqlite")

@@ -68,3 +68,15 @@ def test_an_int8_teacher_is_quantized_scores_close_and_is_cached_apart(tmp_path,
     fp32, low = teacher.score(prompt, texts, batch_size=4), int8.score(prompt, texts, batch_size=4)
     assert low.logprobs.shape == fp32.logprobs.shape and np.isfinite(low.logprobs).all()
     assert np.abs(low.logprobs - fp32.logprobs).max() < 0.5
+
+
+def test_channel_scoring_ticks_after_every_label_of_a_batch(teacher):
+    """A shard's lease is kept while its teacher progresses: a batch scored under many labels
+    ticks (0 texts) after each label, not only once at its end."""
+    from worker.distill.prompts import prompt_pool
+
+    task = TaskConfig(labels=[{"name": n} for n in ("crisis", "calm", "sport")])
+    channel = next(p for p in prompt_pool(task, [])[0] if p.kind == "channel")
+    ticks: list[int] = []
+    teacher.score(channel, corpus(5), batch_size=2, on_batch=ticks.append)
+    assert ticks == [0, 0, 2, 0, 0, 2, 0, 0, 1]  # 3 batches of 3 labels

@@ -23,7 +23,8 @@ def score_channel(teacher: CausalLM, prompt: Prompt, texts: Sequence[str], *,
                   batch_size: int, max_text_tokens: int, want_hidden: bool,
                   on_batch: Callable[[int], None] | None = None) -> TeacherScores:
     """Per text and label: the summed log-probability of the text's tokens after the label's
-    prefix ([N, L]); hidden states are pooled over the text under the first prefix."""
+    prefix ([N, L]); hidden states are pooled over the text under the first prefix.
+    `on_batch(n)` after each batch of n texts, and `on_batch(0)` after each label of it."""
     tok = teacher.tokenizer
     bos = [tok.bos_token_id] if tok.bos_token_id is not None and teacher.wants_bos("") else []
     prefixes = [teacher.encode_prefix(bos + tok.encode(p, add_special_tokens=False))
@@ -56,6 +57,10 @@ def score_channel(teacher: CausalLM, prompt: Prompt, texts: Sequence[str], *,
                 w = mask.unsqueeze(-1).to(states.dtype)
                 pooled = (states * w).sum(1) / w.sum(1).clamp(min=1)
                 hidden[idx] = pooled.float().cpu().numpy()
+            if on_batch and col + 1 < len(prefixes):
+                # A tick (0 texts) per label: one batch under many labels can take minutes
+                # on a CPU, and a shard's lease is kept only while its teacher makes progress.
+                on_batch(0)
         if on_batch:
             on_batch(len(idx))
     return TeacherScores(scores, hidden)

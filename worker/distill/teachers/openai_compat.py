@@ -6,15 +6,22 @@ URI: `openai+http://host:port/v1?model=NAME[&api=chat|completions][&top_logprobs
 Each text is one request for a single token with its top log-probabilities; an option's
 score is the log-sum-exp of the returned tokens that spell its beginning. No hidden states
 and no channel scoring: strategies fall back to what a black box offers.
+
+Requests run on httpx's async client, PARALLEL_REQUESTS at a time, each under an overall
+deadline (`asyncio.timeout`, REQUEST_DEADLINE_S): httpx's own timeouts bound each network
+operation, not the request, so a server that trickles bytes would hold a call forever
+(encode/httpx#1450, where cancelling the async request is the suggested bound). A request
+past its deadline is cancelled, its connection closed, and it counts as a transport failure
+for the retries.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -27,9 +34,14 @@ from worker.distill.teachers.base import TeacherError, TeacherScores
 
 TOP_LOGPROBS = 20  # the most OpenAI-compatible servers return
 MISSING_LOGPROB = -30.0  # an option absent from the top tokens is very unlikely, not impossible
-REQUEST_TIMEOUT_S = 120
+REQUEST_TIMEOUT_S = 120  # per connect, write and read (httpx)
+# A whole request: connect, send, the server's wait, the answer. An answer comes all at once
+# (one token, no streaming), so a healthy request ends within the read timeout; beyond this
+# the server is trickling or wedged.
+REQUEST_DEADLINE_S = 150.0
 PARALLEL_REQUESTS = 8
 RETRIES = 3
+RETRY_BACKOFF_S = 0.5  # doubled per retry
 
 
 class OpenAITeacher:
@@ -37,6 +49,8 @@ class OpenAITeacher:
 
     Args:
         uri: see the module docstring; the API key comes from TAILOR_OPENAI_API_KEY.
+    Attributes:
+        deadline_s: the most seconds one request may take in all (REQUEST_DEADLINE_S).
     """
 
     hidden_size = 0
@@ -59,9 +73,9 @@ class OpenAITeacher:
         self.base_url = f"{parts.scheme}://{parts.netloc}{parts.path}".rstrip("/")
         self.uri = uri
         self._key = os.environ.get("TAILOR_OPENAI_API_KEY", "")
-        self.client = httpx.Client(
-            timeout=REQUEST_TIMEOUT_S,
-            headers={"Authorization": f"Bearer {self._key}"} if self._key else {})
+        self._headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
+        self._ssl = httpx.create_ssl_context()  # once: each pass opens a fresh async client
+        self.deadline_s = REQUEST_DEADLINE_S
 
     def _scrub(self, text: str) -> str:
         """`text` without the API key: servers echo a wrong key in their 401 answers."""
@@ -71,8 +85,12 @@ class OpenAITeacher:
     def id(self) -> str:
         return f"openai:{self.base_url}#{self.model}"
 
-    def _ask(self, prompt: Prompt, text: str) -> dict[str, float]:
-        """Top next-token log-probabilities after the prompt, as {token: logprob}."""
+    async def _ask(self, client: httpx.AsyncClient, prompt: Prompt, text: str
+                   ) -> dict[str, float]:
+        """Top next-token log-probabilities after the prompt, as {token: logprob}.
+
+        Raises TeacherError `teacher_unreachable` when every try failed in transport or ran
+        past `deadline_s`, `teacher_error` on an error answer, `teacher_no_logprobs`."""
         body: dict[str, Any] = {"model": self.model, "max_tokens": 1, "temperature": 0}
         if self.api == "chat":
             body.update(messages=[{"role": "user", "content": prompt.render(text)}],
@@ -83,14 +101,18 @@ class OpenAITeacher:
             path = "/completions"
         for attempt in range(RETRIES):
             try:
-                resp = self.client.post(self.base_url + path, json=body)
+                async with asyncio.timeout(self.deadline_s):
+                    resp = await client.post(self.base_url + path, json=body)
                 if resp.status_code < 500 and resp.status_code != 429:
                     break
-            except httpx.TransportError as exc:
+            except (httpx.TransportError, TimeoutError) as exc:
                 if attempt == RETRIES - 1:
+                    why = (exc if isinstance(exc, httpx.TransportError) else
+                           f"no whole answer within {self.deadline_s:g} s")
                     raise TeacherError("teacher_unreachable", self._scrub(
-                        f"{self.base_url} did not answer: {exc}")) from exc
-            time.sleep(0.5 * 2 ** attempt)
+                        f"{self.base_url} did not answer: {why}")) from exc
+            if attempt < RETRIES - 1:
+                await asyncio.sleep(RETRY_BACKOFF_S * 2 ** attempt)
         if resp.status_code != 200:
             # Scrubbed before cutting, so no prefix of the key survives the cut.
             raise TeacherError("teacher_error", f"{self.base_url}{path} answered "
@@ -106,34 +128,60 @@ class OpenAITeacher:
                                f"{self.base_url} returned no log-probabilities; the teacher "
                                "server must support logprobs") from exc
 
+    def _ask_all(self, prompts: Sequence[Prompt], texts: Sequence[str], batch_size: int,
+                 options: int, on_batch: Callable[[int], None] | None) -> np.ndarray:
+        """Scores [N, options] of text i under prompts[i], `batch_size` texts a batch
+        (`on_batch(n)` after each), PARALLEL_REQUESTS requests in flight; the first failure
+        cancels the rest and is raised."""
+        for prompt in prompts:
+            if prompt.kind != "choice":
+                raise TeacherError("unsupported_prompt",
+                                   "an OpenAI-compatible teacher answers questions only")
+        out = np.full((len(texts), options), MISSING_LOGPROB, dtype=np.float32)
+        if not texts:
+            return out
+
+        async def run() -> None:
+            gate = asyncio.Semaphore(PARALLEL_REQUESTS)
+            limits = httpx.Limits(max_connections=PARALLEL_REQUESTS)
+            async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT_S, headers=self._headers,
+                                         verify=self._ssl, limits=limits) as client:
+
+                async def one(i: int) -> None:
+                    async with gate:
+                        top = await self._ask(client, prompts[i], texts[i])
+                    out[i] = option_scores(top, prompts[i].options)
+
+                for start in range(0, len(texts), batch_size):
+                    end = min(start + batch_size, len(texts))
+                    async with asyncio.TaskGroup() as tasks:
+                        for i in range(start, end):
+                            tasks.create_task(one(i))
+                    if on_batch:
+                        on_batch(end - start)
+
+        try:
+            asyncio.run(run())
+        except ExceptionGroup as group:  # a TaskGroup's failure: raise the first one
+            raise group.exceptions[0] from None
+        return out
+
     def score(self, prompt: Prompt, texts: Sequence[str], *, batch_size: int = 16,
               max_text_tokens: int = 256, prefix_cache: bool = True, want_hidden: bool = False,
               on_batch: Callable[[int], None] | None = None) -> TeacherScores:
         """Score `texts` under a question prompt; requests run PARALLEL_REQUESTS at a time."""
-        if prompt.kind != "choice":
-            raise TeacherError("unsupported_prompt",
-                               "an OpenAI-compatible teacher answers questions only")
         # Keep roughly max_text_tokens (about 4 characters per token) of each text.
         clipped = [t[: max_text_tokens * 4] for t in texts]
-        out = np.full((len(texts), len(prompt.options)), MISSING_LOGPROB, dtype=np.float32)
-        with ThreadPoolExecutor(PARALLEL_REQUESTS) as pool:
-            for start in range(0, len(clipped), batch_size):
-                chunk = clipped[start:start + batch_size]
-                for i, top in enumerate(pool.map(lambda t: self._ask(prompt, t), chunk)):
-                    out[start + i] = option_scores(top, prompt.options)
-                if on_batch:
-                    on_batch(len(chunk))
-        return TeacherScores(out, None)
+        return TeacherScores(self._ask_all([prompt] * len(texts), clipped, batch_size,
+                                           len(prompt.options), on_batch), None)
 
     def score_each(self, prompts: Sequence[Prompt], texts: Sequence[str], *,
                    batch_size: int = 8, max_text_tokens: int = 256,
                    on_batch: Callable[[int], None] | None = None) -> TeacherScores:
-        out = np.zeros((len(texts), len(prompts[0].options)), dtype=np.float32)
-        for i, (prompt, text) in enumerate(zip(prompts, texts, strict=True)):
-            out[i] = self.score(prompt, [text], max_text_tokens=max_text_tokens).logprobs[0]
-            if on_batch:
-                on_batch(1)
-        return TeacherScores(out, None)
+        """Scores [N, K] of text i under prompts[i]."""
+        clipped = [t[: max_text_tokens * 4] for t in texts]
+        k = len(prompts[0].options) if prompts else 0
+        return TeacherScores(self._ask_all(prompts, clipped, batch_size, k, on_batch), None)
 
     def option_ids(self, options: Sequence[str]) -> list[list[int]]:
         """Black boxes have no vocabulary to check; options are matched by text instead."""
