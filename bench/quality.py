@@ -75,6 +75,9 @@ STUDENT_ROWS: dict[str, dict[str, Any]] = {
     "adaptive_no_representations": {"distillation": {"representations": False}},
     "adaptive_no_phases": {"distillation": {"progressive": False}},
     "adaptive_no_reprompt": {"teacher": {"reprompt": False}},
+    # the adaptive row's teacher in float32 (the default, precision auto, is bfloat16 on a
+    # CPU with AVX512-BF16 or AMX: worker/distill/teachers/causal_lm.py)
+    "adaptive_float32_teacher": {"teacher": {"precision": "float32"}},
     "supervised": {},  # gold labels of the corpus: see run_supervised
 }
 # "without" rows whose switch an adaptive run may already have decided by itself.
@@ -90,6 +93,7 @@ ROW_TITLES = {
     "adaptive_no_representations": "adaptive without representations",
     "adaptive_no_phases": "adaptive without phases",
     "adaptive_no_reprompt": "adaptive without re-prompting",
+    "adaptive_float32_teacher": "adaptive, float32 teacher (teacher.precision)",
     "crude_median": "crude average of the same signals (binary: cut at the median)",
     "crude_prior": "crude average of the same signals, cut at the judge's prior",
     "supervised": "supervised (gold labels; the ceiling)",

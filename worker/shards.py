@@ -158,7 +158,7 @@ class CeleryShards:
             try:
                 group(get_celery().signature(
                     SHARD_TASK, args=(self.job_id, call, i, self.teacher_uri,
-                                      shard.to_dict()),
+                                      shard.to_dict(), teacher.precision),
                     queue=QUEUE) for i, shard in enumerate(shards)).apply_async()
             except (OperationalError, redis.RedisError):
                 log.warning("job %s: shards not published (broker unreachable); this worker "
@@ -287,7 +287,8 @@ def _store(cache: TeacherCache | None, teacher_id: str, shard: Shard,
 
 
 # ---------------------------------------------------------------- the shard task's body
-_loaded: dict[str, Teacher] = {}  # one teacher per worker process, kept between shards
+# one teacher per worker process, by (URI, precision), kept between shards
+_loaded: dict[tuple[str, str], Teacher] = {}
 _leases_open: list[Leases] = []  # this process's Redis connection, opened at its first shard
 _cache_open: list[TeacherCache] = []  # and its teacher cache
 
@@ -304,9 +305,10 @@ def _cache(settings: Settings) -> TeacherCache:
     return _cache_open[0]
 
 
-def _teacher(uri: str, settings: Settings) -> Teacher:
-    """The job's teacher, resolved under this worker's source policy and kept loaded."""
-    if uri not in _loaded:
+def _teacher(uri: str, precision: str, settings: Settings) -> Teacher:
+    """The job's teacher in the coordinator's precision, resolved under this worker's source
+    policy, read from the model cache (a GGUF converted once) and kept loaded."""
+    if (uri, precision) not in _loaded:
         _loaded.clear()  # one at a time: a local teacher can take gigabytes
         check_uri(uri)
         settings.source_policy.check(uri)
@@ -317,18 +319,21 @@ def _teacher(uri: str, settings: Settings) -> Teacher:
         source = teachers.resolve_teacher(uri, settings.cache / "models",
                                           policy=settings.source_policy,
                                           index_url=settings.pypi_index_url)
-        _loaded[uri] = teachers.load_teacher(source, teachers.pick_device(settings.device))
-    return _loaded[uri]
+        _loaded[uri, precision] = teachers.load_teacher(
+            source, teachers.pick_device(settings.device), precision=precision,
+            cache_dir=settings.cache / "models")
+    return _loaded[uri, precision]
 
 
 def run_shard(job_id: str, call: str, index: int, teacher_uri: str,
-              payload: dict[str, Any]) -> str:
+              payload: dict[str, Any], precision: str = "float32") -> str:
     """Work one shard message if its pass still wants it; return what happened (for logs).
 
     A message for a finished, stopped or leased shard ends at once; a teacher failure is
     written for the coordinator to report (it ends the job as `teacher_unavailable`)."""
     if not (isinstance(job_id, str) and isinstance(call, str) and JOB_ID.match(job_id)
-            and CALL_ID.match(call) and type(index) is int and index >= 0):
+            and CALL_ID.match(call) and type(index) is int and index >= 0
+            and precision in ("float32", "bfloat16")):
         return "malformed shard message"
     settings = get_settings()
     folder = pass_dir(job_id, call)
@@ -342,8 +347,9 @@ def run_shard(job_id: str, call: str, index: int, teacher_uri: str,
             return "done"
         shard = Shard.from_dict(payload)
         started = time.perf_counter()
-        scores = work_leased(leases, _teacher(teacher_uri, settings), shard, _cache(settings),
-                             call, index, folder, settings.shard_stall_seconds)
+        teacher = _teacher(teacher_uri, precision, settings)
+        scores = work_leased(leases, teacher, shard, _cache(settings), call, index, folder,
+                             settings.shard_stall_seconds)
         try:
             write_result(folder, index, scores, cache_identity(settings))
         except (OSError, SafetensorError):

@@ -41,10 +41,12 @@ def run_job_task(self: Task, job_id: str) -> str:
 
 @app.task(name=SHARD_TASK, acks_late=True)
 def annotate_shard_task(job_id: str, call: str, index: int, teacher_uri: str,
-                        shard: dict[str, Any]) -> str:
-    """Annotate one shard of a job's teacher pass (worker/shards.py). No retries: the job's
-    coordinator redoes a shard whose lease expired, and fails the job on a teacher error."""
-    return run_shard(job_id, call, index, teacher_uri, shard)
+                        shard: dict[str, Any], precision: str = "float32") -> str:
+    """Annotate one shard of a job's teacher pass (worker/shards.py) in the coordinator's
+    teacher precision (a message from before the setting existed: float32). No retries: the
+    job's coordinator redoes a shard whose lease expired, and fails the job on a teacher
+    error."""
+    return run_shard(job_id, call, index, teacher_uri, shard, precision)
 
 
 _webhooks = get_settings()

@@ -96,6 +96,7 @@ def test_a_shard_is_worked_once_and_only_while_its_pass_wants_it(shard_env):
         assert _asked(base) == len(TEXTS)
         assert run_shard("job_../../etc", call, 0, uri, shard) == "malformed shard message"
         assert run_shard(JOB, call, "0", uri, shard) == "malformed shard message"  # type: ignore[arg-type]
+        assert run_shard(JOB, call, 0, uri, shard, "float16") == "malformed shard message"
 
 
 def test_a_stopped_pass_stops_its_running_shard_at_the_next_batch(shard_env):
@@ -306,7 +307,7 @@ def test_a_holder_whose_teacher_hangs_gives_its_shard_up_and_never_reports_it(sh
         uri = allow(base)
         teacher = OpenAITeacher(uri)
         teacher.deadline_s = 0.5  # the held requests fail after 3 tries of 0.5 s
-        shards._loaded[uri] = teacher
+        shards._loaded[uri, "float32"] = teacher
         call, folder = _new_pass()
         started = time.monotonic()
         outcome: list[str] = []
@@ -365,3 +366,33 @@ def test_the_coordinators_own_stalled_shard_that_then_fails_ends_the_pass(shard_
         assert not thread.is_alive(), "the coordinator kept retaking its stalled shard"
         assert len(outcome) == 1 and isinstance(outcome[0], ShardFailed), outcome
         assert outcome[0].code == "teacher_unreachable" and outcome[0].done == 0
+
+
+def test_a_shard_worker_scores_in_the_coordinators_teacher_precision(shard_env, tmp_path,
+                                                                     monkeypatch):
+    """The message carries the coordinator's resolved teacher.precision: the worker loads
+    its teacher in it, so every score of a job comes from one function, cached under the
+    same teacher id the coordinator reads (`+bf16` apart from float32 entries)."""
+    from tests.fixtures.tiny import build_teacher
+    from worker.distill.sources import resolve
+    from worker.distill.teachers import HFTeacher
+
+    path = build_teacher(tmp_path / "teacher")
+    monkeypatch.setenv("TAILOR_MODEL_SOURCES", str(tmp_path))
+    reset_caches()
+    shard = Shard((PROMPT,), TEXTS, batch_size=2).to_dict()
+    local = HFTeacher(resolve(str(path), tmp_path / "models"), "cpu")
+    cache = TeacherCache(get_settings().cache / "teacher.sqlite")
+    answers = {}
+    for precision, suffix in (("bfloat16", "+bf16"), ("float32", "")):
+        call, folder = _new_pass()
+        assert run_shard(JOB, call, 0, str(path), shard, precision) == "annotated"
+        found = read_result(folder, 0)
+        assert found is not None
+        answers[precision] = found[0].logprobs
+        stored = cache.get(local.id + suffix, PROMPT.id, TEXTS)
+        assert len(stored) == len(TEXTS), precision
+    cache.close()
+    np.testing.assert_allclose(answers["float32"], local.score(PROMPT, TEXTS).logprobs,
+                               atol=1e-5)
+    assert not np.array_equal(answers["bfloat16"], answers["float32"])

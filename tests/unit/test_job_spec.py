@@ -161,6 +161,8 @@ def test_the_stored_spec_is_complete_and_filled_as_complete_spec_fills_it(client
     ({"student": {"adapter": {"target_modules": []}}}, "student.adapter.target_modules"),
     ({"student": {"adapter": {"target_modules": "query"}}}, "student.adapter.target_modules"),
     ({"distillation": {"align_loss": "soft_ce"}}, "distillation.align_loss"),
+    ({"teacher": {"precision": "float16"}}, "teacher.precision"),
+    ({"teacher": {"precision": True}}, "teacher.precision"),
     ({"teacher": {"extra_labelers": ["magic"]}}, "teacher.extra_labelers[0]"),
     ({"teacher": {"colour": "red"}}, "teacher.colour"),
     # Each module name is a name, never a regex peft would search with, nor one no module has.

@@ -80,3 +80,51 @@ def test_channel_scoring_ticks_after_every_label_of_a_batch(teacher):
     ticks: list[int] = []
     teacher.score(channel, corpus(5), batch_size=2, on_batch=ticks.append)
     assert ticks == [0, 0, 2, 0, 0, 2, 0, 0, 1]  # 3 batches of 3 labels
+
+
+def test_a_bfloat16_teacher_runs_under_autocast_and_is_cached_apart(teacher):
+    """teacher.precision bfloat16 on CPU: float32 weights, matrix products in bfloat16 under
+    torch.autocast on every scoring path (question, channel, few-shot rows), scores close to
+    the float32 teacher's, cache entries apart (bench/teacher.py measures it on the real one)."""
+    import torch
+
+    from worker.distill.prompts import prompt_pool
+
+    bf16 = HFTeacher(teacher.source, "cpu", precision="bfloat16")
+    assert bf16.precision == "bfloat16" and bf16.id == teacher.id + "+bf16"
+    assert {p.dtype for p in bf16.model.parameters()} == {torch.float32}
+    seen: list[torch.dtype] = []
+    linear = next(m for m in bf16.body.modules() if isinstance(m, torch.nn.Linear))
+    linear.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    question, texts = default_prompts(TASK)[0], corpus(12)
+    channel = next(p for p in prompt_pool(TASK, [])[0] if p.kind == "channel")
+    runs = {"question": lambda t: t.score(question, texts, batch_size=4),
+            "channel": lambda t: t.score(channel, texts, batch_size=4),
+            "few-shot": lambda t: t.score_each([question] * len(texts), texts, batch_size=4)}
+    for path, run in runs.items():
+        seen.clear()
+        low, full = run(bf16), run(teacher)
+        assert seen and set(seen) == {torch.bfloat16}, path
+        assert low.logprobs.dtype == np.float32 and np.isfinite(low.logprobs).all(), path
+        assert not np.array_equal(low.logprobs, full.logprobs), path
+        np.testing.assert_allclose(low.logprobs, full.logprobs, atol=0.5, err_msg=path)
+    seen.clear()
+    teacher.score(question, texts[:2])
+    assert seen == [], "the hook sits on the bfloat16 teacher only"
+
+
+def test_precision_auto_is_bfloat16_only_where_it_is_native(monkeypatch):
+    import torch
+
+    from worker.distill.teachers.causal_lm import resolve_precision
+
+    assert resolve_precision("auto", torch.device("cuda")) == "bfloat16"
+    for native in (True, False):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda n=native: n)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+        assert resolve_precision("auto", torch.device("cpu")) == (
+            "bfloat16" if native else "float32")
+    assert resolve_precision("float32", torch.device("cuda")) == "float32"
+    assert resolve_precision("bfloat16", torch.device("cpu")) == "bfloat16"
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision("float16", torch.device("cpu"))

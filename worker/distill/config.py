@@ -251,6 +251,12 @@ class TeacherConfig:
                                    "rarely exceed it.", ge=8, le=4096)
     prefix_cache: bool = setting(True, help="Encode the shared prompt prefix once and reuse "
                                  "its KV cache across texts.")
+    precision: Literal["auto", "float32", "bfloat16"] = setting(
+        "auto", help="Numbers a local teacher computes in. bfloat16: on CPU, matrix products "
+        "in bfloat16 under torch.autocast (2.7x the float32 teacher's texts/s at 98.7% "
+        "agreement with its decisions on the crisis probe, bench/results/teacher.md); on "
+        "CUDA, bfloat16 weights. auto: bfloat16 where the device runs it natively (CUDA, a "
+        "CPU with AVX512-BF16 or AMX), else float32. A black-box teacher ignores it.")
     probe_size: int = setting(96, help="Texts on which every candidate prompt is judged "
                               "(adaptive only); 96 gave stable accuracy estimates on crisis "
                               "news at a small share of the cost.", ge=8, le=10_000)

@@ -178,6 +178,7 @@ def run(cfg: EngineConfig, data: DistillData, *, workdir: Path, cache_dir: Path,
             report(report.state, f"{report.phase}: load-teacher", report.fraction)
         started = time.perf_counter()
         teacher = teachers.load_teacher(teacher_src, torch_device,
+                                        precision=cfg.teacher.precision,
                                         cache_dir=cache_dir / "models")
         timing["teacher_load_seconds"] = round(time.perf_counter() - started, 2)
         return ShardedTeacher(teacher, shards or InProcess(), cache)
@@ -361,7 +362,8 @@ def _annotation_phase(cfg: EngineConfig, strategy: Strategy, ctx: Context, corpu
         "annotation": ctx.stats.to_dict(),
         "teacher": {"model": teacher_src.uri, "ms_per_text": round(latency, 3),
                     "total_params": ctx.teacher.total_params, "latency_batch": LATENCY_BATCH,
-                    "load_seconds": timing.get("teacher_load_seconds")},
+                    "load_seconds": timing.get("teacher_load_seconds"),
+                    "precision": ctx.teacher.precision},
     }
     arrays = {"probs": ann.probs.astype(np.float32)}
     if ann.hidden is not None:

@@ -170,6 +170,7 @@ class ShardedTeacher:
                  cache: TeacherCache | None) -> None:
         self.inner, self.backend, self.cache = teacher, backend, cache
         self.hidden_size, self.total_params = teacher.hidden_size, teacher.total_params
+        self.precision = teacher.precision
         self.done = 0  # texts this attempt annotated through shards (all in the cache)
 
     @property

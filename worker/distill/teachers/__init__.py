@@ -49,11 +49,13 @@ def resolve_teacher(uri: str, cache_dir: Path, *, policy: SourcePolicy | None = 
 
 
 def load_teacher(source: ResolvedModel, device: torch.device | str = "auto", *,
-                 cache_dir: Path | None = None) -> Teacher:
+                 precision: str = "float32", cache_dir: Path | None = None) -> Teacher:
     """The teacher implementation for `source`'s URI scheme, loaded and ready to score.
 
-    `cache_dir` is the model cache: a GGUF teacher is converted there once and read from
-    the converted folder afterwards (worker.distill.sources.converted).
+    `precision` is the job's `teacher.precision` ("auto", "float32" or "bfloat16"; see
+    CausalLM); a black box ignores it. `cache_dir` is the model cache: a GGUF teacher is
+    converted there once and read from the converted folder afterwards
+    (worker.distill.sources.converted).
 
     Raises:
         TeacherError: a black-box URI without a model name or with a bad option.
@@ -61,4 +63,4 @@ def load_teacher(source: ResolvedModel, device: torch.device | str = "auto", *,
     """
     if is_black_box(source.uri):
         return OpenAITeacher(source.uri)
-    return HFTeacher(source, device, convert_cache=cache_dir)
+    return HFTeacher(source, device, precision=precision, convert_cache=cache_dir)

@@ -51,6 +51,12 @@ class Teacher(Protocol):
     total_params: int
 
     @property
+    def precision(self) -> str:
+        """"float32" or "bfloat16": what a local teacher computes in (a shard worker loads
+        the same); "float32" for a black box, whose server decides."""
+        ...
+
+    @property
     def id(self) -> str:
         """Stable identity for the teacher cache: the same model answers the same."""
         ...

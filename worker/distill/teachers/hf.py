@@ -32,21 +32,26 @@ class HFTeacher(CausalLM):
 
     Args:
         model: resolved model files (a HF directory, or a directory plus a GGUF file name).
-        device: where to run; CUDA runs in bfloat16, CPU in float32.
+        device: where to run.
+        precision: "float32", "bfloat16" or "auto" (CausalLM; measured by bench/teacher.py).
         convert_cache: the model cache, where a GGUF model is converted once (CausalLM).
         quantize: "none" or "int8" (CausalLM; measured by bench/teacher.py).
     """
 
     def __init__(self, model: ResolvedModel, device: torch.device | str = "auto", *,
-                 convert_cache: Path | None = None, quantize: str = "none") -> None:
-        super().__init__(model, device, convert_cache=convert_cache, quantize=quantize)
+                 precision: str = "float32", convert_cache: Path | None = None,
+                 quantize: str = "none") -> None:
+        super().__init__(model, device, precision=precision, convert_cache=convert_cache,
+                         quantize=quantize)
         self._option_cache: dict[tuple[str, ...], list[list[int]]] = {}
 
     @property
     def id(self) -> str:
         """Stable identity for caching: the URI plus the checksum of its files, and `+int8`
-        when quantized (its scores differ slightly, so they are cached apart)."""
-        return f"{self.source.uri}@{self.source.sha256[:16]}" + ("+int8" if self.quantized else "")
+        when quantized or `+bf16` in bfloat16 (their scores differ slightly, so they are
+        cached apart)."""
+        variant = "+int8" if self.quantized else "+bf16" if self.precision == "bfloat16" else ""
+        return f"{self.source.uri}@{self.source.sha256[:16]}{variant}"
 
     # ---------------------------------------------------------------- prompt plumbing
     def split_prompt(self, prompt: Prompt) -> tuple[list[int], str, list[int]]:
@@ -88,32 +93,34 @@ class HFTeacher(CausalLM):
               max_text_tokens: int = 256, prefix_cache: bool = True, want_hidden: bool = True,
               on_batch: Callable[[int], None] | None = None) -> TeacherScores:
         """Score `texts` under `prompt`; `on_batch(n)` is called after each batch of n texts."""
-        if prompt.kind == "channel":
-            return score_channel(self, prompt, texts, batch_size=batch_size,
-                                 max_text_tokens=max_text_tokens, want_hidden=want_hidden,
-                                 on_batch=on_batch)
-        option_ids = self.option_ids(prompt.options)
-        prefix_ids, lead, suffix_ids = self.split_prompt(prompt)
-        bodies = [self.tokenizer.encode(lead + t, add_special_tokens=False)[:max_text_tokens]
-                  for t in texts]
-        order = np.argsort([len(b) for b in bodies], kind="stable")  # length-sorted batches
-        prefix_kv = self.encode_prefix(prefix_ids)[0] if prefix_cache else None
-        logprobs = np.zeros((len(texts), len(option_ids)), dtype=np.float32)
-        hidden = np.zeros((len(texts), self.hidden_size), dtype=np.float32) if want_hidden else None
-        for start in range(0, len(texts), batch_size):
-            idx = order[start:start + batch_size]
-            seqs = [bodies[i] + suffix_ids for i in idx]
-            if prefix_kv is None:
-                lp, hid = self._forward([prefix_ids + s for s in seqs],
-                                        [len(prefix_ids)] * len(seqs), None, option_ids)
-            else:
-                lp, hid = self._forward(seqs, [0] * len(seqs), prefix_kv, option_ids)
-            logprobs[idx] = lp
-            if hidden is not None:
-                hidden[idx] = hid
-            if on_batch:
-                on_batch(len(idx))
-        return TeacherScores(logprobs, hidden)
+        with self.autocast():  # bfloat16 on CPU: see CausalLM
+            if prompt.kind == "channel":
+                return score_channel(self, prompt, texts, batch_size=batch_size,
+                                     max_text_tokens=max_text_tokens, want_hidden=want_hidden,
+                                     on_batch=on_batch)
+            option_ids = self.option_ids(prompt.options)
+            prefix_ids, lead, suffix_ids = self.split_prompt(prompt)
+            bodies = [self.tokenizer.encode(lead + t, add_special_tokens=False)[:max_text_tokens]
+                      for t in texts]
+            order = np.argsort([len(b) for b in bodies], kind="stable")  # length-sorted batches
+            prefix_kv = self.encode_prefix(prefix_ids)[0] if prefix_cache else None
+            logprobs = np.zeros((len(texts), len(option_ids)), dtype=np.float32)
+            hidden = (np.zeros((len(texts), self.hidden_size), dtype=np.float32)
+                      if want_hidden else None)
+            for start in range(0, len(texts), batch_size):
+                idx = order[start:start + batch_size]
+                seqs = [bodies[i] + suffix_ids for i in idx]
+                if prefix_kv is None:
+                    lp, hid = self._forward([prefix_ids + s for s in seqs],
+                                            [len(prefix_ids)] * len(seqs), None, option_ids)
+                else:
+                    lp, hid = self._forward(seqs, [0] * len(seqs), prefix_kv, option_ids)
+                logprobs[idx] = lp
+                if hidden is not None:
+                    hidden[idx] = hid
+                if on_batch:
+                    on_batch(len(idx))
+            return TeacherScores(logprobs, hidden)
 
     def score_each(self, prompts: Sequence[Prompt], texts: Sequence[str], *,
                    batch_size: int = 8, max_text_tokens: int = 256,
@@ -133,7 +140,7 @@ class HFTeacher(CausalLM):
         order = np.argsort([len(r) for r in rows], kind="stable")
         logprobs = np.zeros((len(rows), len(option_ids)), dtype=np.float32)
         hidden = np.zeros((len(rows), self.hidden_size), dtype=np.float32)
-        with torch.inference_mode():
+        with torch.inference_mode(), self.autocast():
             for start in range(0, len(rows), batch_size):
                 idx = order[start:start + batch_size]
                 lp, hid = self._forward([rows[i] for i in idx], [skips[i] for i in idx], None,

@@ -55,6 +55,7 @@ class OpenAITeacher:
 
     hidden_size = 0
     total_params = 0
+    precision = "float32"  # nothing to choose here: the server computes as it does
 
     def __init__(self, uri: str) -> None:
         try:
