@@ -91,16 +91,35 @@ def cache_identity(settings: Settings) -> str:
     return f"{socket.gethostname()}:{settings.cache}"
 
 
+# The batch TAILOR_SHARD_STALL_SECONDS was measured on (app/core/config.py): 16 texts of up
+# to 256 tokens between two ticks. A job may ask for 512 texts of 4096 tokens a batch, and
+# a healthy CPU batch that size takes hundreds of times longer: judged by the plain bound it
+# would be a stall on every try, redone and given up again forever.
+STALL_REFERENCE_TOKENS = 16 * 256
+CHARS_PER_TOKEN = 4  # a template's tokens, roughly (it is never truncated)
+
+
+def stall_bound(stall_s: float, shard: Shard) -> float:
+    """Seconds without a finished teacher batch after which the holder of `shard` gives its
+    lease up: `stall_s` (TAILOR_SHARD_STALL_SECONDS) for a batch of the measured size
+    (STALL_REFERENCE_TOKENS), longer in proportion to the tokens one batch of `shard` may
+    carry (texts cut at max_text_tokens, plus the longest prompt template or prefix)."""
+    longest = max((len(part) for p in shard.prompts for part in (p.template, *p.prefixes)),
+                  default=0)
+    tokens = shard.batch_size * (shard.max_text_tokens + longest // CHARS_PER_TOKEN)
+    return stall_s * max(1.0, tokens / STALL_REFERENCE_TOKENS)
+
+
 def work_leased(leases: Leases, teacher: Teacher, shard: Shard, cache: TeacherCache | None,
                 call: str, index: int, folder: Path, stall_s: float,
                 on_texts: OnTexts | None = None) -> TeacherScores:
     """Work a shard whose lease we hold, renewing it while teacher batches finish.
 
     Raises ShardStopped when the pass ended (`pass_over`) or the lease was lost or given up
-    after `stall_s` seconds without a finished batch (checked after every teacher batch,
-    and once more when the shard is done or failed: a holder that lost its lease returns
-    nothing and reports no failure); TeacherError as the teacher does."""
-    keeper = LeaseKeeper(leases, call, index, stall_s)
+    after `stall_bound(stall_s, shard)` seconds without a finished batch (checked after
+    every teacher batch, and once more when the shard is done or failed: a holder that lost
+    its lease returns nothing and reports no failure); TeacherError as the teacher does."""
+    keeper = LeaseKeeper(leases, call, index, stall_bound(stall_s, shard))
     keeper.start()
 
     def tick(n: int) -> None:

@@ -87,6 +87,8 @@ class Settings(BaseSettings):
     # thread of a busy 2-core box (load 3.4): a 16-text channel batch under 20 labels took
     # 54 s at 30 words a text and 587 s at 200 words (about 256 tokens, the cut), so about
     # 29 s between ticks; 900 s leaves 30x that. Raise it for big local teachers on CPU.
+    # A job with larger batches (more texts or tokens) gets proportionally more: see
+    # worker.shards.stall_bound.
     shard_stall_seconds: float = Field(900.0, gt=0, description="A shard holder that "
                                        "finished no teacher batch for this long gives its "
                                        "lease up (distributed mode).")

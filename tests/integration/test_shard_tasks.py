@@ -396,3 +396,55 @@ def test_a_shard_worker_scores_in_the_coordinators_teacher_precision(shard_env, 
     np.testing.assert_allclose(answers["float32"], local.score(PROMPT, TEXTS).logprobs,
                                atol=1e-5)
     assert not np.array_equal(answers["bfloat16"], answers["float32"])
+
+
+class _SlowLocalTeacher:
+    """A local teacher whose every forward batch takes `batch_s` (a big batch on a CPU)."""
+
+    hidden_size, total_params, precision, id = 0, 0, "float32", "slow-local"
+
+    def __init__(self, batch_s: float) -> None:
+        self.batch_s, self.batches = batch_s, 0
+
+    def score(self, prompt: Prompt, texts, *, batch_size: int, on_batch=None, **_: object
+              ) -> TeacherScores:
+        for start in range(0, len(texts), batch_size):
+            time.sleep(self.batch_s)
+            self.batches += 1
+            if on_batch:
+                on_batch(len(texts[start:start + batch_size]))
+        return TeacherScores(np.zeros((len(texts), len(prompt.options)), np.float32), None)
+
+
+def test_a_healthy_batch_larger_than_the_measured_one_is_no_stall(shard_env, monkeypatch):
+    """TAILOR_SHARD_STALL_SECONDS was argued from a 16-text batch of 256 tokens; a job may
+    ask for 64 texts a batch (up to 512 of 4096 tokens). A healthy batch that takes longer
+    than the plain bound but no longer per token is progress: the coordinator finishes the
+    shard once instead of giving its lease up and retaking the shard forever."""
+    from worker.shards import stall_bound
+
+    monkeypatch.setenv("TAILOR_SHARD_STALL_SECONDS", "0.3")
+    reset_caches()
+    part = Shard((PROMPT,), TEXTS, batch_size=64)
+    assert stall_bound(0.3, part) >= 0.3 * 64 / 16
+    assert stall_bound(0.3, Shard((PROMPT,), TEXTS, batch_size=16, max_text_tokens=128)) == 0.3
+    teacher = _SlowLocalTeacher(batch_s=0.8)  # past 0.3 s, within 64/16 of it
+    call, folder = _new_pass()
+    got: list[object] = []
+
+    def coordinate() -> None:
+        leases = Leases(get_settings())
+        try:
+            got.append(CeleryShards(JOB, "local", get_settings())._collect(
+                leases, teacher, [part], None, lambda _n: None, call, folder))
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            got.append(exc)
+        finally:
+            leases.close()
+
+    thread = threading.Thread(target=coordinate, daemon=True)
+    thread.start()
+    thread.join(15)
+    assert not thread.is_alive(), f"the shard was retaken {teacher.batches} times"
+    assert len(got) == 1 and isinstance(got[0], list), got
+    assert teacher.batches == 1
