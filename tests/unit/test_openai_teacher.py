@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import subprocess
 import sys
@@ -72,6 +73,39 @@ def test_a_job_distils_from_an_openai_compatible_teacher(server, tiny_models, tm
     skipped = [p for p in res.metrics["prompts"] if p.get("skipped")]
     assert {p["name"] for p in skipped} >= {"channel-about"}, "black boxes cannot score channels"
     assert "align" not in res.metrics["phases"], "no hidden states, no representation phase"
+
+
+def test_the_teacher_scores_inside_a_running_event_loop_and_ticks_per_request(server):
+    """A notebook or an async caller of the engine already runs an event loop, where
+    asyncio.run refuses to start; and every answered request ticks (0 texts), so a batch of
+    hundreds of texts on a slow server is progress to the shard stall guard."""
+    prompt = default_prompts(TaskConfig(**TASK))[0]
+    texts = corpus(5)
+    ticks: list[int] = []
+
+    async def caller() -> np.ndarray:
+        return OpenAITeacher(server).score(prompt, texts, batch_size=16,
+                                           on_batch=ticks.append).logprobs
+
+    got = asyncio.run(caller())
+    assert got.shape == (5, 2) and np.isfinite(got).all()
+    np.testing.assert_allclose(got, OpenAITeacher(server).score(prompt, texts).logprobs)
+    assert ticks == [0] * 5 + [5]
+
+
+def test_a_tick_that_raises_stops_the_pass(server):
+    """The shard holder's tick raises when its pass ended or its lease was lost: that
+    exception, not a wrapper around it, ends the teacher's pass."""
+    prompt = default_prompts(TaskConfig(**TASK))[0]
+
+    class Stopped(Exception):
+        pass
+
+    def tick(_n: int) -> None:
+        raise Stopped
+
+    with pytest.raises(Stopped):
+        OpenAITeacher(server).score(prompt, corpus(20), batch_size=4, on_batch=tick)
 
 
 def test_unreachable_server_fails_with_a_clear_code(tmp_path):

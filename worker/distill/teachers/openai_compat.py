@@ -21,7 +21,8 @@ import asyncio
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -42,6 +43,19 @@ REQUEST_DEADLINE_S = 150.0
 PARALLEL_REQUESTS = 8
 RETRIES = 3
 RETRY_BACKOFF_S = 0.5  # doubled per retry
+
+
+def _run_to_end(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run `main()` on a fresh event loop. asyncio.run refuses to start inside a running
+    loop (a notebook, an async caller of the engine), so there it runs on a helper thread
+    while this one waits: the engine's calls stay synchronous everywhere."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # the usual case: a Celery worker or a plain script
+        asyncio.run(main())
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="openai-teacher") as pool:
+        pool.submit(asyncio.run, main()).result()
 
 
 class OpenAITeacher:
@@ -132,8 +146,10 @@ class OpenAITeacher:
     def _ask_all(self, prompts: Sequence[Prompt], texts: Sequence[str], batch_size: int,
                  options: int, on_batch: Callable[[int], None] | None) -> np.ndarray:
         """Scores [N, options] of text i under prompts[i], `batch_size` texts a batch
-        (`on_batch(n)` after each), PARALLEL_REQUESTS requests in flight; the first failure
-        cancels the rest and is raised."""
+        (`on_batch(n)` after each, and `on_batch(0)` after each answered request: a batch of
+        hundreds of texts on a slow server is progress, not a stall, and a cancel is seen
+        within one request), PARALLEL_REQUESTS requests in flight; the first failure
+        (or exception from `on_batch`) cancels the rest and is raised."""
         for prompt in prompts:
             if prompt.kind != "choice":
                 raise TeacherError("unsupported_prompt",
@@ -152,6 +168,8 @@ class OpenAITeacher:
                     async with gate:
                         top = await self._ask(client, prompts[i], texts[i])
                     out[i] = option_scores(top, prompts[i].options)
+                    if on_batch:
+                        on_batch(0)
 
                 for start in range(0, len(texts), batch_size):
                     end = min(start + batch_size, len(texts))
@@ -162,7 +180,7 @@ class OpenAITeacher:
                         on_batch(end - start)
 
         try:
-            asyncio.run(run())
+            _run_to_end(run)
         except ExceptionGroup as group:  # a TaskGroup's failure: raise the first one
             raise group.exceptions[0] from None
         return out
