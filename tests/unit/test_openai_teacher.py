@@ -166,3 +166,59 @@ def test_a_server_that_trickles_its_answer_meets_the_request_deadline(monkeypatc
     assert "no whole answer within 0.4 s" in err.value.message
     assert len(accepted) == openai_compat.RETRIES  # each try on a fresh connection
     assert 3 * 0.4 <= took < 5
+
+
+def _mock_server(monkeypatch, handler) -> OpenAITeacher:
+    """An OpenAITeacher whose requests go to `handler(request) -> httpx.Response`."""
+    from worker.distill.teachers import openai_compat
+
+    real = httpx.AsyncClient
+
+    def client(**kwargs):
+        return real(transport=httpx.MockTransport(handler), **kwargs)
+
+    monkeypatch.setattr(openai_compat.httpx, "AsyncClient", client)
+    monkeypatch.setattr(openai_compat, "RETRY_BACKOFF_S", 0.0)
+    return OpenAITeacher("openai+http://teacher.test/v1?model=x")
+
+
+ANSWER = {"choices": [{"logprobs": {"content": [{"top_logprobs": [
+    {"token": "rescue", "logprob": -0.1}, {"token": "sunny", "logprob": -2.5}]}]}}]}
+
+
+def test_a_rate_limited_server_is_waited_for_as_its_retry_after_asks(monkeypatch):
+    """A hosted API answers 429 with Retry-After while over its rate: three tries within
+    the plain backoff (here 0 s) would all be refused and end the job."""
+    first: list[float] = []
+
+    def handler(_request: httpx.Request) -> httpx.Response:
+        first.append(time.monotonic())
+        if time.monotonic() - first[0] < 0.5:
+            return httpx.Response(429, headers={"retry-after": "1"}, json={"error": "slow"})
+        return httpx.Response(200, json=ANSWER)
+
+    teacher = _mock_server(monkeypatch, handler)
+    got = teacher.score(default_prompts(TaskConfig(**TASK))[0], ["a text"]).logprobs
+    assert np.isfinite(got).all() and len(first) == 2
+    assert first[1] - first[0] >= 0.9
+
+
+@pytest.mark.parametrize("body", [b"<html>gateway</html>", b'{"choices": [', b"[1]", b"{}",
+                                  b'{"choices": []}', b'{"choices": [{"logprobs": null}]}',
+                                  b'{"choices": [{"logprobs": {"content": [{}]}}]}'])
+def test_an_unreadable_answer_is_the_servers_fault_by_name(monkeypatch, body):
+    from worker.distill.teachers import TeacherError
+
+    teacher = _mock_server(monkeypatch, lambda _r: httpx.Response(200, content=body))
+    with pytest.raises(TeacherError) as err:
+        teacher.score(default_prompts(TaskConfig(**TASK))[0], ["a text"])
+    assert err.value.code == "teacher_no_logprobs"
+
+
+def test_log_probabilities_that_are_no_numbers_never_become_a_nan_score(monkeypatch):
+    body = (b'{"choices": [{"logprobs": {"content": [{"top_logprobs": ['
+            b'{"token": "rescue", "logprob": NaN}, {"token": "sunny", "logprob": "-1"},'
+            b'{"token": "sun", "logprob": -1.0}]}]}}]}')
+    teacher = _mock_server(monkeypatch, lambda _r: httpx.Response(200, content=body))
+    got = teacher.score(default_prompts(TaskConfig(**TASK))[0], ["a text"]).logprobs
+    assert np.isfinite(got).all()

@@ -43,6 +43,20 @@ REQUEST_DEADLINE_S = 150.0
 PARALLEL_REQUESTS = 8
 RETRIES = 3
 RETRY_BACKOFF_S = 0.5  # doubled per retry
+# A rate-limited server's Retry-After is honoured up to this (a hosted API asks for seconds
+# to a minute); a longer wait counts as the server failing, as the retries run out.
+RETRY_AFTER_MAX_S = 30.0
+
+
+def retry_wait_s(resp: httpx.Response | None, attempt: int) -> float:
+    """Seconds before try `attempt + 2`: the doubling backoff, or longer when a 429/503
+    answer's Retry-After (in seconds) asks for it, up to RETRY_AFTER_MAX_S."""
+    backoff = RETRY_BACKOFF_S * 2 ** attempt
+    try:
+        asked = float(resp.headers.get("retry-after", "")) if resp is not None else backoff
+    except ValueError:  # absent, or an HTTP date: the backoff
+        return backoff
+    return min(max(backoff, asked), RETRY_AFTER_MAX_S) if math.isfinite(asked) else backoff
 
 
 def _run_to_end(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -114,6 +128,7 @@ class OpenAITeacher:
         else:
             body.update(prompt=prompt.render(text) + "\nAnswer:", logprobs=self.top)
             path = "/completions"
+        resp: httpx.Response | None = None
         for attempt in range(RETRIES):
             try:
                 async with asyncio.timeout(self.deadline_s):
@@ -127,21 +142,28 @@ class OpenAITeacher:
                     raise TeacherError("teacher_unreachable", self._scrub(
                         f"{self.base_url} did not answer: {why}")) from exc
             if attempt < RETRIES - 1:
-                await asyncio.sleep(RETRY_BACKOFF_S * 2 ** attempt)
+                await asyncio.sleep(retry_wait_s(resp, attempt))
+        if resp is None:  # not reached: the last try's transport failure was raised
+            raise TeacherError("teacher_unreachable", f"{self.base_url} did not answer")
         if resp.status_code != 200:
             # Scrubbed before cutting, so no prefix of the key survives the cut.
             raise TeacherError("teacher_error", f"{self.base_url}{path} answered "
                                f"{resp.status_code}: {self._scrub(resp.text)[:200]}")
-        choice = resp.json()["choices"][0]
+        # A proxy's page, a body cut short, tokens without numbers: the server's fault, named
+        # as such (never an internal error, never a NaN score).
         try:
+            choice = resp.json()["choices"][0]
             if self.api == "chat":
-                first = choice["logprobs"]["content"][0]
-                return {t["token"]: t["logprob"] for t in first["top_logprobs"]}
-            return dict(choice["logprobs"]["top_logprobs"][0])
-        except (KeyError, IndexError, TypeError) as exc:
+                pairs = [(t["token"], t["logprob"])
+                         for t in choice["logprobs"]["content"][0]["top_logprobs"]]
+            else:
+                pairs = list(choice["logprobs"]["top_logprobs"][0].items())
+            return {str(token): float(lp) for token, lp in pairs
+                    if isinstance(lp, int | float) and math.isfinite(lp)}
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
             raise TeacherError("teacher_no_logprobs",
-                               f"{self.base_url} returned no log-probabilities; the teacher "
-                               "server must support logprobs") from exc
+                               f"{self.base_url} returned no readable log-probabilities; the "
+                               "teacher server must support logprobs") from exc
 
     def _ask_all(self, prompts: Sequence[Prompt], texts: Sequence[str], batch_size: int,
                  options: int, on_batch: Callable[[int], None] | None) -> np.ndarray:
