@@ -222,3 +222,27 @@ def test_log_probabilities_that_are_no_numbers_never_become_a_nan_score(monkeypa
     teacher = _mock_server(monkeypatch, lambda _r: httpx.Response(200, content=body))
     got = teacher.score(default_prompts(TaskConfig(**TASK))[0], ["a text"]).logprobs
     assert np.isfinite(got).all()
+
+
+@pytest.mark.parametrize("key", ["sk-secret123\n", " sk-secret123 "])
+def test_a_key_read_from_a_file_with_its_newline_is_sent_without_it(monkeypatch, key):
+    sent: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request.headers["authorization"])
+        return httpx.Response(200, json=ANSWER)
+
+    monkeypatch.setenv("TAILOR_OPENAI_API_KEY", key)
+    teacher = _mock_server(monkeypatch, handler)
+    teacher.score(default_prompts(TaskConfig(**TASK))[0], ["a text"])
+    assert sent == ["Bearer sk-secret123"]
+
+
+@pytest.mark.parametrize("key", ["sk-sécret123", "sk-sec\x01ret"])
+def test_a_key_no_header_can_carry_is_named_without_being_shown(monkeypatch, key):
+    from worker.distill.teachers import TeacherError
+
+    monkeypatch.setenv("TAILOR_OPENAI_API_KEY", key)
+    with pytest.raises(TeacherError) as err:
+        _mock_server(monkeypatch, lambda _r: httpx.Response(200, json=ANSWER))
+    assert "TAILOR_OPENAI_API_KEY" in err.value.message and "sec" not in err.value.message

@@ -101,7 +101,12 @@ class OpenAITeacher:
             raise TeacherError("invalid_model_uri", f"{uri!r}: api must be chat or completions")
         self.base_url = f"{parts.scheme}://{parts.netloc}{parts.path}".rstrip("/")
         self.uri = uri
-        self._key = os.environ.get("TAILOR_OPENAI_API_KEY", "")
+        # A key read from a secret file often ends in a newline, which no header may carry:
+        # every request would fail in transport, blamed on the server.
+        self._key = os.environ.get("TAILOR_OPENAI_API_KEY", "").strip()
+        if self._key and not (self._key.isascii() and self._key.isprintable()):
+            raise TeacherError("teacher_error", "TAILOR_OPENAI_API_KEY holds characters an "
+                               "HTTP header cannot carry (the key is not shown)")
         self._headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
         self._ssl = httpx.create_ssl_context()  # once: each pass opens a fresh async client
         self.deadline_s = REQUEST_DEADLINE_S
