@@ -208,3 +208,7 @@ def test_the_teacher_rate_comes_from_jobs_in_the_same_precision(client, body, ti
     assert rate("float32") == (10.0, estimate.MEASURED)
     # "auto" is whichever these workers resolve it to: only jobs that asked "auto" know.
     assert rate("auto") == (estimate.DEFAULT_TEACHER_CALLS_PER_S, estimate.DOCUMENTED)
+    # A black box ignores the setting (its jobs record float32): any of its jobs measures it.
+    ran = {"teacher": {"precision": "float32"}}
+    assert estimate.same_precision({"teacher": {"precision": "bfloat16"}}, ran, None)
+    assert not estimate.same_precision({"teacher": {"precision": "bfloat16"}}, ran, "bfloat16")
