@@ -352,7 +352,8 @@ def run_shard(job_id: str, call: str, index: int, teacher_uri: str,
     written for the coordinator to report (it ends the job as `teacher_unavailable`)."""
     if not (isinstance(job_id, str) and isinstance(call, str) and JOB_ID.match(job_id)
             and CALL_ID.match(call) and type(index) is int and index >= 0
-            and precision in ("float32", "bfloat16")):
+            and isinstance(teacher_uri, str) and isinstance(payload, dict)
+            and isinstance(precision, str) and precision in ("float32", "bfloat16")):
         return "malformed shard message"
     settings = get_settings()
     folder = pass_dir(job_id, call)

@@ -97,6 +97,11 @@ def test_a_shard_is_worked_once_and_only_while_its_pass_wants_it(shard_env):
         assert run_shard("job_../../etc", call, 0, uri, shard) == "malformed shard message"
         assert run_shard(JOB, call, "0", uri, shard) == "malformed shard message"  # type: ignore[arg-type]
         assert run_shard(JOB, call, 0, uri, shard, "float16") == "malformed shard message"
+        # Hostile or garbled messages for a live pass end as malformed, never a crash.
+        live, _ = _new_pass()
+        for bad in ((JOB, live, 0, {"uri": uri}, shard), (JOB, live, 0, uri, [shard]),
+                    (JOB, live, 0, uri, shard, ["bfloat16"]), (JOB, live, 0, uri, shard, None)):
+            assert run_shard(*bad) == "malformed shard message", bad[3:]  # type: ignore[arg-type]
 
 
 def test_a_stopped_pass_stops_its_running_shard_at_the_next_batch(shard_env):
