@@ -112,18 +112,27 @@ def stall_bound(stall_s: float, shard: Shard) -> float:
 
 def work_leased(leases: Leases, teacher: Teacher, shard: Shard, cache: TeacherCache | None,
                 call: str, index: int, folder: Path, stall_s: float,
-                on_texts: OnTexts | None = None) -> TeacherScores:
+                on_texts: OnTexts | None = None, *, coordinator: bool = False
+                ) -> TeacherScores:
     """Work a shard whose lease we hold, renewing it while teacher batches finish.
 
     Raises ShardStopped when the pass ended (`pass_over`) or the lease was lost or given up
     after `stall_bound(stall_s, shard)` seconds without a finished batch (checked after
     every teacher batch, and once more when the shard is done or failed: a holder that lost
-    its lease returns nothing and reports no failure); TeacherError as the teacher does."""
+    its lease returns nothing and reports no failure); TeacherError as the teacher does.
+
+    The job's `coordinator` stops only when the pass ended: a stall still frees the lease
+    for another worker, but it finishes (or fails) what it started. Dropping a slow but
+    healthy shard to retake it would redo the same slow batch forever, and the shard's
+    message may be gone, so nobody else would take it."""
     keeper = LeaseKeeper(leases, call, index, stall_bound(stall_s, shard))
     keeper.start()
 
+    def lost() -> bool:
+        return keeper.lost.is_set() and not coordinator
+
     def tick(n: int) -> None:
-        if keeper.lost.is_set() or pass_over(leases, call, folder):
+        if lost() or pass_over(leases, call, folder):
             raise ShardStopped(call)
         keeper.progress()
         if on_texts:
@@ -132,12 +141,13 @@ def work_leased(leases: Leases, teacher: Teacher, shard: Shard, cache: TeacherCa
     try:
         scores = work_shard(teacher, shard, cache, tick)
     except TeacherError as exc:
-        if not keeper.finish():  # given up or taken: the shard's new holder reports it
+        keeper.finish()
+        if lost():  # given up or taken: the shard's new holder reports it
             raise ShardStopped(call) from exc
         raise
     finally:
         keeper.finish()
-    if keeper.lost.is_set():
+    if lost():
         raise ShardStopped(call)
     return scores
 
@@ -254,16 +264,14 @@ class CeleryShards:
                     return None
                 try:
                     scores = work_leased(leases, teacher, shards[i], cache, call, i, folder,
-                                         self.settings.shard_stall_seconds, on_texts)
+                                         self.settings.shard_stall_seconds, on_texts,
+                                         coordinator=True)
                 except TeacherError as exc:
+                    # Also after a stall: nobody else would learn it (the shard's message is
+                    # gone), and redoing it here could loop forever.
                     raise ShardFailed(exc.code, exc.message, done) from exc
-                except ShardStopped as exc:
-                    if isinstance(exc.__cause__, TeacherError):
-                        # Our own call stalled, then failed: nobody else would learn it (the
-                        # shard's message is gone), and redoing it here could loop forever.
-                        raise ShardFailed(exc.__cause__.code, exc.__cause__.message,
-                                          done) from exc
-                    return None  # our lease expired or was given up: it is redone
+                except ShardStopped:
+                    return None  # the pass ended
                 log.info("annotation shard %d/%d (%d texts) done by the coordinator %s",
                          i + 1, len(shards), len(shards[i].texts), leases.owner)
                 return i, scores

@@ -453,3 +453,33 @@ def test_a_healthy_batch_larger_than_the_measured_one_is_no_stall(shard_env, mon
     assert not thread.is_alive(), f"the shard was retaken {teacher.batches} times"
     assert len(got) == 1 and isinstance(got[0], list), got
     assert teacher.batches == 1
+
+
+def test_the_coordinator_finishes_its_own_slow_shard_instead_of_retaking_it(shard_env,
+                                                                           monkeypatch):
+    """A big local teacher on a CPU takes longer per batch than the stall bound (set too low
+    for it). The coordinator frees the lease at the bound, but finishes and uses the shard
+    it started: dropping it to retake it redid the same slow batch forever."""
+    monkeypatch.setenv("TAILOR_SHARD_STALL_SECONDS", "0.3")
+    reset_caches()
+    part = Shard((PROMPT,), TEXTS, batch_size=4, max_text_tokens=64)  # bound: 0.3 s
+    teacher = _SlowLocalTeacher(batch_s=0.8)
+    call, folder = _new_pass()
+    got: list[object] = []
+    leases = Leases(get_settings())
+
+    def coordinate() -> None:
+        try:
+            got.append(CeleryShards(JOB, "local", get_settings())._collect(
+                leases, teacher, [part], None, lambda _n: None, call, folder))
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            got.append(exc)
+
+    thread = threading.Thread(target=coordinate, daemon=True)
+    thread.start()
+    thread.join(15)
+    assert not thread.is_alive(), f"the shard was retaken ({teacher.batches} batches)"
+    assert len(got) == 1 and isinstance(got[0], list), got
+    assert teacher.batches == 2  # 6 texts, 4 a batch: each batch once
+    assert leases.holder(call, 0) is None  # freed at the stall, not held by anyone after
+    leases.close()
