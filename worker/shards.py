@@ -352,6 +352,23 @@ def _teacher(uri: str, precision: str, settings: Settings) -> Teacher:
     return _loaded[uri, precision]
 
 
+def _load_leased(leases: Leases, call: str, index: int, uri: str, precision: str,
+                 settings: Settings) -> Teacher:
+    """`_teacher`, renewing the shard's lease meanwhile: a worker's first load (a wheel
+    download, a GGUF conversion on a busy host) can outlast the lease, and the shard would
+    be taken over and this worker's work on it thrown away. A load past the stall bound
+    gives the lease up like a stalled batch. Raises ShardStopped when the lease was lost."""
+    keeper = LeaseKeeper(leases, call, index, settings.shard_stall_seconds)
+    keeper.start()
+    try:
+        teacher = _teacher(uri, precision, settings)
+    finally:
+        held = keeper.finish()
+    if not held:
+        raise ShardStopped(call)
+    return teacher
+
+
 def run_shard(job_id: str, call: str, index: int, teacher_uri: str,
               payload: dict[str, Any], precision: str = "float32") -> str:
     """Work one shard message if its pass still wants it; return what happened (for logs).
@@ -375,7 +392,7 @@ def run_shard(job_id: str, call: str, index: int, teacher_uri: str,
             return "done"
         shard = Shard.from_dict(payload)
         started = time.perf_counter()
-        teacher = _teacher(teacher_uri, precision, settings)
+        teacher = _load_leased(leases, call, index, teacher_uri, precision, settings)
         scores = work_leased(leases, teacher, shard, _cache(settings), call, index, folder,
                              settings.shard_stall_seconds)
         try:

@@ -483,3 +483,26 @@ def test_the_coordinator_finishes_its_own_slow_shard_instead_of_retaking_it(shar
     assert teacher.batches == 2  # 6 texts, 4 a batch: each batch once
     assert leases.holder(call, 0) is None  # freed at the stall, not held by anyone after
     leases.close()
+
+
+def test_a_shard_workers_slow_first_teacher_load_keeps_its_lease(shard_env, monkeypatch):
+    """A worker's first load (a wheel download, a GGUF conversion on a busy host) outlasts
+    the lease: the lease is renewed meanwhile, so the shard is not taken over and the load
+    and work that follow are not thrown away."""
+    monkeypatch.setenv("TAILOR_JOB_LEASE_SECONDS", "1")
+    reset_caches()
+    teacher = _SlowLocalTeacher(batch_s=0.0)
+    other = Leases(get_settings())
+    other.owner = "elsewhere:1:abc"
+    call, folder = _new_pass()
+    taken: list[bool] = []
+
+    def slow_load(*_args: object) -> _SlowLocalTeacher:
+        time.sleep(1.6)  # past the 1 s lease
+        taken.append(other.claim(call, 0))
+        return teacher
+
+    monkeypatch.setattr(shards, "_teacher", slow_load)
+    assert run_shard(JOB, call, 0, "local", Shard((PROMPT,), TEXTS).to_dict()) == "annotated"
+    assert taken == [False] and read_result(folder, 0) is not None
+    other.close()
