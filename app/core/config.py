@@ -91,7 +91,8 @@ class Settings(BaseSettings):
     # worker.shards.stall_bound.
     shard_stall_seconds: float = Field(900.0, gt=0, description="A shard holder that "
                                        "finished no teacher batch for this long gives its "
-                                       "lease up (distributed mode).")
+                                       "lease up (distributed mode); longer in proportion for "
+                                       "batches of more than 16 texts of 256 tokens.")
 
     # Worker liveness. Each worker writes a heartbeat row this often; /readyz wants one no
     # older than the window. The window spans several beats so that a worker starved of CPU
