@@ -18,6 +18,7 @@ import pytest
 from app.core.config import get_settings
 from app.core.db import reset_caches
 from tests.fixtures.latency_teacher import running
+from tests.integration.report import record_input
 from tests.support import embedded_home, free_port, wait_for
 from worker import shards
 from worker.distill.cache import TeacherCache
@@ -102,6 +103,10 @@ def test_a_shard_is_worked_once_and_only_while_its_pass_wants_it(shard_env):
         for bad in ((JOB, live, 0, {"uri": uri}, shard), (JOB, live, 0, uri, [shard]),
                     (JOB, live, 0, uri, shard, ["bfloat16"]), (JOB, live, 0, uri, shard, None)):
             assert run_shard(*bad) == "malformed shard message", bad[3:]  # type: ignore[arg-type]
+        record_input("hostile or garbled shard messages", ["tailor.annotate_shard (run_shard)"],
+                     ["job id with ../", "index as a string", "precision float16, a list, "
+                      "null", "teacher URI as an object", "payload as a list"],
+                     ["'malformed shard message', no teacher loaded, no crash, lease freed"])
 
 
 def test_a_stopped_pass_stops_its_running_shard_at_the_next_batch(shard_env):

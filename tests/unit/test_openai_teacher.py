@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from tests.fixtures.tiny import corpus
+from tests.integration.report import record_input
 from tests.support import ROOT, free_port, wait_for
 from worker.distill.config import EngineConfig, TaskConfig
 from worker.distill.engine import DistillData, run
@@ -213,6 +214,10 @@ def test_an_unreadable_answer_is_the_servers_fault_by_name(monkeypatch, body):
     with pytest.raises(TeacherError) as err:
         teacher.score(default_prompts(TaskConfig(**TASK))[0], ["a text"])
     assert err.value.code == "teacher_no_logprobs"
+    record_input("teacher server answers that are not what the API promises",
+                 ["OpenAI-compatible teacher (200 answers)"], [body.decode()[:60]],
+                 ["TeacherError teacher_no_logprobs naming the server, never an internal "
+                  "error", "NaN or non-numeric log-probabilities dropped, never a NaN score"])
 
 
 def test_log_probabilities_that_are_no_numbers_never_become_a_nan_score(monkeypatch):
