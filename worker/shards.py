@@ -103,10 +103,12 @@ def stall_bound(stall_s: float, shard: Shard) -> float:
     """Seconds without a finished teacher batch after which the holder of `shard` gives its
     lease up: `stall_s` (TAILOR_SHARD_STALL_SECONDS) for a batch of the measured size
     (STALL_REFERENCE_TOKENS), longer in proportion to the tokens one batch of `shard` may
-    carry (texts cut at max_text_tokens, plus the longest prompt template or prefix)."""
+    carry (at most batch_size of its texts, each cut at max_text_tokens, plus the longest
+    prompt template or prefix)."""
     longest = max((len(part) for p in shard.prompts for part in (p.template, *p.prefixes)),
                   default=0)
-    tokens = shard.batch_size * (shard.max_text_tokens + longest // CHARS_PER_TOKEN)
+    texts = min(shard.batch_size, len(shard.texts))
+    tokens = texts * (shard.max_text_tokens + longest // CHARS_PER_TOKEN)
     return stall_s * max(1.0, tokens / STALL_REFERENCE_TOKENS)
 
 

@@ -428,36 +428,25 @@ class _SlowLocalTeacher:
 
 def test_a_healthy_batch_larger_than_the_measured_one_is_no_stall(shard_env, monkeypatch):
     """TAILOR_SHARD_STALL_SECONDS was argued from a 16-text batch of 256 tokens; a job may
-    ask for 64 texts a batch (up to 512 of 4096 tokens). A healthy batch that takes longer
-    than the plain bound but no longer per token is progress: the coordinator finishes the
-    shard once instead of giving its lease up and retaking the shard forever."""
+    ask for 64 texts a batch (up to 512 of 4096 tokens). A shard worker's healthy batch that
+    takes longer than the plain bound but no longer per token is progress: the worker keeps
+    its lease and delivers the shard, instead of giving it up to be redone (and judged a
+    stall again) by whoever takes it next."""
     from worker.shards import stall_bound
 
     monkeypatch.setenv("TAILOR_SHARD_STALL_SECONDS", "0.3")
     reset_caches()
-    part = Shard((PROMPT,), TEXTS, batch_size=64)
+    texts = tuple(f"report {i}" for i in range(64))
+    part = Shard((PROMPT,), texts, batch_size=64)
     assert stall_bound(0.3, part) >= 0.3 * 64 / 16
-    assert stall_bound(0.3, Shard((PROMPT,), TEXTS, batch_size=16, max_text_tokens=128)) == 0.3
+    assert stall_bound(0.3, Shard((PROMPT,), texts, batch_size=16, max_text_tokens=128)) == 0.3
+    # The shard's own size bounds a batch too: 6 texts under batch_size 512 are 6 texts.
+    assert stall_bound(0.3, Shard((PROMPT,), TEXTS, batch_size=512)) == 0.3
     teacher = _SlowLocalTeacher(batch_s=0.8)  # past 0.3 s, within 64/16 of it
+    monkeypatch.setattr(shards, "_teacher", lambda *_a: teacher)
     call, folder = _new_pass()
-    got: list[object] = []
-
-    def coordinate() -> None:
-        leases = Leases(get_settings())
-        try:
-            got.append(CeleryShards(JOB, "local", get_settings())._collect(
-                leases, teacher, [part], None, lambda _n: None, call, folder))
-        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
-            got.append(exc)
-        finally:
-            leases.close()
-
-    thread = threading.Thread(target=coordinate, daemon=True)
-    thread.start()
-    thread.join(15)
-    assert not thread.is_alive(), f"the shard was retaken {teacher.batches} times"
-    assert len(got) == 1 and isinstance(got[0], list), got
-    assert teacher.batches == 1
+    assert run_shard(JOB, call, 0, "local", part.to_dict()) == "annotated"
+    assert teacher.batches == 1 and read_result(folder, 0) is not None
 
 
 def test_the_coordinator_finishes_its_own_slow_shard_instead_of_retaking_it(shard_env,
