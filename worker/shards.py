@@ -91,20 +91,50 @@ def cache_identity(settings: Settings) -> str:
     return f"{socket.gethostname()}:{settings.cache}"
 
 
+# The batch TAILOR_SHARD_STALL_SECONDS was measured on (app/core/config.py): 16 texts of up
+# to 256 tokens between two ticks. A job may ask for 512 texts of 4096 tokens a batch, and
+# a healthy CPU batch that size takes hundreds of times longer: judged by the plain bound it
+# would be a stall on every try, redone and given up again forever.
+STALL_REFERENCE_TOKENS = 16 * 256
+CHARS_PER_TOKEN = 4  # a template's tokens, roughly (it is never truncated)
+
+
+def stall_bound(stall_s: float, shard: Shard) -> float:
+    """Seconds without a finished teacher batch after which the holder of `shard` gives its
+    lease up: `stall_s` (TAILOR_SHARD_STALL_SECONDS) for a batch of the measured size
+    (STALL_REFERENCE_TOKENS), longer in proportion to the tokens one batch of `shard` may
+    carry (at most batch_size of its texts, each cut at max_text_tokens, plus the longest
+    prompt template or prefix)."""
+    longest = max((len(part) for p in shard.prompts for part in (p.template, *p.prefixes)),
+                  default=0)
+    texts = min(shard.batch_size, len(shard.texts))
+    tokens = texts * (shard.max_text_tokens + longest // CHARS_PER_TOKEN)
+    return stall_s * max(1.0, tokens / STALL_REFERENCE_TOKENS)
+
+
 def work_leased(leases: Leases, teacher: Teacher, shard: Shard, cache: TeacherCache | None,
                 call: str, index: int, folder: Path, stall_s: float,
-                on_texts: OnTexts | None = None) -> TeacherScores:
+                on_texts: OnTexts | None = None, *, coordinator: bool = False
+                ) -> TeacherScores:
     """Work a shard whose lease we hold, renewing it while teacher batches finish.
 
     Raises ShardStopped when the pass ended (`pass_over`) or the lease was lost or given up
-    after `stall_s` seconds without a finished batch (checked after every teacher batch,
-    and once more when the shard is done or failed: a holder that lost its lease returns
-    nothing and reports no failure); TeacherError as the teacher does."""
-    keeper = LeaseKeeper(leases, call, index, stall_s)
+    after `stall_bound(stall_s, shard)` seconds without a finished batch (checked after
+    every teacher batch, and once more when the shard is done or failed: a holder that lost
+    its lease returns nothing and reports no failure); TeacherError as the teacher does.
+
+    The job's `coordinator` stops only when the pass ended: a stall still frees the lease
+    for another worker, but it finishes (or fails) what it started. Dropping a slow but
+    healthy shard to retake it would redo the same slow batch forever, and the shard's
+    message may be gone, so nobody else would take it."""
+    keeper = LeaseKeeper(leases, call, index, stall_bound(stall_s, shard))
     keeper.start()
 
+    def lost() -> bool:
+        return keeper.lost.is_set() and not coordinator
+
     def tick(n: int) -> None:
-        if keeper.lost.is_set() or pass_over(leases, call, folder):
+        if lost() or pass_over(leases, call, folder):
             raise ShardStopped(call)
         keeper.progress()
         if on_texts:
@@ -113,12 +143,13 @@ def work_leased(leases: Leases, teacher: Teacher, shard: Shard, cache: TeacherCa
     try:
         scores = work_shard(teacher, shard, cache, tick)
     except TeacherError as exc:
-        if not keeper.finish():  # given up or taken: the shard's new holder reports it
+        keeper.finish()
+        if lost():  # given up or taken: the shard's new holder reports it
             raise ShardStopped(call) from exc
         raise
     finally:
         keeper.finish()
-    if keeper.lost.is_set():
+    if lost():
         raise ShardStopped(call)
     return scores
 
@@ -235,16 +266,14 @@ class CeleryShards:
                     return None
                 try:
                     scores = work_leased(leases, teacher, shards[i], cache, call, i, folder,
-                                         self.settings.shard_stall_seconds, on_texts)
+                                         self.settings.shard_stall_seconds, on_texts,
+                                         coordinator=True)
                 except TeacherError as exc:
+                    # Also after a stall: nobody else would learn it (the shard's message is
+                    # gone), and redoing it here could loop forever.
                     raise ShardFailed(exc.code, exc.message, done) from exc
-                except ShardStopped as exc:
-                    if isinstance(exc.__cause__, TeacherError):
-                        # Our own call stalled, then failed: nobody else would learn it (the
-                        # shard's message is gone), and redoing it here could loop forever.
-                        raise ShardFailed(exc.__cause__.code, exc.__cause__.message,
-                                          done) from exc
-                    return None  # our lease expired or was given up: it is redone
+                except ShardStopped:
+                    return None  # the pass ended
                 log.info("annotation shard %d/%d (%d texts) done by the coordinator %s",
                          i + 1, len(shards), len(shards[i].texts), leases.owner)
                 return i, scores
@@ -325,6 +354,23 @@ def _teacher(uri: str, precision: str, settings: Settings) -> Teacher:
     return _loaded[uri, precision]
 
 
+def _load_leased(leases: Leases, call: str, index: int, uri: str, precision: str,
+                 settings: Settings) -> Teacher:
+    """`_teacher`, renewing the shard's lease meanwhile: a worker's first load (a wheel
+    download, a GGUF conversion on a busy host) can outlast the lease, and the shard would
+    be taken over and this worker's work on it thrown away. A load past the stall bound
+    gives the lease up like a stalled batch. Raises ShardStopped when the lease was lost."""
+    keeper = LeaseKeeper(leases, call, index, settings.shard_stall_seconds)
+    keeper.start()
+    try:
+        teacher = _teacher(uri, precision, settings)
+    finally:
+        held = keeper.finish()
+    if not held:
+        raise ShardStopped(call)
+    return teacher
+
+
 def run_shard(job_id: str, call: str, index: int, teacher_uri: str,
               payload: dict[str, Any], precision: str = "float32") -> str:
     """Work one shard message if its pass still wants it; return what happened (for logs).
@@ -333,7 +379,8 @@ def run_shard(job_id: str, call: str, index: int, teacher_uri: str,
     written for the coordinator to report (it ends the job as `teacher_unavailable`)."""
     if not (isinstance(job_id, str) and isinstance(call, str) and JOB_ID.match(job_id)
             and CALL_ID.match(call) and type(index) is int and index >= 0
-            and precision in ("float32", "bfloat16")):
+            and isinstance(teacher_uri, str) and isinstance(payload, dict)
+            and isinstance(precision, str) and precision in ("float32", "bfloat16")):
         return "malformed shard message"
     settings = get_settings()
     folder = pass_dir(job_id, call)
@@ -347,7 +394,7 @@ def run_shard(job_id: str, call: str, index: int, teacher_uri: str,
             return "done"
         shard = Shard.from_dict(payload)
         started = time.perf_counter()
-        teacher = _teacher(teacher_uri, precision, settings)
+        teacher = _load_leased(leases, call, index, teacher_uri, precision, settings)
         scores = work_leased(leases, teacher, shard, _cache(settings), call, index, folder,
                              settings.shard_stall_seconds)
         try:

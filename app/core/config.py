@@ -87,9 +87,12 @@ class Settings(BaseSettings):
     # thread of a busy 2-core box (load 3.4): a 16-text channel batch under 20 labels took
     # 54 s at 30 words a text and 587 s at 200 words (about 256 tokens, the cut), so about
     # 29 s between ticks; 900 s leaves 30x that. Raise it for big local teachers on CPU.
+    # A job with larger batches (more texts or tokens) gets proportionally more: see
+    # worker.shards.stall_bound.
     shard_stall_seconds: float = Field(900.0, gt=0, description="A shard holder that "
                                        "finished no teacher batch for this long gives its "
-                                       "lease up (distributed mode).")
+                                       "lease up (distributed mode); longer in proportion for "
+                                       "batches of more than 16 texts of 256 tokens.")
 
     # Worker liveness. Each worker writes a heartbeat row this often; /readyz wants one no
     # older than the window. The window spans several beats so that a worker starved of CPU

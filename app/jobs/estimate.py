@@ -69,9 +69,11 @@ def estimate_job(db: Session, spec: dict[str, Any], cfg: EngineConfig) -> dict[s
     texts = corpus + evals
     strategy = get_strategy(cfg.distillation.strategy)
     calls = int(strategy.expected_teacher_calls(cfg, texts))
-    steps = training_steps(cfg, corpus,
-                           white_box=not spec["teacher"]["model"].startswith(BLACK_BOX_SCHEMES))
-    rates = measured_rates(db, spec["teacher"]["model"], spec["student"]["model"])
+    white_box = not spec["teacher"]["model"].startswith(BLACK_BOX_SCHEMES)
+    steps = training_steps(cfg, corpus, white_box=white_box)
+    # A black box ignores teacher.precision: its server's speed is the one measured.
+    rates = measured_rates(db, spec["teacher"]["model"], spec["student"]["model"],
+                           precision=cfg.teacher.precision if white_box else None)
     ms = rates["student_ms_per_text"].value / 1000
     n_hold = max(1, int(round(corpus * cfg.distillation.holdout_fraction)))
     phases = {
@@ -114,9 +116,11 @@ def training_steps(cfg: EngineConfig, n_corpus: int, white_box: bool) -> int:
     return int(sum(p.steps(d.batch_size) for p in phases))
 
 
-def measured_rates(db: Session, teacher: str, student: str) -> dict[str, Rate]:
-    """Rates from the last MEASURED_JOBS succeeded jobs with the same teacher (annotation)
-    and student (training, inference); each rate without such a job is its default.
+def measured_rates(db: Session, teacher: str, student: str, *, precision: str | None = None
+                   ) -> dict[str, Rate]:
+    """Rates from the last MEASURED_JOBS succeeded jobs with the same teacher in the same
+    `precision` (annotation; `same_precision`; None: any) and student (training,
+    inference); each rate without such a job is its default.
 
     Only figures are read (never a job's content), from every key's jobs: the speed of the
     workers is the deployment's, not one key's."""
@@ -124,8 +128,8 @@ def measured_rates(db: Session, teacher: str, student: str) -> dict[str, Rate]:
             .order_by(Job.finished_at.desc()).limit(SCANNED_JOBS))
     rows = db.execute(stmt).all()
     # Stored metrics are JSON of any shape (old jobs, failed parts): _num reads them safely.
-    same_teacher: list[Any] = [m for s, m in rows
-                               if _model(s, "teacher") == teacher][:MEASURED_JOBS]
+    same_teacher: list[Any] = [m for s, m in rows if _model(s, "teacher") == teacher
+                               and same_precision(s, m, precision)][:MEASURED_JOBS]
     same_student: list[Any] = [m for s, m in rows
                                if _model(s, "student") == student][:MEASURED_JOBS]
     scored = [(_num(m, "annotation", "texts_scored"), _num(m, "annotation", "seconds"))
@@ -148,6 +152,24 @@ def _rows(db: Session, dataset_id: str, labeled: bool) -> int:
     if ds is None:
         return 0
     return int(ds.labeled_rows if labeled else ds.rows)
+
+
+def same_precision(spec: Any, metrics: Any, requested: str | None) -> bool:
+    """Whether a finished job's teacher speed tells the speed of one asking `requested` as
+    teacher.precision: bfloat16 scored 2.6x the texts/s of float32 (bench/results/teacher.md),
+    so one never measures the other. An explicit precision matches the jobs whose teacher
+    ran in it (float32 before the setting existed); "auto" matches the jobs that asked
+    "auto" (or nothing, before the setting), resolved on these same workers; None (a black
+    box, which ignores the setting) matches every job."""
+    if requested is None:
+        return True
+    teacher = (spec or {}).get("teacher") if isinstance(spec, dict) else None
+    asked = teacher.get("precision") if isinstance(teacher, dict) else None
+    if requested == "auto":
+        return asked in (None, "auto")
+    ran = (metrics or {}).get("teacher") if isinstance(metrics, dict) else None
+    return (ran.get("precision") if isinstance(ran, dict) else None) in (
+        (requested, None) if requested == "float32" else (requested,))
 
 
 def _model(spec: Any, role: str) -> Any:

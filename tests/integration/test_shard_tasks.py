@@ -18,6 +18,7 @@ import pytest
 from app.core.config import get_settings
 from app.core.db import reset_caches
 from tests.fixtures.latency_teacher import running
+from tests.integration.report import record_input
 from tests.support import embedded_home, free_port, wait_for
 from worker import shards
 from worker.distill.cache import TeacherCache
@@ -97,6 +98,15 @@ def test_a_shard_is_worked_once_and_only_while_its_pass_wants_it(shard_env):
         assert run_shard("job_../../etc", call, 0, uri, shard) == "malformed shard message"
         assert run_shard(JOB, call, "0", uri, shard) == "malformed shard message"  # type: ignore[arg-type]
         assert run_shard(JOB, call, 0, uri, shard, "float16") == "malformed shard message"
+        # Hostile or garbled messages for a live pass end as malformed, never a crash.
+        live, _ = _new_pass()
+        for bad in ((JOB, live, 0, {"uri": uri}, shard), (JOB, live, 0, uri, [shard]),
+                    (JOB, live, 0, uri, shard, ["bfloat16"]), (JOB, live, 0, uri, shard, None)):
+            assert run_shard(*bad) == "malformed shard message", bad[3:]  # type: ignore[arg-type]
+        record_input("hostile or garbled shard messages", ["tailor.annotate_shard (run_shard)"],
+                     ["job id with ../", "index as a string", "precision float16, a list, "
+                      "null", "teacher URI as an object", "payload as a list"],
+                     ["'malformed shard message', no teacher loaded, no crash, lease freed"])
 
 
 def test_a_stopped_pass_stops_its_running_shard_at_the_next_batch(shard_env):
@@ -396,3 +406,97 @@ def test_a_shard_worker_scores_in_the_coordinators_teacher_precision(shard_env, 
     np.testing.assert_allclose(answers["float32"], local.score(PROMPT, TEXTS).logprobs,
                                atol=1e-5)
     assert not np.array_equal(answers["bfloat16"], answers["float32"])
+
+
+class _SlowLocalTeacher:
+    """A local teacher whose every forward batch takes `batch_s` (a big batch on a CPU)."""
+
+    hidden_size, total_params, precision, id = 0, 0, "float32", "slow-local"
+
+    def __init__(self, batch_s: float) -> None:
+        self.batch_s, self.batches = batch_s, 0
+
+    def score(self, prompt: Prompt, texts, *, batch_size: int, on_batch=None, **_: object
+              ) -> TeacherScores:
+        for start in range(0, len(texts), batch_size):
+            time.sleep(self.batch_s)
+            self.batches += 1
+            if on_batch:
+                on_batch(len(texts[start:start + batch_size]))
+        return TeacherScores(np.zeros((len(texts), len(prompt.options)), np.float32), None)
+
+
+def test_a_healthy_batch_larger_than_the_measured_one_is_no_stall(shard_env, monkeypatch):
+    """TAILOR_SHARD_STALL_SECONDS was argued from a 16-text batch of 256 tokens; a job may
+    ask for 64 texts a batch (up to 512 of 4096 tokens). A shard worker's healthy batch that
+    takes longer than the plain bound but no longer per token is progress: the worker keeps
+    its lease and delivers the shard, instead of giving it up to be redone (and judged a
+    stall again) by whoever takes it next."""
+    from worker.shards import stall_bound
+
+    monkeypatch.setenv("TAILOR_SHARD_STALL_SECONDS", "0.3")
+    reset_caches()
+    texts = tuple(f"report {i}" for i in range(64))
+    part = Shard((PROMPT,), texts, batch_size=64)
+    assert stall_bound(0.3, part) >= 0.3 * 64 / 16
+    assert stall_bound(0.3, Shard((PROMPT,), texts, batch_size=16, max_text_tokens=128)) == 0.3
+    # The shard's own size bounds a batch too: 6 texts under batch_size 512 are 6 texts.
+    assert stall_bound(0.3, Shard((PROMPT,), TEXTS, batch_size=512)) == 0.3
+    teacher = _SlowLocalTeacher(batch_s=0.8)  # past 0.3 s, within 64/16 of it
+    monkeypatch.setattr(shards, "_teacher", lambda *_a: teacher)
+    call, folder = _new_pass()
+    assert run_shard(JOB, call, 0, "local", part.to_dict()) == "annotated"
+    assert teacher.batches == 1 and read_result(folder, 0) is not None
+
+
+def test_the_coordinator_finishes_its_own_slow_shard_instead_of_retaking_it(shard_env,
+                                                                           monkeypatch):
+    """A big local teacher on a CPU takes longer per batch than the stall bound (set too low
+    for it). The coordinator frees the lease at the bound, but finishes and uses the shard
+    it started: dropping it to retake it redid the same slow batch forever."""
+    monkeypatch.setenv("TAILOR_SHARD_STALL_SECONDS", "0.3")
+    reset_caches()
+    part = Shard((PROMPT,), TEXTS, batch_size=4, max_text_tokens=64)  # bound: 0.3 s
+    teacher = _SlowLocalTeacher(batch_s=0.8)
+    call, folder = _new_pass()
+    got: list[object] = []
+    leases = Leases(get_settings())
+
+    def coordinate() -> None:
+        try:
+            got.append(CeleryShards(JOB, "local", get_settings())._collect(
+                leases, teacher, [part], None, lambda _n: None, call, folder))
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            got.append(exc)
+
+    thread = threading.Thread(target=coordinate, daemon=True)
+    thread.start()
+    thread.join(15)
+    assert not thread.is_alive(), f"the shard was retaken ({teacher.batches} batches)"
+    assert len(got) == 1 and isinstance(got[0], list), got
+    assert teacher.batches == 2  # 6 texts, 4 a batch: each batch once
+    assert leases.holder(call, 0) is None  # freed at the stall, not held by anyone after
+    leases.close()
+
+
+def test_a_shard_workers_slow_first_teacher_load_keeps_its_lease(shard_env, monkeypatch):
+    """A worker's first load (a wheel download, a GGUF conversion on a busy host) outlasts
+    the lease: the lease is renewed meanwhile, so the shard is not taken over and the load
+    and work that follow are not thrown away."""
+    monkeypatch.setenv("TAILOR_JOB_LEASE_SECONDS", "1")
+    reset_caches()
+    teacher = _SlowLocalTeacher(batch_s=0.0)
+    other = Leases(get_settings())
+    other.owner = "elsewhere:1:abc"
+    call, folder = _new_pass()
+    taken: list[bool] = []
+
+    def slow_load(*_args: object) -> _SlowLocalTeacher:
+        time.sleep(1.6)  # past the 1 s lease
+        taken.append(other.claim(call, 0))
+        return teacher
+
+    monkeypatch.setattr(shards, "_teacher", slow_load)
+    assert run_shard(JOB, call, 0, "local", Shard((PROMPT,), TEXTS).to_dict()) == "annotated"
+    assert taken == [False] and read_result(folder, 0) is not None
+    other.close()

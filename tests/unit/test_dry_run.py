@@ -185,3 +185,30 @@ def test_another_keys_dataset_answers_like_an_absent_one(embedded, monkeypatch, 
         reader = client.post("/jobs?dry_run=true", headers={"Authorization": "Bearer nope"},
                              json=job_body("crisis", theirs, *tiny_models))
         assert reader.status_code == 401
+
+
+def test_the_teacher_rate_comes_from_jobs_in_the_same_precision(client, body, tiny_models):
+    """A bfloat16 teacher scores about 2.6x the texts/s of a float32 one: an estimate for
+    one is never measured on the other."""
+    teacher, student = tiny_models
+    for precision, seconds in (("bfloat16", 10.0), ("float32", 26.0)):
+        _finished_job({"name": precision, "student": {"model": student},
+                       "teacher": {"model": teacher, "precision": precision}},
+                      {"annotation": {"texts_scored": 260, "seconds": seconds},
+                       "teacher": {"precision": precision}})
+
+    def rate(precision: str) -> tuple[float, str]:
+        body["teacher"] = {**body["teacher"], "precision": precision}
+        resp = client.post("/jobs?dry_run=true", json=body)
+        assert resp.status_code == 200, resp.text
+        got = resp.json()["estimate"]["rates"]["teacher_calls_per_s"]
+        return got["value"], got["basis"]
+
+    assert rate("bfloat16") == (26.0, estimate.MEASURED)
+    assert rate("float32") == (10.0, estimate.MEASURED)
+    # "auto" is whichever these workers resolve it to: only jobs that asked "auto" know.
+    assert rate("auto") == (estimate.DEFAULT_TEACHER_CALLS_PER_S, estimate.DOCUMENTED)
+    # A black box ignores the setting (its jobs record float32): any of its jobs measures it.
+    ran = {"teacher": {"precision": "float32"}}
+    assert estimate.same_precision({"teacher": {"precision": "bfloat16"}}, ran, None)
+    assert not estimate.same_precision({"teacher": {"precision": "bfloat16"}}, ran, "bfloat16")

@@ -193,3 +193,36 @@ def test_a_run_stopped_mid_distillation_resumes_at_the_next_phase(tmp_path, tiny
         progress=lambda state, phase, *rest: resumed.append(phase))
     assert "align (resumed)" in resumed and "easy (resumed)" in resumed
     assert "full" in resumed and "full (resumed)" not in resumed
+
+
+def test_a_resumed_run_asks_the_teacher_in_the_precision_its_annotation_used(
+        tmp_path, tiny_models, monkeypatch):
+    """teacher.precision "auto" resolved to bfloat16 where the first attempt annotated; the
+    retry runs where "auto" means float32. Its refine re-asks must come from the teacher the
+    checkpointed scores came from, not a second one (cached apart, scoring apart)."""
+    from worker.distill.teachers import causal_lm
+
+    cfg = _cfg(tiny_models, representations=True, progressive=True)
+    assert cfg.teacher.precision == "auto"
+    monkeypatch.setattr(causal_lm, "native_bf16", lambda _device: True)
+
+    def stop_in_full(state, phase, *rest):
+        if phase == "full":
+            raise Cancelled()
+
+    with pytest.raises(Cancelled):
+        run(cfg, DistillData(corpus(30)), workdir=tmp_path / "w", cache_dir=tmp_path / "c",
+            progress=stop_in_full)
+    monkeypatch.setattr(causal_lm, "native_bf16", lambda _device: False)
+    loaded: list[str] = []
+    load = engine_mod.teachers.load_teacher
+
+    def recording(*args, **kwargs):
+        teacher = load(*args, **kwargs)
+        loaded.append(teacher.precision)
+        return teacher
+
+    monkeypatch.setattr(engine_mod.teachers, "load_teacher", recording)
+    res = run(cfg, DistillData(corpus(30)), workdir=tmp_path / "w", cache_dir=tmp_path / "c")
+    assert loaded == ["bfloat16"], "refine asks the teacher again, as the annotation's"
+    assert res.metrics["teacher"]["precision"] == "bfloat16"

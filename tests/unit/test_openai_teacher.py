@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 
 from tests.fixtures.tiny import corpus
+from tests.integration.report import record_input
 from tests.support import ROOT, free_port, wait_for
 from worker.distill.config import EngineConfig, TaskConfig
 from worker.distill.engine import DistillData, run
@@ -74,6 +76,39 @@ def test_a_job_distils_from_an_openai_compatible_teacher(server, tiny_models, tm
     assert "align" not in res.metrics["phases"], "no hidden states, no representation phase"
 
 
+def test_the_teacher_scores_inside_a_running_event_loop_and_ticks_per_request(server):
+    """A notebook or an async caller of the engine already runs an event loop, where
+    asyncio.run refuses to start; and every answered request ticks (0 texts), so a batch of
+    hundreds of texts on a slow server is progress to the shard stall guard."""
+    prompt = default_prompts(TaskConfig(**TASK))[0]
+    texts = corpus(5)
+    ticks: list[int] = []
+
+    async def caller() -> np.ndarray:
+        return OpenAITeacher(server).score(prompt, texts, batch_size=16,
+                                           on_batch=ticks.append).logprobs
+
+    got = asyncio.run(caller())
+    assert got.shape == (5, 2) and np.isfinite(got).all()
+    np.testing.assert_allclose(got, OpenAITeacher(server).score(prompt, texts).logprobs)
+    assert ticks == [0] * 5 + [5]
+
+
+def test_a_tick_that_raises_stops_the_pass(server):
+    """The shard holder's tick raises when its pass ended or its lease was lost: that
+    exception, not a wrapper around it, ends the teacher's pass."""
+    prompt = default_prompts(TaskConfig(**TASK))[0]
+
+    class Stopped(Exception):
+        pass
+
+    def tick(_n: int) -> None:
+        raise Stopped
+
+    with pytest.raises(Stopped):
+        OpenAITeacher(server).score(prompt, corpus(20), batch_size=4, on_batch=tick)
+
+
 def test_unreachable_server_fails_with_a_clear_code(tmp_path):
     from worker.distill.teachers import TeacherError
 
@@ -132,3 +167,87 @@ def test_a_server_that_trickles_its_answer_meets_the_request_deadline(monkeypatc
     assert "no whole answer within 0.4 s" in err.value.message
     assert len(accepted) == openai_compat.RETRIES  # each try on a fresh connection
     assert 3 * 0.4 <= took < 5
+
+
+def _mock_server(monkeypatch, handler) -> OpenAITeacher:
+    """An OpenAITeacher whose requests go to `handler(request) -> httpx.Response`."""
+    from worker.distill.teachers import openai_compat
+
+    real = httpx.AsyncClient
+
+    def client(**kwargs):
+        return real(transport=httpx.MockTransport(handler), **kwargs)
+
+    monkeypatch.setattr(openai_compat.httpx, "AsyncClient", client)
+    monkeypatch.setattr(openai_compat, "RETRY_BACKOFF_S", 0.0)
+    return OpenAITeacher("openai+http://teacher.test/v1?model=x")
+
+
+ANSWER = {"choices": [{"logprobs": {"content": [{"top_logprobs": [
+    {"token": "rescue", "logprob": -0.1}, {"token": "sunny", "logprob": -2.5}]}]}}]}
+
+
+def test_a_rate_limited_server_is_waited_for_as_its_retry_after_asks(monkeypatch):
+    """A hosted API answers 429 with Retry-After while over its rate: three tries within
+    the plain backoff (here 0 s) would all be refused and end the job."""
+    first: list[float] = []
+
+    def handler(_request: httpx.Request) -> httpx.Response:
+        first.append(time.monotonic())
+        if time.monotonic() - first[0] < 0.5:
+            return httpx.Response(429, headers={"retry-after": "1"}, json={"error": "slow"})
+        return httpx.Response(200, json=ANSWER)
+
+    teacher = _mock_server(monkeypatch, handler)
+    got = teacher.score(default_prompts(TaskConfig(**TASK))[0], ["a text"]).logprobs
+    assert np.isfinite(got).all() and len(first) == 2
+    assert first[1] - first[0] >= 0.9
+
+
+@pytest.mark.parametrize("body", [b"<html>gateway</html>", b'{"choices": [', b"[1]", b"{}",
+                                  b'{"choices": []}', b'{"choices": [{"logprobs": null}]}',
+                                  b'{"choices": [{"logprobs": {"content": [{}]}}]}'])
+def test_an_unreadable_answer_is_the_servers_fault_by_name(monkeypatch, body):
+    from worker.distill.teachers import TeacherError
+
+    teacher = _mock_server(monkeypatch, lambda _r: httpx.Response(200, content=body))
+    with pytest.raises(TeacherError) as err:
+        teacher.score(default_prompts(TaskConfig(**TASK))[0], ["a text"])
+    assert err.value.code == "teacher_no_logprobs"
+    record_input("teacher server answers that are not what the API promises",
+                 ["OpenAI-compatible teacher (200 answers)"], [body.decode()[:60]],
+                 ["TeacherError teacher_no_logprobs naming the server, never an internal "
+                  "error", "NaN or non-numeric log-probabilities dropped, never a NaN score"])
+
+
+def test_log_probabilities_that_are_no_numbers_never_become_a_nan_score(monkeypatch):
+    body = (b'{"choices": [{"logprobs": {"content": [{"top_logprobs": ['
+            b'{"token": "rescue", "logprob": NaN}, {"token": "sunny", "logprob": "-1"},'
+            b'{"token": "sun", "logprob": -1.0}]}]}}]}')
+    teacher = _mock_server(monkeypatch, lambda _r: httpx.Response(200, content=body))
+    got = teacher.score(default_prompts(TaskConfig(**TASK))[0], ["a text"]).logprobs
+    assert np.isfinite(got).all()
+
+
+@pytest.mark.parametrize("key", ["sk-secret123\n", " sk-secret123 "])
+def test_a_key_read_from_a_file_with_its_newline_is_sent_without_it(monkeypatch, key):
+    sent: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request.headers["authorization"])
+        return httpx.Response(200, json=ANSWER)
+
+    monkeypatch.setenv("TAILOR_OPENAI_API_KEY", key)
+    teacher = _mock_server(monkeypatch, handler)
+    teacher.score(default_prompts(TaskConfig(**TASK))[0], ["a text"])
+    assert sent == ["Bearer sk-secret123"]
+
+
+@pytest.mark.parametrize("key", ["sk-sécret123", "sk-sec\x01ret"])
+def test_a_key_no_header_can_carry_is_named_without_being_shown(monkeypatch, key):
+    from worker.distill.teachers import TeacherError
+
+    monkeypatch.setenv("TAILOR_OPENAI_API_KEY", key)
+    with pytest.raises(TeacherError) as err:
+        _mock_server(monkeypatch, lambda _r: httpx.Response(200, json=ANSWER))
+    assert "TAILOR_OPENAI_API_KEY" in err.value.message and "sec" not in err.value.message

@@ -170,6 +170,10 @@ def run(cfg: EngineConfig, data: DistillData, *, workdir: Path, cache_dir: Path,
             report(report.state, report.phase, report.fraction)
 
     timing: dict[str, float] = {}
+    # What the teacher computes in: the job's setting until an annotation checkpoint says
+    # what "auto" became. A retried job may resume on a worker where "auto" resolves
+    # otherwise; its re-asked texts (refine) must be scored as the checkpoint's were.
+    precision = [cfg.teacher.precision]
 
     def load_teacher() -> Teacher:
         if report.state == Stage.ANNOTATING:
@@ -178,7 +182,7 @@ def run(cfg: EngineConfig, data: DistillData, *, workdir: Path, cache_dir: Path,
             report(report.state, f"{report.phase}: load-teacher", report.fraction)
         started = time.perf_counter()
         teacher = teachers.load_teacher(teacher_src, torch_device,
-                                        precision=cfg.teacher.precision,
+                                        precision=precision[0],
                                         cache_dir=cache_dir / "models")
         timing["teacher_load_seconds"] = round(time.perf_counter() - started, 2)
         return ShardedTeacher(teacher, shards or InProcess(), cache)
@@ -190,6 +194,7 @@ def run(cfg: EngineConfig, data: DistillData, *, workdir: Path, cache_dir: Path,
     try:
         ann, ann_meta = _annotation_phase(cfg, strategy, ctx, corpus, texts, teacher_src,
                                           workdir, key, report, timing)
+        precision[0] = ann_meta["teacher"].get("precision", precision[0])
         train_idx, hold_idx = split(len(corpus), cfg.distillation.holdout_fraction,
                                     cfg.distillation.seed)
         ctx.stats = AnnotationStats(stage="refine")  # the teacher asked during distillation

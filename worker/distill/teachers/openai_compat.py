@@ -21,7 +21,8 @@ import asyncio
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -42,6 +43,33 @@ REQUEST_DEADLINE_S = 150.0
 PARALLEL_REQUESTS = 8
 RETRIES = 3
 RETRY_BACKOFF_S = 0.5  # doubled per retry
+# A rate-limited server's Retry-After is honoured up to this (a hosted API asks for seconds
+# to a minute); a longer wait counts as the server failing, as the retries run out.
+RETRY_AFTER_MAX_S = 30.0
+
+
+def retry_wait_s(resp: httpx.Response | None, attempt: int) -> float:
+    """Seconds before try `attempt + 2`: the doubling backoff, or longer when a 429/503
+    answer's Retry-After (in seconds) asks for it, up to RETRY_AFTER_MAX_S."""
+    backoff = RETRY_BACKOFF_S * 2 ** attempt
+    try:
+        asked = float(resp.headers.get("retry-after", "")) if resp is not None else backoff
+    except ValueError:  # absent, or an HTTP date: the backoff
+        return backoff
+    return min(max(backoff, asked), RETRY_AFTER_MAX_S) if math.isfinite(asked) else backoff
+
+
+def _run_to_end(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run `main()` on a fresh event loop. asyncio.run refuses to start inside a running
+    loop (a notebook, an async caller of the engine), so there it runs on a helper thread
+    while this one waits: the engine's calls stay synchronous everywhere."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # the usual case: a Celery worker or a plain script
+        asyncio.run(main())
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="openai-teacher") as pool:
+        pool.submit(asyncio.run, main()).result()
 
 
 class OpenAITeacher:
@@ -73,7 +101,12 @@ class OpenAITeacher:
             raise TeacherError("invalid_model_uri", f"{uri!r}: api must be chat or completions")
         self.base_url = f"{parts.scheme}://{parts.netloc}{parts.path}".rstrip("/")
         self.uri = uri
-        self._key = os.environ.get("TAILOR_OPENAI_API_KEY", "")
+        # A key read from a secret file often ends in a newline, which no header may carry:
+        # every request would fail in transport, blamed on the server.
+        self._key = os.environ.get("TAILOR_OPENAI_API_KEY", "").strip()
+        if self._key and not (self._key.isascii() and self._key.isprintable()):
+            raise TeacherError("teacher_error", "TAILOR_OPENAI_API_KEY holds characters an "
+                               "HTTP header cannot carry (the key is not shown)")
         self._headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
         self._ssl = httpx.create_ssl_context()  # once: each pass opens a fresh async client
         self.deadline_s = REQUEST_DEADLINE_S
@@ -100,6 +133,7 @@ class OpenAITeacher:
         else:
             body.update(prompt=prompt.render(text) + "\nAnswer:", logprobs=self.top)
             path = "/completions"
+        resp: httpx.Response | None = None
         for attempt in range(RETRIES):
             try:
                 async with asyncio.timeout(self.deadline_s):
@@ -113,27 +147,36 @@ class OpenAITeacher:
                     raise TeacherError("teacher_unreachable", self._scrub(
                         f"{self.base_url} did not answer: {why}")) from exc
             if attempt < RETRIES - 1:
-                await asyncio.sleep(RETRY_BACKOFF_S * 2 ** attempt)
+                await asyncio.sleep(retry_wait_s(resp, attempt))
+        if resp is None:  # not reached: the last try's transport failure was raised
+            raise TeacherError("teacher_unreachable", f"{self.base_url} did not answer")
         if resp.status_code != 200:
             # Scrubbed before cutting, so no prefix of the key survives the cut.
             raise TeacherError("teacher_error", f"{self.base_url}{path} answered "
                                f"{resp.status_code}: {self._scrub(resp.text)[:200]}")
-        choice = resp.json()["choices"][0]
+        # A proxy's page, a body cut short, tokens without numbers: the server's fault, named
+        # as such (never an internal error, never a NaN score).
         try:
+            choice = resp.json()["choices"][0]
             if self.api == "chat":
-                first = choice["logprobs"]["content"][0]
-                return {t["token"]: t["logprob"] for t in first["top_logprobs"]}
-            return dict(choice["logprobs"]["top_logprobs"][0])
-        except (KeyError, IndexError, TypeError) as exc:
+                pairs = [(t["token"], t["logprob"])
+                         for t in choice["logprobs"]["content"][0]["top_logprobs"]]
+            else:
+                pairs = list(choice["logprobs"]["top_logprobs"][0].items())
+            return {str(token): float(lp) for token, lp in pairs
+                    if isinstance(lp, int | float) and math.isfinite(lp)}
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
             raise TeacherError("teacher_no_logprobs",
-                               f"{self.base_url} returned no log-probabilities; the teacher "
-                               "server must support logprobs") from exc
+                               f"{self.base_url} returned no readable log-probabilities; the "
+                               "teacher server must support logprobs") from exc
 
     def _ask_all(self, prompts: Sequence[Prompt], texts: Sequence[str], batch_size: int,
                  options: int, on_batch: Callable[[int], None] | None) -> np.ndarray:
         """Scores [N, options] of text i under prompts[i], `batch_size` texts a batch
-        (`on_batch(n)` after each), PARALLEL_REQUESTS requests in flight; the first failure
-        cancels the rest and is raised."""
+        (`on_batch(n)` after each, and `on_batch(0)` after each answered request: a batch of
+        hundreds of texts on a slow server is progress, not a stall, and a cancel is seen
+        within one request), PARALLEL_REQUESTS requests in flight; the first failure
+        (or exception from `on_batch`) cancels the rest and is raised."""
         for prompt in prompts:
             if prompt.kind != "choice":
                 raise TeacherError("unsupported_prompt",
@@ -152,6 +195,8 @@ class OpenAITeacher:
                     async with gate:
                         top = await self._ask(client, prompts[i], texts[i])
                     out[i] = option_scores(top, prompts[i].options)
+                    if on_batch:
+                        on_batch(0)
 
                 for start in range(0, len(texts), batch_size):
                     end = min(start + batch_size, len(texts))
@@ -162,7 +207,7 @@ class OpenAITeacher:
                         on_batch(end - start)
 
         try:
-            asyncio.run(run())
+            _run_to_end(run)
         except ExceptionGroup as group:  # a TaskGroup's failure: raise the first one
             raise group.exceptions[0] from None
         return out
