@@ -32,7 +32,7 @@ def server(embedded: Path, tiny_models) -> Iterator[Stack]:
     stack = Stack(embedded, make_env(embedded))
     stack.start_serve([TAILOR, "serve", "--no-worker"], ready_path="/healthz")
     yield stack
-    stack.stop()
+    stack.discard()
 
 
 def tailor(server: Stack | None, *args: str, cwd: Path | None = None

@@ -43,7 +43,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, tiny_models: tuple[str, str]
     s.start_api()
     s.start_worker()
     yield s
-    s.stop()
+    s.discard()
 
 
 def upload(http: httpx.Client, key: str) -> str:

@@ -81,7 +81,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, tiny_models: tuple[str, str]
     s.start_api()
     s.start_worker()
     yield s
-    s.stop()
+    s.discard()
 
 
 def _dataset(client) -> str:
