@@ -99,10 +99,19 @@ class Stack:
         self.procs.append(proc)
         return proc
 
-    def start_api(self) -> Proc:
+    def start_api(self, worker: bool = False) -> Proc:
+        """Start the API (`app.serve --no-worker`) and wait until /healthz answers.
+
+        With `worker`, a worker (`start_worker()`) is spawned right after it rather than
+        after /healthz: each process spends seconds importing torch before it serves, and
+        side by side the two imports overlap. The API migrates the database before its own
+        imports, long before the worker's first query; were the worker first anyway, its
+        heartbeat and sweeper retry on their next period."""
         self.port = self.port or free_port()
         proc = self.spawn("api", [sys.executable, "-m", "app.serve", "--no-worker",
                                   "--port", str(self.port)])
+        if worker:
+            self.start_worker()
         try:
             wait_for(lambda: httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200,
                      60, what="API /healthz")
