@@ -99,10 +99,19 @@ class Stack:
         self.procs.append(proc)
         return proc
 
-    def start_api(self) -> Proc:
+    def start_api(self, worker: bool = False) -> Proc:
+        """Start the API (`app.serve --no-worker`) and wait until /healthz answers.
+
+        With `worker`, a worker (`start_worker()`) is spawned right after it rather than
+        after /healthz: each process spends seconds importing torch before it serves, and
+        side by side the two imports overlap. The API migrates the database before its own
+        imports, long before the worker's first query; were the worker first anyway, its
+        heartbeat and sweeper retry on their next period."""
         self.port = self.port or free_port()
         proc = self.spawn("api", [sys.executable, "-m", "app.serve", "--no-worker",
                                   "--port", str(self.port)])
+        if worker:
+            self.start_worker()
         try:
             wait_for(lambda: httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200,
                      60, what="API /healthz")
@@ -140,6 +149,21 @@ class Stack:
                     os.killpg(proc.popen.pid, signal.SIGTERM)
         for proc in reversed(self.procs):
             proc.stop()
+
+    def discard(self) -> None:
+        """Kill every process group at once: the teardown of a stack whose database, broker
+        queues and home are thrown away with it. A graceful `stop()` costs 2-6 s a stack
+        (Celery's blocking loop on the filesystem broker drains for 2 s between checks of its
+        stop flag, and billiard's pool threads sleep 1 s a loop), for nothing a test asserts;
+        tests of shutdown itself, and stacks whose database outlives their workers (whose
+        goodbye deletes the heartbeat row /readyz reads), use `stop()`."""
+        for proc in self.procs:
+            if proc.popen.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.popen.pid, signal.SIGKILL)
+        for proc in self.procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.popen.wait(5)
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name} ---\n{p.tail()}" for p in self.procs)

@@ -28,7 +28,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     s = Stack(home, make_env(home, TAILOR_API_KEYS=KEY))
     s.start_api()  # no worker yet: jobs stay queued until the test starts one
     yield s
-    s.stop()
+    s.discard()
 
 
 def enter_key(driver: WebDriver, key: str) -> None:

@@ -34,7 +34,7 @@ def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     s.start_api()  # no worker: jobs stay queued until cancelled
     with embedded_home(tmp_path, monkeypatch):  # this process registers into the same home
         yield s
-    s.stop()
+    s.discard()
 
 
 def click(driver: WebDriver, css: str) -> None:

@@ -65,4 +65,4 @@ def test_the_try_it_box_highlights_the_words_behind_each_label(tmp_path, monkeyp
         assert not console_errors(browser)
     finally:
         browser.quit()
-        stack.stop()
+        stack.discard()

@@ -55,7 +55,7 @@ def distributed(tmp_path: Path, pg_url: str, redis_url: str) -> Iterator[Stack]:
     home.mkdir()
     stack = Stack(home, make_env(home, TAILOR_DATABASE_URL=pg_url, TAILOR_BROKER_URL=redis_url))
     yield stack
-    stack.stop()
+    stack.discard()
 
 
 @pytest.fixture
@@ -64,7 +64,7 @@ def embedded_stack(tmp_path: Path) -> Iterator[Stack]:
     home.mkdir()
     stack = Stack(home, make_env(home))
     yield stack
-    stack.stop()
+    stack.discard()
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +82,7 @@ def shared_fault_api(tmp_path_factory: pytest.TempPathFactory
         log = JobLog(url)
         yield stack, log
         log.close()
-        stack.stop()
+        stack.discard()
 
 
 @pytest.fixture

@@ -48,7 +48,7 @@ def served_api(embedded: Path, tiny_models: tuple[str, str],
                                      TAILOR_SERVING_MAX_QUEUE_DELAY_MS="60000"))
     stack.start_api()
     yield stack
-    stack.stop()
+    stack.discard()
 
 
 def _body(texts: list[str]) -> bytes:

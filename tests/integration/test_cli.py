@@ -32,7 +32,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     stack = Stack(home, make_env(home, TAILOR_API_KEYS=KEY))
     stack.start_serve([TAILOR, "serve"])  # API + one worker
     yield stack
-    stack.stop()
+    stack.discard()
 
 
 def tailor(server: Stack, *args: str, key: str | None = KEY, **env: str

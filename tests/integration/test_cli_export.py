@@ -32,7 +32,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_models: tuple[str, str
                           headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30)
     assert archived.status_code == 200, archived.text
     yield stack
-    stack.stop()
+    stack.discard()
 
 
 def test_models_export_writes_the_archive(server, tmp_path):

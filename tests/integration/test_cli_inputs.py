@@ -18,21 +18,25 @@ import pytest
 
 from tests.fixtures.tiny import corpus
 from tests.integration.report import record, record_input
-from tests.support import Stack, make_env
+from tests.support import Stack, embedded_home, make_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 TAILOR = str(Path(sys.executable).with_name("tailor"))
 
 
-@pytest.fixture
-def server(embedded: Path, tiny_models) -> Iterator[Stack]:
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, tiny_models) -> Iterator[Stack]:
+    """One API for the module (starting it is the slow part): the classify test only reads
+    crisis:1, the other adds datasets and queued jobs that nothing here lists but itself."""
     from tests.fixtures.versions import register_tiny
 
-    register_tiny(tiny_models[1], name="crisis")  # the same home the server below opens
-    stack = Stack(embedded, make_env(embedded))
+    root = tmp_path_factory.mktemp("cli-inputs")
+    with pytest.MonkeyPatch.context() as mp, embedded_home(root, mp) as home:
+        register_tiny(tiny_models[1], name="crisis")  # the same home the server below opens
+    stack = Stack(home, make_env(home))
     stack.start_serve([TAILOR, "serve", "--no-worker"], ready_path="/healthz")
     yield stack
-    stack.stop()
+    stack.discard()
 
 
 def tailor(server: Stack | None, *args: str, cwd: Path | None = None

@@ -39,7 +39,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_models: tuple[str, str
                                  TAILOR_SERVING_MAX_QUEUE_DELAY_MS="60000"))
     stack.start_api()
     yield stack
-    stack.stop()
+    stack.discard()
 
 
 def tailor(server: Stack, *args: str, key: str = TRAINER, answer: str | None = None

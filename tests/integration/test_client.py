@@ -44,7 +44,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_models) -> Iterator[St
                                  TAILOR_MAX_EXPLAIN_TEXTS=str(MAX_EXPLAIN_TEXTS)))
     stack.start_serve([TAILOR, "serve"])
     yield stack
-    stack.stop()
+    stack.discard()
 
 
 def readme_example() -> str:

@@ -45,7 +45,7 @@ def api(tmp_path_factory: pytest.TempPathFactory, tiny_models: tuple[str, str]
         try:
             yield stack
         finally:
-            stack.stop()
+            stack.discard()
 
 
 def upload(client: httpx.Client, records: list[dict[str, Any]], key: str = OWNER) -> str:

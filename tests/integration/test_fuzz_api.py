@@ -97,8 +97,7 @@ def _classify_real_model(url: str, headers: dict[str, str]) -> tuple[list[str], 
 def test_fuzz_the_api_from_its_openapi_schema(distributed: Stack, tiny_models):
     s = distributed
     s.env["TAILOR_API_KEYS"] = f"{ADMIN},{CLASSIFY_ONLY}:classify"
-    s.start_api()
-    s.start_worker()
+    s.start_api(worker=True)
     auth = {"Authorization": f"Bearer {ADMIN}"}
     with s.client(headers=auth) as client:
         ds, _ = upload(client)

@@ -47,7 +47,7 @@ def api(tmp_path_factory: pytest.TempPathFactory, tiny_models: tuple[str, str]
         try:
             yield stack
         finally:
-            stack.stop()
+            stack.discard()
 
 
 def classify(api: Stack, model: str, texts: list[str]) -> list[dict[str, Any]]:

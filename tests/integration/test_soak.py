@@ -49,8 +49,7 @@ def _classify_load(url: str) -> tuple[list[int], list[float], float]:
 def test_soak_classify_and_jobs_concurrently(distributed: Stack, tiny_models, pg_url):
     s = distributed
     s.env.update(FAST)
-    s.start_api()
-    s.start_worker()
+    s.start_api(worker=True)
     db = JobLog(pg_url)
     try:
         with s.client() as client:

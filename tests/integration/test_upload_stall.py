@@ -28,7 +28,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     stack = Stack(home, make_env(home, TAILOR_MAX_BODY_BYTES=str(BODY_LIMIT)))
     stack.start_api()
     yield stack
-    stack.stop()
+    stack.discard()
 
 
 class Prober:

@@ -81,8 +81,7 @@ def stack(request: pytest.FixtureRequest) -> Stack:
     if request.param == "embedded":
         s.start_serve([sys.executable, "-m", "app.serve"])  # API + supervised worker
     else:
-        s.start_api()
-        s.start_worker()
+        s.start_api(worker=True)
     return s
 
 

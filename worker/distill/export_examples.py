@@ -113,10 +113,6 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-from safetensors.torch import load_file
-from transformers import AutoModel, AutoTokenizer
-
 HERE = Path(__file__).resolve().parent
 BATCH = 32
 REFUSED = {"not_utf8": "line is not valid UTF-8", "nul": "NUL character is not allowed",
@@ -158,7 +154,7 @@ def bounded(low, high, kind):
 
 
 def result(probs, labels, multi_label, threshold, top_k, truncated):
-    order = torch.argsort(probs, descending=True)[: top_k or len(labels)].tolist()
+    order = probs.argsort(descending=True)[: top_k or len(labels)].tolist()
     scores = {labels[i]: round(float(probs[i]), 6) for i in order}
     if multi_label:
         cut = 0.5 if threshold is None else threshold
@@ -169,12 +165,18 @@ def result(probs, labels, multi_label, threshold, top_k, truncated):
     return {"label": label, "scores": scores, "truncated": truncated}
 
 
-@torch.inference_mode()
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--threshold", type=bounded(0.0, 1.0, float))
     parser.add_argument("--top-k", type=bounded(1, float("inf"), int))
     args = parser.parse_args()
+    # Imported once the options are read: a wrong one is refused at once, not after the
+    # seconds torch and transformers take to import.
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModel, AutoTokenizer
+
+    torch.set_grad_enabled(False)  # inference only
     config = json.loads((HERE / "tailor.json").read_text())
     labels, multi_label = config["labels"], config["multi_label"]
     tokenizer = AutoTokenizer.from_pretrained(str(HERE / "encoder"))
