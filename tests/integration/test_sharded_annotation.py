@@ -62,13 +62,7 @@ def test_sharded_annotation_on_two_workers_a_killed_shard_a_failing_teacher(dist
     except BaseException:
         print(s.logs())
         raise
-    assert job["state"] == "succeeded", (job["error"], s.logs())
-    assert job["attempts"] == 1  # the coordinator never died: only the shard was redone
-    joblog = JobLog(s.env["TAILOR_DATABASE_URL"])
-    try:
-        assert joblog.versions(job_id) == 1
-    finally:
-        joblog.close()
+    _succeeded_once(s, job)  # the coordinator never died: only the shard was redone
     # Both workers annotated shards of this one job.
     other_log = workers[other].log.read_text(errors="replace")
     assert job_id in REMOTE_DONE.findall(other_log), other_log[-3000:]
@@ -159,13 +153,7 @@ def test_cancel_stops_every_shard_and_a_stalled_shard_is_redone(distributed: Sta
         raise
     finally:
         broker.close()
-    assert job["state"] == "succeeded", (job["error"], s.logs())
-    assert job["attempts"] == 1  # only the stalled shard was redone, not the job
-    joblog = JobLog(s.env["TAILOR_DATABASE_URL"])
-    try:
-        assert joblog.versions(job_id) == 1
-    finally:
-        joblog.close()
+    _succeeded_once(s, job)  # only the stalled shard was redone, not the job
     other_log = workers[other].log.read_text(errors="replace")
     assert job_id in REMOTE_DONE.findall(other_log), other_log[-3000:]  # both annotated it
     # Stuck mid-shard, the other worker gave its lease up instead of holding the job.
@@ -217,6 +205,17 @@ def _hold_the_other(client: httpx.Client, job_id: str, workers: dict[str, Any], 
     wait_for(lambda: _stats(base)["by_key"].get(other, 0) > hold, 120,
              interval=0.05, what="the other worker to annotate and get stuck")
     return coordinator, other
+
+
+def _succeeded_once(s: Stack, job: dict[str, Any]) -> None:
+    """The job succeeded in its first attempt and registered exactly one version."""
+    assert job["state"] == "succeeded", (job["error"], s.logs())
+    assert job["attempts"] == 1
+    joblog = JobLog(s.env["TAILOR_DATABASE_URL"])
+    try:
+        assert joblog.versions(job["id"]) == 1
+    finally:
+        joblog.close()
 
 
 def _dataset(client: httpx.Client, texts: list[str]) -> str:
