@@ -229,6 +229,26 @@ def test_log_probabilities_that_are_no_numbers_never_become_a_nan_score(monkeypa
     assert np.isfinite(got).all()
 
 
+@pytest.mark.parametrize("rescue", [-9999.0, -800.0, 1000.0, 0.5])
+def test_a_log_probability_far_from_the_usual_range_is_a_finite_score(monkeypatch, rescue):
+    """vLLM writes -9999.0 for a token it rules out: log(exp(-9999)) was a "math domain
+    error" (and 1000.0 a "math range error") that ended the job as an internal error, or on a
+    shard worker passed for a malformed message. Above 0 is no probability: it counts as 0."""
+    body = {"choices": [{"logprobs": {"content": [{"top_logprobs": [
+        {"token": "rescue", "logprob": rescue}, {"token": "res", "logprob": rescue - 1},
+        {"token": "sunny", "logprob": -0.1}]}]}}]}
+    teacher = _mock_server(monkeypatch, lambda _r: httpx.Response(200, json=body))
+    got = teacher.score(default_prompts(TaskConfig(**TASK))[0], ["a text"]).logprobs[0]
+    assert np.isfinite(got).all()
+    assert got[0] == pytest.approx(np.logaddexp(min(rescue, 0.0), min(rescue - 1, 0.0)))
+    assert got[1] == pytest.approx(-0.1)
+    record_input("teacher server answers that are not what the API promises",
+                 ["OpenAI-compatible teacher (200 answers)"],
+                 ["logprob -9999.0 (vLLM's ruled-out token), 1000.0, 0.5"],
+                 ["a finite score from a stable log-sum-exp; a log-probability above 0 "
+                  "counts as 0"])
+
+
 @pytest.mark.parametrize("key", ["sk-secret123\n", " sk-secret123 "])
 def test_a_key_read_from_a_file_with_its_newline_is_sent_without_it(monkeypatch, key):
     sent: list[str] = []

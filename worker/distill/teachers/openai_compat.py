@@ -193,7 +193,9 @@ class OpenAITeacher:
                          for t in choice["logprobs"]["content"][0]["top_logprobs"]]
             else:
                 pairs = list(choice["logprobs"]["top_logprobs"][0].items())
-            return {str(token): float(lp) for token, lp in pairs
+            # A log-probability is at most 0: a larger one (a server's bug or a hostile
+            # answer) would outweigh every real answer.
+            return {str(token): min(float(lp), 0.0) for token, lp in pairs
                     if isinstance(lp, int | float) and math.isfinite(lp)}
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
             raise TeacherError("teacher_no_logprobs",
@@ -271,8 +273,10 @@ class OpenAITeacher:
 
 
 def option_scores(top: dict[str, float], options: Sequence[str]) -> np.ndarray:
-    """Per option, log-sum-exp over returned tokens that begin it (case and space ignored);
-    a token that could begin two options counts for neither."""
+    """Per option [K], log-sum-exp over returned tokens that begin it (case and space
+    ignored); a token that could begin two options counts for neither; MISSING_LOGPROB for
+    an option no token begins. The sum is taken from the largest term, so very small
+    log-probabilities (vLLM's -9999.0 for an impossible token) stay finite."""
     owners: dict[str, list[int]] = {}
     for token in top:
         piece = token.strip().lower()
@@ -282,5 +286,9 @@ def option_scores(top: dict[str, float], options: Sequence[str]) -> np.ndarray:
     scores = []
     for k in range(len(options)):
         mine = [top[t] for t, who in owners.items() if who == [k]]
-        scores.append(math.log(sum(math.exp(x) for x in mine)) if mine else MISSING_LOGPROB)
+        if not mine:
+            scores.append(MISSING_LOGPROB)
+            continue
+        peak = max(mine)  # exp(-9999.0) is 0.0 and log(0.0) no number: sum from the peak
+        scores.append(peak + math.log(sum(math.exp(x - peak) for x in mine)))
     return np.asarray(scores, dtype=np.float32)
