@@ -120,14 +120,10 @@ class OpenAITeacher:
         except ModelSourceError as exc:
             raise TeacherError(exc.code, exc.message) from None
         parts = urlsplit(uri.removeprefix("openai+"))
-        query = parse_qs(parts.query)
-        if "model" not in query:
-            raise TeacherError("invalid_model_uri", f"{uri!r}: add ?model=NAME")
+        query = parse_qs(parts.query)  # model, api and top_logprobs were checked by check_uri
         self.model = query["model"][0]
         self.api = query.get("api", ["chat"])[0]
         self.top = int(query.get("top_logprobs", [TOP_LOGPROBS])[0])
-        if self.api not in ("chat", "completions"):
-            raise TeacherError("invalid_model_uri", f"{uri!r}: api must be chat or completions")
         self.base_url = f"{parts.scheme}://{parts.netloc}{parts.path}".rstrip("/")
         self.uri = uri
         # A key read from a secret file often ends in a newline, which no header may carry:
