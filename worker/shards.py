@@ -126,7 +126,10 @@ def work_leased(leases: Leases, teacher: Teacher, shard: Shard, cache: TeacherCa
     The job's `coordinator` stops only when the pass ended: a stall still frees the lease
     for another worker, but it finishes (or fails) what it started. Dropping a slow but
     healthy shard to retake it would redo the same slow batch forever, and the shard's
-    message may be gone, so nobody else would take it."""
+    message may be gone, so nobody else would take it. So a teacher call of the coordinator
+    that never returns holds the job, cancel included, until its worker restarts: an
+    OpenAI-compatible teacher's request deadline bounds it, a wedged local model does not
+    (README, "Distributed setup")."""
     keeper = LeaseKeeper(leases, call, index, stall_bound(stall_s, shard))
     keeper.start()
 

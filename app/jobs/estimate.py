@@ -159,7 +159,10 @@ def same_precision(spec: Any, metrics: Any, requested: str | None) -> bool:
     teacher.precision: bfloat16 scored 2.6x the texts/s of float32 (bench/results/teacher.md),
     so one never measures the other. An explicit precision matches the jobs whose teacher
     ran in it (float32 before the setting existed); "auto" matches the jobs that asked
-    "auto" (or nothing, before the setting), resolved on these same workers; None (a black
+    "auto", resolved on these same workers, and those from before the setting (no
+    teacher.precision in their spec; they ran float32): their rate is right where "auto"
+    resolves to float32 (a CPU without native bfloat16) and about 2.6x too slow where it
+    resolves to bfloat16, until MEASURED_JOBS "auto" jobs have replaced them; None (a black
     box, which ignores the setting) matches every job."""
     if requested is None:
         return True

@@ -229,6 +229,26 @@ def test_log_probabilities_that_are_no_numbers_never_become_a_nan_score(monkeypa
     assert np.isfinite(got).all()
 
 
+@pytest.mark.parametrize("rescue", [-9999.0, -800.0, 1000.0, 0.5])
+def test_a_log_probability_far_from_the_usual_range_is_a_finite_score(monkeypatch, rescue):
+    """vLLM writes -9999.0 for a token it rules out: log(exp(-9999)) was a "math domain
+    error" (and 1000.0 a "math range error") that ended the job as an internal error, or on a
+    shard worker passed for a malformed message. Above 0 is no probability: it counts as 0."""
+    body = {"choices": [{"logprobs": {"content": [{"top_logprobs": [
+        {"token": "rescue", "logprob": rescue}, {"token": "res", "logprob": rescue - 1},
+        {"token": "sunny", "logprob": -0.1}]}]}}]}
+    teacher = _mock_server(monkeypatch, lambda _r: httpx.Response(200, json=body))
+    got = teacher.score(default_prompts(TaskConfig(**TASK))[0], ["a text"]).logprobs[0]
+    assert np.isfinite(got).all()
+    assert got[0] == pytest.approx(np.logaddexp(min(rescue, 0.0), min(rescue - 1, 0.0)))
+    assert got[1] == pytest.approx(-0.1)
+    record_input("teacher server answers that are not what the API promises",
+                 ["OpenAI-compatible teacher (200 answers)"],
+                 ["logprob -9999.0 (vLLM's ruled-out token), 1000.0, 0.5"],
+                 ["a finite score from a stable log-sum-exp; a log-probability above 0 "
+                  "counts as 0"])
+
+
 @pytest.mark.parametrize("key", ["sk-secret123\n", " sk-secret123 "])
 def test_a_key_read_from_a_file_with_its_newline_is_sent_without_it(monkeypatch, key):
     sent: list[str] = []
@@ -251,3 +271,93 @@ def test_a_key_no_header_can_carry_is_named_without_being_shown(monkeypatch, key
     with pytest.raises(TeacherError) as err:
         _mock_server(monkeypatch, lambda _r: httpx.Response(200, json=ANSWER))
     assert "TAILOR_OPENAI_API_KEY" in err.value.message and "sec" not in err.value.message
+
+
+@pytest.mark.parametrize("status,value", [(429, "1e308"), (429, "-5"), (429, "nan"),
+                                          (429, "inf"), (429, "Wed, 21 Oct 2015 07:28:00 GMT"),
+                                          (429, "soon"), (503, "9" * 400), (500, "30"),
+                                          (502, "30"), (200, "30")])
+def test_a_hostile_retry_after_never_waits_past_the_cap_nor_on_a_plain_failure(status, value):
+    """A server may ask for years, the past, NaN or a date: the wait stays within
+    [backoff, RETRY_AFTER_MAX_S]; only 429/503 mean "come back later" (a 500's or 502's
+    Retry-After made every failing request wait 30 s instead of 0.5)."""
+    from worker.distill.teachers import openai_compat
+
+    wait = openai_compat.retry_wait_s(httpx.Response(status, headers={"retry-after": value}), 0)
+    assert openai_compat.RETRY_BACKOFF_S <= wait <= openai_compat.RETRY_AFTER_MAX_S
+    if status not in (429, 503):
+        assert wait == openai_compat.RETRY_BACKOFF_S
+
+
+def test_a_try_that_failed_in_transport_waits_its_own_backoff_not_the_last_retry_after(
+        monkeypatch):
+    """429 asking 2 s, then a dropped connection, then an answer: the second wait is the
+    backoff (here 0 s); it was the first answer's 2 s again."""
+    tries: list[float] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        tries.append(time.monotonic())
+        if len(tries) == 1:
+            return httpx.Response(429, headers={"retry-after": "2"}, json={"error": "slow"})
+        if len(tries) == 2:
+            raise httpx.ConnectError("connection reset", request=request)
+        return httpx.Response(200, json=ANSWER)
+
+    teacher = _mock_server(monkeypatch, handler)
+    got = teacher.score(default_prompts(TaskConfig(**TASK))[0], ["a text"]).logprobs
+    assert np.isfinite(got).all() and len(tries) == 3
+    assert tries[1] - tries[0] >= 1.9
+    assert tries[2] - tries[1] < 1.0
+
+
+class _Interrupt(Exception):
+    """Stands in for KeyboardInterrupt (which would end the pytest session itself)."""
+
+
+def test_an_interrupt_inside_a_running_loop_cancels_the_pass_and_leaves_no_thread(
+        monkeypatch):
+    """A notebook's Ctrl-C reaches the thread waiting on the helper: it must cancel the
+    requests, not wait for the whole pass (64 texts at 2 s, 8 at a time: 16 s, 64 requests)
+    before the interrupt surfaces."""
+    import os
+    import signal
+
+    from worker.distill.teachers import openai_compat
+
+    asked: list[int] = []
+    wave = threading.Event()
+
+    async def handler(_request: httpx.Request) -> httpx.Response:
+        asked.append(1)
+        if len(asked) == openai_compat.PARALLEL_REQUESTS:
+            wave.set()
+        await asyncio.sleep(2)
+        return httpx.Response(200, json=ANSWER)
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise _Interrupt
+
+    def send() -> None:
+        wave.wait(30)
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    teacher = _mock_server(monkeypatch, handler)
+    prompt = default_prompts(TaskConfig(**TASK))[0]
+
+    async def notebook_cell() -> None:
+        teacher.score(prompt, ["a text"] * 64, batch_size=64)
+
+    previous = signal.signal(signal.SIGUSR1, interrupt)
+    sender = threading.Thread(target=send)
+    try:
+        sender.start()
+        started = time.monotonic()
+        with pytest.raises(_Interrupt):
+            asyncio.run(notebook_cell())
+        took = time.monotonic() - started
+    finally:
+        sender.join()
+        signal.signal(signal.SIGUSR1, previous)
+    assert len(asked) == openai_compat.PARALLEL_REQUESTS  # the first wave only
+    assert took < 8
+    assert not [t for t in threading.enumerate() if t.name.startswith("openai-teacher")]

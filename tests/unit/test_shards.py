@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from tests.fixtures.latency_teacher import running
+from tests.integration.report import record_input
 from worker.distill.annotate import annotate
 from worker.distill.cache import TeacherCache
 from worker.distill.prompts import Prompt
@@ -98,3 +99,25 @@ def test_shard_round_trips_as_json_and_refuses_malformed():
         Shard.from_dict({**shard.to_dict(), "texts": [1, 2]})
     with pytest.raises(ValueError, match="malformed shard"):
         Shard.from_dict({**shard.to_dict(), "each": True})
+
+
+@pytest.mark.parametrize("field,value", [("batch_size", 0), ("batch_size", -5),
+                                         ("batch_size", 10**6), ("max_text_tokens", 0),
+                                         ("max_text_tokens", 10**15),
+                                         ("max_text_tokens", 10**400),
+                                         ("max_text_tokens", float("inf"))],
+                         ids=["batch0", "batch-5", "batch1e6", "tokens0", "tokens1e15",
+                              "tokens1e400", "tokens-inf"])
+def test_a_message_no_job_could_send_is_malformed_not_an_endless_stall_bound(field, value):
+    """max_text_tokens 10**15 made a stall bound of 10**15 s (a wedged holder kept its lease
+    for ever) and 10**400 an OverflowError that crashed the shard task; batch_size 0 or less
+    is no batch at all."""
+    from worker.shards import stall_bound
+
+    shard = Shard((PROMPT,), tuple(TEXTS), batch_size=512, max_text_tokens=4096)
+    assert stall_bound(900.0, Shard.from_dict(shard.to_dict())) < 900.0 * 1000  # the most
+    with pytest.raises(ValueError, match="malformed shard"):
+        Shard.from_dict({**shard.to_dict(), field: value})
+    record_input("hostile or garbled shard messages", ["tailor.annotate_shard (run_shard)"],
+                 ["batch_size 0, -5 or 10**6", "max_text_tokens 0, 10**15, 10**400 or Infinity"],
+                 ["'malformed shard message': no stall bound of 10**15 s, no OverflowError"])

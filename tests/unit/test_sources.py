@@ -15,6 +15,7 @@ from tests.fixtures.package_index import (
     package_index,
     write_simple,
 )
+from tests.integration.report import record_input
 from worker.distill.sources import (
     NOT_ALLOWED,
     NOT_ALLOWED_MESSAGE,
@@ -139,6 +140,29 @@ def test_a_teacher_uri_never_carries_a_key(uri):
     assert err.value.code == "credentials_in_spec"
     assert "sk-live-123" not in err.value.message
     assert "TAILOR_OPENAI_API_KEY" in err.value.message
+
+
+@pytest.mark.parametrize("query", ["top_logprobs=abc", "top_logprobs=-3", "top_logprobs=0",
+                                   "top_logprobs=\u0663", "api=embeddings",
+                                   "model="])
+def test_an_openai_uri_with_unusable_parameters_is_refused_at_submission(query):
+    """top_logprobs=abc passed every check and then ended the job as an internal error (the
+    teacher's int()); -3 or 0 asked the server for nonsense."""
+    from worker.distill.teachers import OpenAITeacher, TeacherError
+
+    uri = f"openai+http://127.0.0.1:9/v1?model=x&{query}".replace("model=x&model=", "model=")
+    with pytest.raises(ModelSourceError) as err:
+        check_uri(uri)
+    assert err.value.code == "invalid_model_uri"
+    with pytest.raises(TeacherError) as teacher_err:
+        OpenAITeacher(uri)
+    assert teacher_err.value.code == "invalid_model_uri"
+    check_uri("openai+http://127.0.0.1:9/v1?model=x&api=completions&top_logprobs=5")
+    record_input("teacher server URIs with unusable parameters",
+                 ["check_uri (POST /jobs teacher.model; the worker's teacher)"],
+                 [f"?model=x&{query}"],
+                 ["invalid_model_uri (422 at submission), never an internal error in the "
+                  "worker"])
 
 
 # -- the allow-list ----------------------------------------------------------------------

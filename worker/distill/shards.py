@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
 import numpy as np
 
 from worker.distill.annotate import CACHE_CHUNK, annotate, annotate_each
 from worker.distill.cache import TeacherCache
+from worker.distill.config import TeacherConfig
 from worker.distill.prompts import Prompt
 from worker.distill.teachers import Teacher, TeacherError, TeacherScores
 
@@ -30,6 +31,11 @@ from worker.distill.teachers import Teacher, TeacherError, TeacherScores
 # (a wrong key or model name: retrying will not help) keeps its own code.
 SERVER_ERROR = re.compile(r"answered (5\d\d|429)\b")
 OnTexts = Callable[[int], None]
+# The most a job may ask (TeacherConfig's bounds). A broker message is checked against them:
+# a batch_size or max_text_tokens past what any job can send is no job's, and it would make
+# the stall bound (worker.shards.stall_bound) overflow or never end.
+MESSAGE_MAX = {f.name: int(f.metadata["le"]) for f in fields(TeacherConfig)
+               if f.name in ("batch_size", "max_text_tokens")}
 
 
 def server_failed(code: str, message: str) -> bool:
@@ -68,7 +74,8 @@ class Shard:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Shard:
-        """Inverse of `to_dict`; raises ValueError on anything malformed."""
+        """Inverse of `to_dict`; raises ValueError on anything malformed, batch_size and
+        max_text_tokens outside 1..MESSAGE_MAX included."""
         try:
             prompts = tuple(Prompt(str(p["name"]), str(p["template"]),
                                    tuple(str(o) for o in p["options"]),
@@ -80,8 +87,12 @@ class Shard:
             shard = cls(prompts, texts, bool(data["each"]), bool(data["want_hidden"]),
                         int(data["batch_size"]), int(data["max_text_tokens"]),
                         bool(data["prefix_cache"]))
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:  # Overflow: Infinity
             raise ValueError(f"malformed shard: {exc}") from None
+        if not (1 <= shard.batch_size <= MESSAGE_MAX["batch_size"]
+                and 1 <= shard.max_text_tokens <= MESSAGE_MAX["max_text_tokens"]):
+            raise ValueError(f"malformed shard: batch_size {shard.batch_size} or "
+                             f"max_text_tokens {shard.max_text_tokens} out of bounds")
         if not all(isinstance(t, str) for t in texts) or not prompts or (
                 shard.each and len(prompts) != len(texts)):
             raise ValueError("malformed shard: texts and prompts do not match")

@@ -248,8 +248,16 @@ def _check_openai_uri(uri: str) -> None:
             "credentials_in_spec", "an openai+http(s):// teacher URI takes only ?model=, "
             "&api= and &top_logprobs=, and no user:password@; job specs are stored and shown, "
             "so keys never go in them: the operator sets TAILOR_OPENAI_API_KEY for the worker")
-    if "model" not in parse_qs(parts.query):
+    query = parse_qs(parts.query)
+    if "model" not in query:
         raise ModelSourceError("invalid_model_uri", f"{uri!r}: add ?model=NAME")
+    if query.get("api", ["chat"])[0] not in ("chat", "completions"):
+        raise ModelSourceError("invalid_model_uri", f"{uri!r}: api must be chat or completions")
+    top = query.get("top_logprobs", ["1"])[0]
+    if not (top.isascii() and top.isdigit() and int(top) >= 1):
+        # Checked here, at submission: the worker's int() of "abc" was an internal error.
+        raise ModelSourceError("invalid_model_uri",
+                               f"{uri!r}: top_logprobs must be a positive whole number")
     if _origin(uri) is None:
         raise ModelSourceError("invalid_model_uri", f"{uri!r}: no valid host")
 

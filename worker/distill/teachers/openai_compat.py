@@ -18,8 +18,10 @@ for the retries.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -49,11 +51,15 @@ RETRY_AFTER_MAX_S = 30.0
 
 
 def retry_wait_s(resp: httpx.Response | None, attempt: int) -> float:
-    """Seconds before try `attempt + 2`: the doubling backoff, or longer when a 429/503
-    answer's Retry-After (in seconds) asks for it, up to RETRY_AFTER_MAX_S."""
+    """Seconds before try `attempt + 2` after try `attempt + 1` answered `resp` (None: it
+    failed in transport): the doubling backoff, or longer when a 429/503 answer's
+    Retry-After (in seconds) asks for it, up to RETRY_AFTER_MAX_S. Only those two statuses
+    mean "come back later" (RFC 9110 10.2.3, RFC 6585); a 500's Retry-After is not obeyed."""
     backoff = RETRY_BACKOFF_S * 2 ** attempt
+    if resp is None or resp.status_code not in (429, 503):
+        return backoff
     try:
-        asked = float(resp.headers.get("retry-after", "")) if resp is not None else backoff
+        asked = float(resp.headers.get("retry-after", ""))
     except ValueError:  # absent, or an HTTP date: the backoff
         return backoff
     return min(max(backoff, asked), RETRY_AFTER_MAX_S) if math.isfinite(asked) else backoff
@@ -62,14 +68,37 @@ def retry_wait_s(resp: httpx.Response | None, attempt: int) -> float:
 def _run_to_end(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     """Run `main()` on a fresh event loop. asyncio.run refuses to start inside a running
     loop (a notebook, an async caller of the engine), so there it runs on a helper thread
-    while this one waits: the engine's calls stay synchronous everywhere."""
+    while this one waits: the engine's calls stay synchronous everywhere.
+
+    Raises what `main()` raises; an exception that reaches the waiting thread instead (a
+    KeyboardInterrupt: Ctrl-C in a notebook) cancels `main()` first, so the interrupt ends
+    the pass's requests rather than waiting for all of them, and no helper thread lives on."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:  # the usual case: a Celery worker or a plain script
         asyncio.run(main())
         return
+    started = threading.Event()
+    running: list[tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]]] = []
+
+    async def cancellable() -> None:
+        task = asyncio.current_task()
+        assert task is not None  # a coroutine run by asyncio.run always has its task
+        running.append((asyncio.get_running_loop(), task))
+        started.set()
+        await main()
+
     with ThreadPoolExecutor(1, thread_name_prefix="openai-teacher") as pool:
-        pool.submit(asyncio.run, main()).result()
+        future = pool.submit(asyncio.run, cancellable())
+        try:
+            future.result()
+        except BaseException:
+            if not future.done():
+                started.wait()
+                loop, task = running[0]
+                with contextlib.suppress(RuntimeError):  # it ended meanwhile: loop closed
+                    loop.call_soon_threadsafe(task.cancel)
+            raise  # once the pool has joined the helper (the `with` block's exit)
 
 
 class OpenAITeacher:
@@ -91,14 +120,10 @@ class OpenAITeacher:
         except ModelSourceError as exc:
             raise TeacherError(exc.code, exc.message) from None
         parts = urlsplit(uri.removeprefix("openai+"))
-        query = parse_qs(parts.query)
-        if "model" not in query:
-            raise TeacherError("invalid_model_uri", f"{uri!r}: add ?model=NAME")
+        query = parse_qs(parts.query)  # model, api and top_logprobs were checked by check_uri
         self.model = query["model"][0]
         self.api = query.get("api", ["chat"])[0]
         self.top = int(query.get("top_logprobs", [TOP_LOGPROBS])[0])
-        if self.api not in ("chat", "completions"):
-            raise TeacherError("invalid_model_uri", f"{uri!r}: api must be chat or completions")
         self.base_url = f"{parts.scheme}://{parts.netloc}{parts.path}".rstrip("/")
         self.uri = uri
         # A key read from a secret file often ends in a newline, which no header may carry:
@@ -135,6 +160,7 @@ class OpenAITeacher:
             path = "/completions"
         resp: httpx.Response | None = None
         for attempt in range(RETRIES):
+            resp = None  # an earlier try's answer must not set this try's wait
             try:
                 async with asyncio.timeout(self.deadline_s):
                     resp = await client.post(self.base_url + path, json=body)
@@ -163,7 +189,9 @@ class OpenAITeacher:
                          for t in choice["logprobs"]["content"][0]["top_logprobs"]]
             else:
                 pairs = list(choice["logprobs"]["top_logprobs"][0].items())
-            return {str(token): float(lp) for token, lp in pairs
+            # A log-probability is at most 0: a larger one (a server's bug or a hostile
+            # answer) would outweigh every real answer.
+            return {str(token): min(float(lp), 0.0) for token, lp in pairs
                     if isinstance(lp, int | float) and math.isfinite(lp)}
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
             raise TeacherError("teacher_no_logprobs",
@@ -241,8 +269,10 @@ class OpenAITeacher:
 
 
 def option_scores(top: dict[str, float], options: Sequence[str]) -> np.ndarray:
-    """Per option, log-sum-exp over returned tokens that begin it (case and space ignored);
-    a token that could begin two options counts for neither."""
+    """Per option [K], log-sum-exp over returned tokens that begin it (case and space
+    ignored); a token that could begin two options counts for neither; MISSING_LOGPROB for
+    an option no token begins. The sum is taken from the largest term, so very small
+    log-probabilities (vLLM's -9999.0 for an impossible token) stay finite."""
     owners: dict[str, list[int]] = {}
     for token in top:
         piece = token.strip().lower()
@@ -252,5 +282,9 @@ def option_scores(top: dict[str, float], options: Sequence[str]) -> np.ndarray:
     scores = []
     for k in range(len(options)):
         mine = [top[t] for t, who in owners.items() if who == [k]]
-        scores.append(math.log(sum(math.exp(x) for x in mine)) if mine else MISSING_LOGPROB)
+        if not mine:
+            scores.append(MISSING_LOGPROB)
+            continue
+        peak = max(mine)  # exp(-9999.0) is 0.0 and log(0.0) no number: sum from the peak
+        scores.append(peak + math.log(sum(math.exp(x - peak) for x in mine)))
     return np.asarray(scores, dtype=np.float32)
