@@ -76,12 +76,20 @@ def test_a_job_distils_from_an_openai_compatible_teacher(server, tiny_models, tm
     assert "align" not in res.metrics["phases"], "no hidden states, no representation phase"
 
 
-def test_the_teacher_scores_inside_a_running_event_loop_and_ticks_per_request(server):
+def test_the_teacher_scores_inside_a_running_event_loop_and_ticks_per_request(server,
+                                                                             monkeypatch):
     """A notebook or an async caller of the engine already runs an event loop, where
-    asyncio.run refuses to start; and every answered request ticks (0 texts), so a batch of
-    hundreds of texts on a slow server is progress to the shard stall guard."""
+    asyncio.run refuses to start; and answered requests tick (0 texts) at most every
+    TICK_S, so a batch of hundreds of texts on a slow server is progress to the shard stall
+    guard, while a fast server's pass does not pay a tick (a Redis round trip) per text."""
+    from worker.distill.teachers import openai_compat
+
     prompt = default_prompts(TaskConfig(**TASK))[0]
     texts = corpus(5)
+    fast: list[int] = []
+    OpenAITeacher(server).score(prompt, texts, batch_size=16, on_batch=fast.append)
+    assert fast == [5], "5 answers well within a second: the batch's own tick only"
+    monkeypatch.setattr(openai_compat, "TICK_S", 0.0)
     ticks: list[int] = []
 
     async def caller() -> np.ndarray:
@@ -317,8 +325,9 @@ class _Interrupt(Exception):
 def test_an_interrupt_inside_a_running_loop_cancels_the_pass_and_leaves_no_thread(
         monkeypatch):
     """A notebook's Ctrl-C reaches the thread waiting on the helper: it must cancel the
-    requests, not wait for the whole pass (64 texts at 2 s, 8 at a time: 16 s, 64 requests)
-    before the interrupt surfaces."""
+    requests, not wait for the whole pass (64 texts at 5 s, 8 at a time: 40 s, 64 requests)
+    before the interrupt surfaces. (5 s a request: a busy machine may deliver the signal
+    late, and it must still land within the first wave.)"""
     import os
     import signal
 
@@ -331,7 +340,7 @@ def test_an_interrupt_inside_a_running_loop_cancels_the_pass_and_leaves_no_threa
         asked.append(1)
         if len(asked) == openai_compat.PARALLEL_REQUESTS:
             wave.set()
-        await asyncio.sleep(2)
+        await asyncio.sleep(5)
         return httpx.Response(200, json=ANSWER)
 
     def interrupt(_signum: int, _frame: object) -> None:

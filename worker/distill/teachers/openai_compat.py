@@ -44,6 +44,7 @@ REQUEST_TIMEOUT_S = 120  # per connect, write and read (httpx)
 REQUEST_DEADLINE_S = 150.0
 PARALLEL_REQUESTS = 8
 RETRIES = 3
+TICK_S = 1.0  # the most often a pass reports progress between its batches (seconds)
 RETRY_BACKOFF_S = 0.5  # doubled per retry
 # A rate-limited server's Retry-After is honoured up to this (a hosted API asks for seconds
 # to a minute); a longer wait counts as the server failing, as the retries run out.
@@ -201,10 +202,11 @@ class OpenAITeacher:
     def _ask_all(self, prompts: Sequence[Prompt], texts: Sequence[str], batch_size: int,
                  options: int, on_batch: Callable[[int], None] | None) -> np.ndarray:
         """Scores [N, options] of text i under prompts[i], `batch_size` texts a batch
-        (`on_batch(n)` after each, and `on_batch(0)` after each answered request: a batch of
-        hundreds of texts on a slow server is progress, not a stall, and a cancel is seen
-        within one request), PARALLEL_REQUESTS requests in flight; the first failure
-        (or exception from `on_batch`) cancels the rest and is raised."""
+        (`on_batch(n)` after each, and `on_batch(0)` after an answered request at most every
+        TICK_S: a batch of hundreds of texts on a slow server is progress, not a stall, and
+        a cancel is seen within a request or TICK_S), PARALLEL_REQUESTS requests in
+        flight; the first failure (or exception from `on_batch`) cancels the rest and is
+        raised."""
         for prompt in prompts:
             if prompt.kind != "choice":
                 raise TeacherError("unsupported_prompt",
@@ -219,11 +221,17 @@ class OpenAITeacher:
             async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT_S, headers=self._headers,
                                          verify=self._ssl, limits=limits) as client:
 
+                ticked = [time.monotonic()]
+
                 async def one(i: int) -> None:
                     async with gate:
                         top = await self._ask(client, prompts[i], texts[i])
                     out[i] = option_scores(top, prompts[i].options)
-                    if on_batch:
+                    # At most one mid-batch tick a TICK_S: each may cost a Redis round trip
+                    # (a shard's stop key) or a progress write, and a fast server answers
+                    # hundreds of requests a second.
+                    if on_batch and time.monotonic() - ticked[0] >= TICK_S:
+                        ticked[0] = time.monotonic()
                         on_batch(0)
 
                 for start in range(0, len(texts), batch_size):
