@@ -38,6 +38,7 @@ stored).
 from __future__ import annotations
 
 import logging
+import math
 import re
 import shutil
 import socket
@@ -81,6 +82,7 @@ from worker.shard_leases import (
 
 log = logging.getLogger(__name__)
 POLL_S = 0.05  # the coordinator's look at result files while others work its shards
+MIN_SHARD_TEXTS = 8  # a small pass is cut for every live worker, but not below this
 JOB_ID = re.compile(r"^job_[0-9a-f]{16}$")
 CALL_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -171,6 +173,16 @@ class CeleryShards:
         self.shard_texts = settings.annotation_shard_texts
         self.settings = settings
 
+    def shard_size(self, n_texts: int) -> int:
+        """Texts per shard of an n-text pass: TAILOR_ANNOTATION_SHARD_TEXTS, or fewer so that
+        every live worker gets a shard (the probe's 48- and 96-text passes in shards of 32
+        kept two of four workers idle), at least MIN_SHARD_TEXTS (a message per handful of
+        texts would cost more than it spreads)."""
+        live = self._live_workers()
+        if live is None or live < 2:
+            return self.shard_texts
+        return max(MIN_SHARD_TEXTS, min(self.shard_texts, math.ceil(n_texts / live)))
+
     def run(self, teacher: Teacher, shards: Sequence[Shard], cache: TeacherCache | None,
             on_texts: OnTexts) -> list[TeacherScores]:
         leases = Leases(self.settings)
@@ -204,12 +216,17 @@ class CeleryShards:
 
     def _others_alive(self) -> bool:
         """Whether another worker beat recently (/readyz's window); True when unknown."""
+        live = self._live_workers()
+        return live is None or live > 1
+
+    def _live_workers(self) -> int | None:
+        """Workers that beat recently (/readyz's window), this one included; None when the
+        database does not answer."""
         try:
             with session_scope() as db:
-                live = seam.liveness(db, fresh_s=self.settings.worker_fresh_seconds).live
+                return int(seam.liveness(db, fresh_s=self.settings.worker_fresh_seconds).live)
         except UNAVAILABLE:
-            return True
-        return live > 1
+            return None
 
     def _collect(self, leases: Leases, teacher: Teacher, shards: Sequence[Shard],
                  cache: TeacherCache | None, on_texts: OnTexts, call: str, folder: Path

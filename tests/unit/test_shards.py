@@ -121,3 +121,16 @@ def test_a_message_no_job_could_send_is_malformed_not_an_endless_stall_bound(fie
     record_input("hostile or garbled shard messages", ["tailor.annotate_shard (run_shard)"],
                  ["batch_size 0, -5 or 10**6", "max_text_tokens 0, 10**15, 10**400 or Infinity"],
                  ["'malformed shard message': no stall bound of 10**15 s, no OverflowError"])
+
+
+def test_a_small_pass_is_cut_so_that_every_live_worker_gets_a_shard(monkeypatch):
+    """The probe's 48- and 96-text passes in shards of 32 kept two of four workers idle
+    (bench-scale: 3.09x on 4 workers before, 3.46x after)."""
+    from app.core.config import Settings
+    from worker.shards import MIN_SHARD_TEXTS, CeleryShards
+
+    backend = CeleryShards("job_00000000000000ab", "x", Settings(annotation_shard_texts=32))
+    for live, n, size in [(4, 48, 12), (4, 96, 24), (4, 3000, 32), (2, 48, 24),
+                          (4, 20, MIN_SHARD_TEXTS), (1, 48, 32), (None, 48, 32)]:
+        monkeypatch.setattr(backend, "_live_workers", lambda live=live: live)
+        assert backend.shard_size(n) == size, (live, n)

@@ -133,12 +133,16 @@ class ShardFailed(Exception):
 class ShardBackend(Protocol):
     """Runs the shards of one pass and returns their scores in order.
 
-    `shard_texts` is the most texts a shard holds. `run` calls `on_texts(n)` as texts are
-    done (n may be 0: a tick while it waits, where the engine checks for cancellation) and
-    raises ShardFailed when a shard's teacher fails; every finished shard is in `cache`.
+    `shard_texts` is the most texts a shard holds; `shard_size(n)` how many a shard of an
+    n-text pass holds (fewer where that keeps every worker busy). `run` calls `on_texts(n)`
+    as texts are done (n may be 0: a tick while it waits, where the engine checks for
+    cancellation) and raises ShardFailed when a shard's teacher fails; every finished shard
+    is in `cache`.
     """
 
     shard_texts: int
+
+    def shard_size(self, n_texts: int) -> int: ...
 
     def run(self, teacher: Teacher, shards: Sequence[Shard], cache: TeacherCache | None,
             on_texts: OnTexts) -> list[TeacherScores]: ...
@@ -149,6 +153,10 @@ class InProcess:
 
     def __init__(self, shard_texts: int = CACHE_CHUNK) -> None:
         self.shard_texts = shard_texts
+
+    def shard_size(self, n_texts: int) -> int:
+        """One process works every shard: `shard_texts` (the cache's chunk)."""
+        return self.shard_texts
 
     def run(self, teacher: Teacher, shards: Sequence[Shard], cache: TeacherCache | None,
             on_texts: OnTexts) -> list[TeacherScores]:
@@ -198,7 +206,7 @@ class ShardedTeacher:
               max_text_tokens: int = 256, prefix_cache: bool = True, want_hidden: bool = True,
               on_batch: OnTexts | None = None) -> TeacherScores:
         """Scores [N, K] (and hidden [N, H]) of `texts` under `prompt`, shard by shard."""
-        n = self.backend.shard_texts
+        n = self.backend.shard_size(len(texts))
         shards = [Shard((prompt,), tuple(texts[s:s + n]), False, want_hidden, batch_size,
                         max_text_tokens, prefix_cache) for s in range(0, len(texts), n)]
         return self._run(shards, on_batch, len(prompt.options), want_hidden)
@@ -207,7 +215,7 @@ class ShardedTeacher:
                    batch_size: int = 8, max_text_tokens: int = 256,
                    on_batch: OnTexts | None = None) -> TeacherScores:
         """Scores [N, K] of text i under prompts[i], shard by shard."""
-        n = self.backend.shard_texts
+        n = self.backend.shard_size(len(texts))
         shards = [Shard(tuple(prompts[s:s + n]), tuple(texts[s:s + n]), True, False,
                         batch_size, max_text_tokens) for s in range(0, len(texts), n)]
         k = len(prompts[0].options) if prompts else 0
